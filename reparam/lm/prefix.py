@@ -1,0 +1,240 @@
+"""Prefix-tuning for any Hugging Face causal LM (PEFT-tuner style), with three structures.
+
+THEORY section 6: every attention head of every layer is a mixture of experts whose prompt experts
+are the prefix keys/values. The structures differ only in how those keys/values are parameterised:
+
+* ``independent`` - a free key and value tensor for every layer (Li & Liang's "no reparameterization").
+* ``shared``      - per-position embeddings p_i through ONE MLP
+                    Linear(d, hidden) -> tanh -> Linear(hidden, layers * 2 * kv_dim)
+                    (Li & Liang's default; identical to PEFT's ``prefix_projection=True`` layout).
+* ``deep_shared`` - the same with two hidden layers.
+* ``fixed``       - an exported prefix (the MLP dropped), loaded for inference or as a planted teacher.
+
+The layout of the flat MLP output matches PEFT: (L, layers * 2 * kv_dim) viewed as
+(L, layers * 2, kv_heads, head_dim), where index 2*l is layer l's key and 2*l+1 its value.
+
+On every forward call a fresh ``DynamicCache`` is built from the prefix (transformers 5 accepts
+only Cache objects and mutates them in place, so a cache must never be reused across calls), and the
+attention mask is extended by L ones so that every token attends to every prefix position.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+STRUCTURES = ("independent", "shared", "deep_shared", "fixed")
+
+
+@dataclass
+class PrefixConfig:
+    """How the prefix is parameterised."""
+
+    structure: str = "shared"  # independent | shared | deep_shared | fixed (see module docstring)
+    prefix_len: int = 10  # L: number of virtual tokens (prompt experts per head)
+    embed_dim: int | None = None  # d: size of the per-position latent p_i (default: the model's hidden size)
+    hidden: int = 512  # width of the reparameterising MLP's hidden layer(s)
+    init: str = "mlp"  # independent only: "mlp" = start from the output of a fresh random shared MLP
+    #                    (same seed => same starting prefix as `shared`, a controlled comparison);
+    #                    "normal" = i.i.d. N(0, init_std^2)
+    init_std: float = 0.02  # std of the latent embeddings / of the "normal" init
+    seed: int = 0  # seed of the parameter initialisation
+
+    def __post_init__(self):
+        if self.structure not in STRUCTURES:
+            raise ValueError(f"PrefixConfig.structure={self.structure!r} is not one of {STRUCTURES}")
+        if self.prefix_len < 1:
+            raise ValueError(f"PrefixConfig.prefix_len={self.prefix_len} must be >= 1")
+        if self.init not in ("mlp", "normal"):
+            raise ValueError(f"PrefixConfig.init={self.init!r} must be 'mlp' or 'normal'")
+
+
+@dataclass
+class KVDims:
+    """Shapes of one model's key/value cache, read from its config (grouped-query attention aware)."""
+
+    n_layers: int
+    kv_heads: int
+    head_dim: int
+    hidden_size: int
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    @classmethod
+    def from_config(cls, config) -> "KVDims":
+        c = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        n_heads = c.num_attention_heads
+        kv_heads = getattr(c, "num_key_value_heads", None) or n_heads
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // n_heads
+        return cls(n_layers=c.num_hidden_layers, kv_heads=kv_heads, head_dim=head_dim, hidden_size=c.hidden_size)
+
+
+def _mlp(d: int, hidden: int, out: int, depth: int) -> nn.Sequential:
+    layers, width = [], d
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), nn.Tanh()]
+        width = hidden
+    layers.append(nn.Linear(width, out))
+    return nn.Sequential(*layers)
+
+
+class PrefixEncoder(nn.Module):
+    """Produces the prefix keys/values, shape (layers, 2, kv_heads, L, head_dim)."""
+
+    def __init__(self, cfg: PrefixConfig, dims: KVDims):
+        super().__init__()
+        self.cfg, self.dims = cfg, dims
+        L, out = cfg.prefix_len, dims.n_layers * 2 * dims.kv_dim
+        d = cfg.embed_dim or dims.hidden_size
+        g = torch.Generator().manual_seed(cfg.seed)
+        if cfg.structure in ("shared", "deep_shared"):
+            self.embedding = nn.Embedding(L, d)
+            self.transform = _mlp(d, cfg.hidden, out, depth=1 if cfg.structure == "shared" else 2)
+            self._init_mlp(self.embedding, self.transform, g)
+        elif cfg.structure == "independent":
+            if cfg.init == "mlp":  # the same draw as a `shared` encoder with this seed, then the MLP is discarded
+                emb, mlp = nn.Embedding(L, d), _mlp(d, cfg.hidden, out, depth=1)
+                self._init_mlp(emb, mlp, g)
+                with torch.no_grad():
+                    flat = mlp(emb.weight)
+            else:
+                flat = torch.randn(L, out, generator=g) * cfg.init_std
+            self.flat = nn.Parameter(flat.detach().clone())  # (L, layers*2*kv_dim)
+        else:  # fixed: filled by load_state_dict / from_exported
+            self.register_buffer("flat", torch.zeros(L, out))
+
+    def _init_mlp(self, emb: nn.Embedding, mlp: nn.Sequential, g: torch.Generator):
+        # seeded init that does not depend on the global RNG state (reproducible whatever ran before)
+        with torch.no_grad():
+            emb.weight.normal_(0.0, 1.0, generator=g)
+            for m in mlp:
+                if isinstance(m, nn.Linear):
+                    bound = 1.0 / math.sqrt(m.in_features)
+                    m.weight.uniform_(-bound, bound, generator=g)
+                    m.bias.uniform_(-bound, bound, generator=g)
+
+    def flat_prefix(self) -> torch.Tensor:
+        """(L, layers*2*kv_dim), the PEFT layout."""
+        if self.cfg.structure in ("shared", "deep_shared"):
+            return self.transform(self.embedding.weight)
+        return self.flat
+
+    def forward(self) -> torch.Tensor:
+        dm, L = self.dims, self.cfg.prefix_len
+        kv = self.flat_prefix().view(L, dm.n_layers, 2, dm.kv_heads, dm.head_dim)
+        return kv.permute(1, 2, 3, 0, 4)  # (layers, 2, kv_heads, L, head_dim)
+
+
+class PrefixModel(nn.Module):
+    """A frozen causal LM plus a trainable prefix. Only ``self.prefix`` has trainable parameters."""
+
+    def __init__(self, base: nn.Module, cfg: PrefixConfig, prefix: PrefixEncoder | None = None):
+        super().__init__()
+        self.base = base
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.cfg = cfg
+        self.dims = KVDims.from_config(base.config)
+        self.prefix = prefix if prefix is not None else PrefixEncoder(cfg, self.dims)
+
+    # ------------------------------------------------------------------ cache and mask
+    def build_cache(self, batch_size: int, kv: torch.Tensor | None = None):
+        """A fresh DynamicCache holding the prefix for `batch_size` rows (never reuse one: it is mutated)."""
+        from transformers import DynamicCache
+
+        kv = self.prefix() if kv is None else kv  # (layers, 2, kv_heads, L, head_dim)
+        kv = kv.to(dtype=self.base.dtype)
+        layers = tuple(
+            (kv[l, 0].unsqueeze(0).expand(batch_size, -1, -1, -1), kv[l, 1].unsqueeze(0).expand(batch_size, -1, -1, -1))
+            for l in range(self.dims.n_layers)
+        )  # each (batch, kv_heads, L, head_dim)
+        return DynamicCache(layers, config=self.base.config)
+
+    def extend_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        ones = attention_mask.new_ones(attention_mask.shape[0], self.cfg.prefix_len)
+        return torch.cat([ones, attention_mask], dim=1)  # (batch, L + T)
+
+    # ------------------------------------------------------------------ forward / generate
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        """Logits (and loss if `labels` given) of the LM with the prefix; positions start after the prefix (as PEFT)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        cache = self.build_cache(input_ids.shape[0])
+        return self.base(
+            input_ids=input_ids, attention_mask=self.extend_mask(attention_mask), past_key_values=cache,
+            use_cache=kwargs.pop("use_cache", False), **kwargs,
+        )
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        """``base.generate`` with the prefix in the cache. Returns only the NEW tokens, (batch, <= max_new_tokens).
+
+        Prompts should be left-padded (the usual decoder-only convention).
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        cache = self.build_cache(input_ids.shape[0])
+        out = self.base.generate(
+            input_ids=input_ids, attention_mask=self.extend_mask(attention_mask), past_key_values=cache, **kwargs
+        )
+        return out[:, input_ids.shape[1]:]
+
+    # ------------------------------------------------------------------ export / reload
+    @torch.no_grad()
+    def export_prefix(self) -> dict:
+        """The computed prefix only (the MLP is dropped): what is kept for inference."""
+        return {
+            "kv": self.prefix().detach().cpu().contiguous(),  # (layers, 2, kv_heads, L, head_dim)
+            "dims": asdict(self.dims),
+            "config": asdict(self.cfg),
+        }
+
+    def save_prefix(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.export_prefix(), path)
+        return path
+
+    @classmethod
+    def from_exported(cls, base: nn.Module, exported: dict | str | Path) -> "PrefixModel":
+        """Rebuild a model with a `fixed` prefix from `export_prefix()` output (or a file saved by `save_prefix`)."""
+        if not isinstance(exported, dict):
+            p = Path(exported)
+            if not p.is_file():
+                raise FileNotFoundError(f"exported prefix file {p} does not exist (write it with PrefixModel.save_prefix)")
+            try:
+                exported = torch.load(p, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - any unpickling failure means a malformed file
+                raise ValueError(f"exported prefix file {p} is malformed ({e}); re-export it with save_prefix") from e
+        if not isinstance(exported, dict) or "kv" not in exported:
+            raise ValueError("exported prefix must be a dict with a 'kv' tensor of shape (layers, 2, kv_heads, L, head_dim)")
+        kv = exported["kv"]
+        dims = KVDims.from_config(base.config)
+        want = (dims.n_layers, 2, dims.kv_heads, kv.shape[3], dims.head_dim)
+        if tuple(kv.shape) != want:
+            raise ValueError(f"exported prefix has shape {tuple(kv.shape)}, but this model needs {want}")
+        cfg = PrefixConfig(structure="fixed", prefix_len=kv.shape[3])
+        model = cls(base, cfg)
+        model.prefix.flat.copy_(kv.permute(3, 0, 1, 2, 4).reshape(kv.shape[3], -1))
+        return model
+
+
+def fixed_prefix(base: nn.Module, kv: torch.Tensor) -> PrefixModel:
+    """A model with the given prefix planted (a teacher). `kv`: (layers, 2, kv_heads, L, head_dim)."""
+    return PrefixModel.from_exported(base, {"kv": kv})
+
+
+def prefix_atoms(kv: torch.Tensor) -> torch.Tensor:
+    """Per-layer atoms in prefix space: (layers, L, 2*kv_dim) = [key of all heads, value of all heads] per position.
+
+    Attention is invariant to permuting prefix positions (cached keys carry no position), so the
+    positions are the atoms of one mixture per layer and are matched Voronoi-style.
+    """
+    n_layers, _, kv_heads, L, head_dim = kv.shape
+    return kv.permute(0, 3, 1, 2, 4).reshape(n_layers, L, 2 * kv_heads * head_dim)

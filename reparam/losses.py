@@ -1,0 +1,94 @@
+"""Voronoi losses between a fitted and a true mixing measure, and the regression L2 error (THEORY section 4).
+
+A mixing measure is a set of atoms theta_i (..., L, D) with weights exp(b_i) (..., L). Cells:
+V_j = {i : theta_hat_i is closer to theta*_j than to any other true atom} (ties go to the lower j).
+
+    D(G_hat, G*) = sum_j | sum_{i in V_j} w_hat_i - w*_j |
+                 + sum_{j: |V_j| = 1} sum_{i in V_j} w_hat_i ||theta_hat_i - theta*_j||^{exponent_single}
+                 + sum_{j: |V_j| > 1} sum_{i in V_j} w_hat_i ||theta_hat_i - theta*_j||^{exponent_multi}
+
+exponent_single = 1, exponent_multi = 2 is the loss of the shared theorems; D_{1,r} (Theorem 1) sets
+both to r. Everything broadcasts over leading dimensions and works on numpy arrays or torch tensors.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .moe import DTYPE, PretrainedExperts, prefix_moe
+
+
+def _as_tensor(x) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=DTYPE)
+
+
+def voronoi_cells(theta_hat, theta_true) -> torch.Tensor:
+    """Index of the nearest true atom for every fitted atom: (..., L_hat)."""
+    theta_hat, theta_true = _as_tensor(theta_hat), _as_tensor(theta_true)
+    distances = torch.cdist(theta_hat, theta_true)  # (..., L_hat, L_true)
+    return distances.argmin(dim=-1)
+
+
+def _cell_distances(theta_hat: torch.Tensor, theta_true: torch.Tensor):
+    """Cells, and for every fitted atom: distance to its true atom and whether its cell is over-specified."""
+    batch = torch.broadcast_shapes(theta_hat.shape[:-2], theta_true.shape[:-2])
+    theta_hat = theta_hat.expand(*batch, *theta_hat.shape[-2:])
+    theta_true = theta_true.expand(*batch, *theta_true.shape[-2:])
+    cells = voronoi_cells(theta_hat, theta_true)  # (..., L_hat)
+    cell_size = torch.nn.functional.one_hot(cells, theta_true.shape[-2]).sum(dim=-2)  # (..., L_true)
+    nearest = torch.gather(theta_true, -2, cells.unsqueeze(-1).expand(*cells.shape, theta_true.shape[-1]))
+    distance = (theta_hat - nearest).norm(dim=-1)  # (..., L_hat)
+    in_multi = torch.gather(cell_size, -1, cells) > 1
+    return cells, distance, in_multi
+
+
+def voronoi_loss(theta_hat, weight_hat, theta_true, weight_true, exponent_single: float = 1.0,
+                 exponent_multi: float = 2.0):
+    """The Voronoi loss D above. Shapes (..., L_hat, D), (..., L_hat), (..., L_true, D), (..., L_true) -> (...)."""
+    is_numpy = not isinstance(theta_hat, torch.Tensor)
+    theta_hat, weight_hat = _as_tensor(theta_hat), _as_tensor(weight_hat)
+    theta_true, weight_true = _as_tensor(theta_true), _as_tensor(weight_true)
+    if theta_hat.shape[-1] != theta_true.shape[-1]:
+        raise ValueError(f"theta_hat atoms have {theta_hat.shape[-1]} coordinates, theta_true {theta_true.shape[-1]}")
+    if weight_hat.shape != theta_hat.shape[:-1] or weight_true.shape != theta_true.shape[:-1]:
+        raise ValueError("weights must have the shape of the atoms without their last dimension")
+    if (weight_hat < 0).any() or (weight_true < 0).any():
+        raise ValueError("weights must be >= 0 (they are exp(b))")
+    cells, distance, in_multi = _cell_distances(theta_hat, theta_true)
+    membership = torch.nn.functional.one_hot(cells, theta_true.shape[-2]).to(DTYPE)  # (..., L_hat, L_true)
+    mass_error = ((membership * weight_hat.unsqueeze(-1)).sum(dim=-2) - weight_true).abs().sum(dim=-1)
+    exponent = torch.where(in_multi, torch.as_tensor(float(exponent_multi), dtype=DTYPE),
+                           torch.as_tensor(float(exponent_single), dtype=DTYPE))
+    total = mass_error + (weight_hat * distance.pow(exponent)).sum(dim=-1)
+    if not is_numpy:
+        return total
+    return total.numpy() if total.ndim else float(total)
+
+
+def voronoi_r(theta_hat, weight_hat, theta_true, weight_true, r: float):
+    """D_{1,r} of Theorem 1: every cell with exponent r."""
+    return voronoi_loss(theta_hat, weight_hat, theta_true, weight_true, exponent_single=r, exponent_multi=r)
+
+
+def cell_atom_errors(theta_hat, theta_true) -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest unweighted atom distance ||theta_hat_i - theta*_j|| over atoms in single-atom cells and over
+    atoms in multi-atom (over-specified) cells: each (...), NaN where no such cell exists. The shared
+    theorems predict n^{-1/2} for the first and n^{-1/4} for the second."""
+    _, distance, in_multi = _cell_distances(_as_tensor(theta_hat), _as_tensor(theta_true))
+    nan = torch.full_like(distance, float("nan"))
+    return _nanmax(torch.where(~in_multi, distance, nan)), _nanmax(torch.where(in_multi, distance, nan))
+
+
+def _nanmax(x: torch.Tensor) -> torch.Tensor:
+    filled = torch.where(torch.isnan(x), torch.full_like(x, -float("inf")), x).amax(dim=-1)
+    return torch.where(torch.isinf(filled), torch.full_like(filled, float("nan")), filled)
+
+
+def l2_error(X_eval: torch.Tensor, experts: PretrainedExperts, fitted_prefix, true_prefix) -> torch.Tensor:
+    """||f_hat - f*||_{L2(mu)} estimated on a fresh sample X_eval (n_eval, d).
+
+    fitted_prefix = (keys (..., L, d), values (..., L, m), biases (..., L)); true_prefix likewise
+    without batch dimensions. Returns (...)."""
+    f_hat = prefix_moe(X_eval, experts, *fitted_prefix)  # X (n, d) broadcasts against keys (..., L, d)
+    f_true = prefix_moe(X_eval, experts, *true_prefix)
+    return (f_hat - f_true).square().sum(dim=-1).mean(dim=-1).sqrt()

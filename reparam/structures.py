@@ -1,0 +1,225 @@
+"""How prompt experts are parameterised (THEORY section 2), as a registry.
+
+Every structure maps its NATIVE parameters to the common PREFIX space (keys, values, biases):
+
+    native, per prompt i:  b_i and an atom vector of `atom_dim` numbers
+                           (independent: [k_i, v_i]; shared_*: the latent p_i)
+    native, per fit:       `global_dim` numbers shared by all prompts (only shared_learned: the MLP)
+    prefix, per prompt i:  k_i (d,), v_i (m,), b_i
+
+A fit's parameters are one flat vector (..., P) laid out as [b_1..b_L | atoms (L * atom_dim) | globals],
+so a solver can treat every structure alike. A new structure is one subclass with @register.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .moe import DTYPE
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "gelu": torch.nn.functional.gelu,
+    "sigmoid": torch.sigmoid,
+}
+
+STRUCTURES: dict[str, type["Structure"]] = {}
+
+
+def register(cls: type["Structure"]) -> type["Structure"]:
+    STRUCTURES[cls.name] = cls
+    return cls
+
+
+def get_activation(name: str) -> Callable[[Tensor], Tensor]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation={name!r} is unknown; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+@dataclass
+class Structure:
+    """Base class. Fields: d (input dim), m (output dim)."""
+
+    name: ClassVar[str] = ""
+    theorem: ClassVar[str | None] = None  # which THEORY result covers it; None = outside the theorems
+    d: int
+    m: int
+
+    @property
+    def atom_dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def global_dim(self) -> int:
+        return 0
+
+    def n_params(self, n_atoms: int) -> int:
+        return n_atoms * (1 + self.atom_dim) + self.global_dim
+
+    def split(self, theta: Tensor, n_atoms: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(..., P) -> biases (..., L), atoms (..., L, atom_dim), globals (..., G)."""
+        if theta.shape[-1] != self.n_params(n_atoms):
+            raise ValueError(
+                f"theta has {theta.shape[-1]} parameters; {self.name} with {n_atoms} atoms needs {self.n_params(n_atoms)}"
+            )
+        L, q = n_atoms, self.atom_dim
+        biases = theta[..., :L]
+        atoms = theta[..., L : L + L * q].reshape(*theta.shape[:-1], L, q)
+        return biases, atoms, theta[..., L + L * q :]
+
+    def join(self, biases: Tensor, atoms: Tensor, globals_: Tensor | None = None) -> Tensor:
+        parts = [biases, atoms.reshape(*atoms.shape[:-2], -1)]
+        if self.global_dim:
+            parts.append(globals_.expand(*biases.shape[:-1], self.global_dim))
+        return torch.cat(parts, dim=-1)
+
+    def prefix_from_atoms(self, atoms: Tensor, globals_: Tensor) -> tuple[Tensor, Tensor]:
+        """atoms (..., L, q), globals (..., G) -> keys (..., L, d), values (..., L, m)."""
+        raise NotImplementedError
+
+    def prefix(self, theta: Tensor, n_atoms: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(..., P) -> keys (..., L, d), values (..., L, m), biases (..., L)."""
+        biases, atoms, globals_ = self.split(theta, n_atoms)
+        keys, values = self.prefix_from_atoms(atoms, globals_)
+        return keys, values, biases
+
+    def random_atoms(self, shape: tuple[int, ...], generator: np.random.Generator, scale: float) -> Tensor:
+        """Native atoms drawn for random starts and random truths: (*shape, atom_dim)."""
+        return torch.as_tensor(generator.uniform(-scale, scale, size=(*shape, self.atom_dim)), dtype=DTYPE)
+
+    def random_globals(self, shape: tuple[int, ...], generator: np.random.Generator) -> Tensor:
+        return torch.zeros(*shape, 0, dtype=DTYPE)
+
+
+@register
+@dataclass
+class Independent(Structure):
+    """Free k_i in R^d, v_i in R^m, b_i for every prompt (THEORY Theorem 1). Atom = [k_i, v_i]."""
+
+    name: ClassVar[str] = "independent"
+    theorem: ClassVar[str | None] = "Theorem 1"
+
+    @property
+    def atom_dim(self) -> int:
+        return self.d + self.m
+
+    def prefix_from_atoms(self, atoms, globals_):
+        return atoms[..., : self.d], atoms[..., self.d :]
+
+
+@dataclass
+class _TiedStructure(Structure):
+    """Keys and values are two functions of one latent p_i in R^r through FIXED, known W_K (d, r), W_V (m, r)."""
+
+    r: int = 2
+    W_K: Tensor = None
+    W_V: Tensor = None
+
+    def __post_init__(self):
+        if self.W_K is None or self.W_V is None:
+            raise ValueError(f"{self.name} needs the fixed matrices W_K ({self.d}, {self.r}) and W_V ({self.m}, {self.r})")
+        self.W_K = torch.as_tensor(self.W_K, dtype=DTYPE)
+        self.W_V = torch.as_tensor(self.W_V, dtype=DTYPE)
+        if tuple(self.W_K.shape) != (self.d, self.r):
+            raise ValueError(f"W_K must have shape ({self.d}, {self.r}), got {tuple(self.W_K.shape)}")
+        if tuple(self.W_V.shape) != (self.m, self.r):
+            raise ValueError(f"W_V must have shape ({self.m}, {self.r}), got {tuple(self.W_V.shape)}")
+
+    @property
+    def atom_dim(self) -> int:
+        return self.r
+
+
+@register
+@dataclass
+class SharedLinear(_TiedStructure):
+    """k_i = W_K p_i, v_i = W_V p_i (THEORY Theorem 2; prompt-tuning is this with the frozen key/value maps)."""
+
+    name: ClassVar[str] = "shared_linear"
+    theorem: ClassVar[str | None] = "Theorem 2"
+
+    def prefix_from_atoms(self, atoms, globals_):
+        return atoms @ self.W_K.T, atoms @ self.W_V.T
+
+
+@register
+@dataclass
+class SharedMLP(_TiedStructure):
+    """k_i = sigma(W_K p_i), v_i = sigma(W_V p_i), one fixed layer (THEORY Theorem 3)."""
+
+    name: ClassVar[str] = "shared_mlp"
+    theorem: ClassVar[str | None] = "Theorem 3"
+    activation: str = "tanh"
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._act = get_activation(self.activation)
+
+    def prefix_from_atoms(self, atoms, globals_):
+        return self._act(atoms @ self.W_K.T), self._act(atoms @ self.W_V.T)
+
+
+@register
+@dataclass
+class SharedLearned(Structure):
+    """[k_i; v_i] = W2 sigma(W1 p_i + c1) + c2 with W1, c1, W2, c2 ALSO estimated (Li & Liang's practice).
+
+    OUTSIDE the theorems: with learned weights and hidden >= d + m the model can express any
+    independent prefix, so no rate is predicted. Globals = [W1 (hidden, r), c1 (hidden), W2 (d+m, hidden), c2 (d+m)].
+    """
+
+    name: ClassVar[str] = "shared_learned"
+    theorem: ClassVar[str | None] = None
+    r: int = 2
+    hidden: int = 4
+    activation: str = "tanh"
+
+    def __post_init__(self):
+        self._act = get_activation(self.activation)
+
+    @property
+    def atom_dim(self) -> int:
+        return self.r
+
+    @property
+    def global_dim(self) -> int:
+        h, r, o = self.hidden, self.r, self.d + self.m
+        return h * r + h + o * h + o
+
+    def unpack_globals(self, globals_: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        h, r, o = self.hidden, self.r, self.d + self.m
+        sizes = [h * r, h, o * h, o]
+        W1, c1, W2, c2 = torch.split(globals_, sizes, dim=-1)
+        lead = globals_.shape[:-1]
+        return W1.reshape(*lead, h, r), c1, W2.reshape(*lead, o, h), c2
+
+    def prefix_from_atoms(self, atoms, globals_):
+        W1, c1, W2, c2 = self.unpack_globals(globals_)
+        hidden = self._act(atoms @ W1.transpose(-1, -2) + c1.unsqueeze(-2))  # (..., L, hidden)
+        out = hidden @ W2.transpose(-1, -2) + c2.unsqueeze(-2)  # (..., L, d + m)
+        return out[..., : self.d], out[..., self.d :]
+
+    def random_globals(self, shape, generator):
+        h, r, o = self.hidden, self.r, self.d + self.m
+        parts = [
+            generator.normal(0, 1 / np.sqrt(r), size=(*shape, h * r)),
+            np.zeros((*shape, h)),
+            generator.normal(0, 1 / np.sqrt(h), size=(*shape, o * h)),
+            np.zeros((*shape, o)),
+        ]
+        return torch.as_tensor(np.concatenate(parts, axis=-1), dtype=DTYPE)
+
+
+def build_structure(name: str, d: int, m: int, **settings) -> Structure:
+    """Registry lookup; `settings` are the structure's own fields (r, W_K, W_V, activation, hidden)."""
+    if name not in STRUCTURES:
+        raise ValueError(f"structure={name!r} is unknown; choose one of {sorted(STRUCTURES)}")
+    cls = STRUCTURES[name]
+    allowed = {f for f in cls.__dataclass_fields__} - {"d", "m"}
+    return cls(d=d, m=m, **{k: v for k, v in settings.items() if k in allowed})

@@ -1,0 +1,197 @@
+"""One cell of a convergence study: a setting, a sample size n and a set of replicates -> tidy rows.
+
+Everything a study varies is in `Setting` (plain dataclasses, so Hydra can use them as structured
+configs). `run_cell` draws the nested data of each replicate, builds the logged starts, fits all
+replicates and starts as one batch, and measures every loss against the truth. Rows are plain dicts:
+one per (replicate) fit, with the certificate (gap, converged, status) beside the errors.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .fit import PrefixLeastSquares, SolverConfig
+from .losses import cell_atom_errors, l2_error, voronoi_loss, voronoi_r
+from .structures import ACTIVATIONS, STRUCTURES
+from .truth import GroundTruth, make_truth
+
+REGIMES = ("exact", "over")
+INIT_MODES = ("near_truth", "random", "mixed")
+TRUTH_KINDS = ("canonical", "random")
+
+
+@dataclass
+class TruthConfig:
+    """Which ground truth. kind: 'canonical' (documented values) or 'random' (drawn from `seed`).
+    noise: sigma of Y (None = the truth's default 0.1). min_separation: random truths only."""
+
+    kind: str = "canonical"
+    seed: int = 0
+    noise: float | None = None
+    min_separation: float = 0.5
+
+
+@dataclass
+class InitConfig:
+    """Starts of the non-convex fit (a statistical choice, so it is logged in every row).
+
+    mode: 'near_truth' (truth + N(0, scale_n^2) on every coordinate; in over-specified fits the extra atoms
+        split the weight of true atoms 1, 2, ... in turn), 'random' (biases U(-1, 1), atoms
+        U(-random_scale, random_scale)), or 'mixed' (start 0 near the truth, the rest random).
+    n_starts: starts per replicate; the fit with the lowest empirical loss is kept.
+    scale, shrink: scale_n = scale * (n / 1000) ** (-shrink); shrink = 0 keeps it fixed.
+    """
+
+    mode: str = "near_truth"
+    n_starts: int = 1
+    scale: float = 0.1
+    shrink: float = 0.0
+    random_scale: float = 1.5
+
+
+@dataclass
+class Setting:
+    """A fitted model against a truth.
+
+    structure: registry name (reparam.structures.STRUCTURES).
+    regime: 'exact' (L' = L*) or 'over' (L' = L* + extra_atoms).
+    activation: sigma of shared_mlp / shared_learned.
+    """
+
+    structure: str = "shared_mlp"
+    regime: str = "exact"
+    extra_atoms: int = 1
+    activation: str = "tanh"
+    truth: TruthConfig = field(default_factory=TruthConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    n_eval: int = 100_000
+
+
+def validate_setting(setting: Setting) -> None:
+    """Range and name checks, raising ValueError that names the field, the value and what is allowed."""
+    checks = [
+        ("structure", setting.structure in STRUCTURES, f"one of {sorted(STRUCTURES)}"),
+        ("regime", setting.regime in REGIMES, f"one of {list(REGIMES)}"),
+        ("extra_atoms", isinstance(setting.extra_atoms, int) and setting.extra_atoms >= 1, "an integer >= 1"),
+        ("activation", setting.activation in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}"),
+        ("truth.kind", setting.truth.kind in TRUTH_KINDS, f"one of {list(TRUTH_KINDS)}"),
+        ("truth.noise", setting.truth.noise is None or (np.isfinite(setting.truth.noise) and setting.truth.noise >= 0),
+         "a finite number >= 0"),
+        ("truth.min_separation", setting.truth.min_separation >= 0, "a number >= 0"),
+        ("init.mode", setting.init.mode in INIT_MODES, f"one of {list(INIT_MODES)}"),
+        ("init.n_starts", isinstance(setting.init.n_starts, int) and setting.init.n_starts >= 1, "an integer >= 1"),
+        ("init.scale", np.isfinite(setting.init.scale) and setting.init.scale >= 0, "a finite number >= 0"),
+        ("init.shrink", np.isfinite(setting.init.shrink) and setting.init.shrink >= 0, "a finite number >= 0"),
+        ("init.random_scale", setting.init.random_scale > 0, "a number > 0"),
+        ("n_eval", isinstance(setting.n_eval, int) and setting.n_eval >= 1, "an integer >= 1"),
+    ]
+    for name, ok, allowed in checks:
+        if not ok:
+            raise ValueError(f"{name}={getattr_path(setting, name)!r} is invalid: must be {allowed}")
+    SolverConfig(**asdict(setting.solver))  # re-runs the solver's own checks on Hydra-built objects
+
+
+def getattr_path(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def build_truth(setting: Setting) -> GroundTruth:
+    t = setting.truth
+    kwargs = {"min_separation": t.min_separation} if t.kind == "random" else {}
+    return make_truth(t.kind, setting.structure, seed=t.seed, activation=setting.activation, noise=t.noise, **kwargs)
+
+
+def n_fitted_atoms(setting: Setting, truth: GroundTruth) -> int:
+    return truth.n_atoms + (setting.extra_atoms if setting.regime == "over" else 0)
+
+
+def data_seed(base_seed: int, replicate: int) -> int:
+    """Seed of replicate's data stream; shared by all structures (common random numbers)."""
+    return int(np.random.SeedSequence([int(base_seed), int(replicate)]).generate_state(1)[0])
+
+
+def make_starts(setting: Setting, truth: GroundTruth, n_atoms: int, n: int, seed: int) -> torch.Tensor:
+    """Logged starts for one replicate: (n_starts, P)."""
+    if n_atoms < truth.n_atoms:
+        raise ValueError(f"n_fitted_atoms={n_atoms} is fewer than the {truth.n_atoms} true atoms")
+    s, init = truth.structure, setting.init
+    rng = np.random.default_rng([seed, int(n), 11])
+    true_b, true_atoms, true_globals = s.split(truth.theta, truth.n_atoms)
+    owner = [j % truth.n_atoms for j in range(n_atoms)]  # atom i starts in the cell of true atom owner[i]
+    copies = np.bincount(owner, minlength=truth.n_atoms)
+    near_b = torch.stack([true_b[j] - np.log(copies[j]) for j in owner])
+    near = s.join(near_b, true_atoms[owner], true_globals)
+    scale = init.scale * (n / 1000.0) ** (-init.shrink)
+    starts = []
+    for k in range(init.n_starts):
+        if init.mode == "near_truth" or (init.mode == "mixed" and k == 0):
+            starts.append(near + scale * torch.as_tensor(rng.standard_normal(near.shape), dtype=near.dtype))
+        else:
+            b = torch.as_tensor(rng.uniform(-1, 1, size=n_atoms), dtype=near.dtype)
+            starts.append(s.join(b, s.random_atoms((n_atoms,), rng, init.random_scale), s.random_globals((), rng)))
+    return torch.stack(starts)
+
+
+def run_cell(setting: Setting, n: int, replicates: list[int], base_seed: int = 0,
+             truth: GroundTruth | None = None) -> list[dict]:
+    """Fit every replicate at sample size n; return one tidy row per replicate."""
+    validate_setting(setting)
+    if int(n) != n or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n}")
+    if not replicates:
+        raise ValueError("replicates must list at least one replicate index")
+    n = int(n)
+    truth = truth or build_truth(setting)
+    L = n_fitted_atoms(setting, truth)
+    s = truth.structure
+    seeds = [data_seed(base_seed, r) for r in replicates]
+    tic = time.perf_counter()
+    X, Y = truth.sample_replicates(n, seeds)
+    starts = torch.stack([make_starts(setting, truth, L, n, sd) for sd in seeds])
+    est = PrefixLeastSquares(s, truth.experts, L, setting.solver).fit(X, Y, starts)
+    truth_loss = (Y - truth.regression(X)).square().sum(-1).mean(-1)  # L_n(G*): the truth is feasible
+    R = len(replicates)
+    best = est.best_theta_
+    keys, values, biases = s.prefix(best, L)
+    t_keys, t_values, t_biases = truth.prefix()
+    prefix_hat, prefix_true = torch.cat([keys, values], -1), torch.cat([t_keys, t_values], -1)
+    w_hat, w_true = biases.exp(), t_biases.exp()
+    b_hat, atoms_hat, _ = s.split(best, L)
+    _, atoms_true, _ = s.split(truth.theta, truth.n_atoms)
+    single_err, multi_err = cell_atom_errors(prefix_hat, prefix_true)
+    metrics = {
+        "voronoi_prefix": voronoi_loss(prefix_hat, w_hat, prefix_true, w_true),
+        "voronoi_native": voronoi_loss(atoms_hat, b_hat.exp(), atoms_true, w_true),
+        "voronoi_r1_prefix": voronoi_r(prefix_hat, w_hat, prefix_true, w_true, 1.0),
+        "voronoi_r2_prefix": voronoi_r(prefix_hat, w_hat, prefix_true, w_true, 2.0),
+        "atom_error_single": single_err,
+        "atom_error_multi": multi_err,
+        "l2_error": l2_error(truth.eval_inputs(setting.n_eval), truth.experts, (keys, values, biases), (t_keys, t_values, t_biases)),
+    }
+    seconds = (time.perf_counter() - tic) / R
+    gap = est.best_loss_ - truth_loss
+    rel_gap = gap / truth_loss.clamp_min(1e-300)
+    rows = []
+    for i, r in enumerate(replicates):
+        j = int(est.best_start_[i])
+        converged = bool(est.converged_[i, j])
+        certified = converged and bool(rel_gap[i] <= setting.solver.gap_tol)
+        status = est.status_[i][j] if certified or not converged else "gap"
+        row = dict(
+            structure=s.name, regime=setting.regime, n=n, replicate=int(r), seed=seeds[i], truth=truth.name,
+            activation=setting.activation, theorem=s.theorem or "none (extension)",
+            n_true_atoms=truth.n_atoms, n_fitted_atoms=L, noise=truth.noise,
+            init=setting.init.mode, n_starts=setting.init.n_starts,
+            init_scale=setting.init.scale * (n / 1000.0) ** (-setting.init.shrink), best_start=j,
+            **{k: float(v[i]) for k, v in metrics.items()},
+            loss=float(est.best_loss_[i]), truth_loss=float(truth_loss[i]), gap=float(gap[i]), rel_gap=float(rel_gap[i]),
+            converged=converged, certified=certified, status=status, n_iter=int(est.n_iter_[i, j]), seconds=seconds,
+        )
+        rows.append(row)
+    return rows
