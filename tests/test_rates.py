@@ -1,0 +1,47 @@
+"""Slope fits and verdicts against synthetic tables whose true law is known."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from reparam.rates import Prediction, fit_slopes, power_vs_log_law, verdict
+
+
+def synthetic_table(law, replicates=20, noise=0.1, seed=0):
+    rng = np.random.default_rng(seed)
+    sizes = np.logspace(3, 5, 7).round()
+    rows = [dict(structure="s", n=n, replicate=r, err=law(n) * np.exp(noise * rng.standard_normal()))
+            for n in sizes for r in range(replicates)]
+    return pd.DataFrame(rows)
+
+
+def test_recovers_a_known_power_law_slope_with_covering_interval():
+    table = synthetic_table(lambda n: 3.0 * n ** -0.5)
+    row = fit_slopes(table, "err", by=["structure"], n_boot=400).iloc[0]
+    assert row.slope == pytest.approx(-0.5, abs=0.03)  # 7 sizes x 20 reps of 10% noise
+    assert row.slope_lo < -0.5 < row.slope_hi
+    assert row.slope_hi - row.slope_lo < 0.1
+    assert verdict(row.slope_lo, row.slope_hi, Prediction(-0.5)) == "agree"
+    assert verdict(row.slope_lo, row.slope_hi, Prediction(-0.25)) == "disagree"
+
+
+def test_log_law_is_preferred_for_a_logarithmic_decay_and_power_for_a_power_law():
+    n = np.logspace(2, 6, 9)
+    assert power_vs_log_law(n, 1 / np.log(n) ** 2)["better_law"] == "log"
+    assert power_vs_log_law(n, n ** -0.25)["better_law"] == "power"
+
+
+def test_flatter_than_verdicts():
+    p = Prediction(-0.25, kind="flatter_than")
+    assert verdict(-0.2, -0.05, p) == "agree"
+    assert verdict(-0.6, -0.4, p) == "disagree"
+    assert verdict(-0.3, -0.1, p) == "inconclusive"
+
+
+def test_wide_interval_is_inconclusive_not_agreement():
+    assert verdict(-0.9, 0.0, Prediction(-0.5)) == "inconclusive"
+    assert verdict(float("nan"), -0.4, Prediction(-0.5)) == "inconclusive"
+
+
+def test_unknown_column_is_named():
+    with pytest.raises(ValueError, match="error='nope'"):
+        fit_slopes(synthetic_table(lambda n: n ** -0.5), "nope", by=["structure"])
