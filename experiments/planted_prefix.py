@@ -57,7 +57,7 @@ def plant_truth(base, p: DictConfig, seed: int, rms: torch.Tensor) -> torch.Tens
     cfg = PrefixConfig(structure="shared" if p.truth == "shared" else "independent", prefix_len=p.prefix_len,
                        embed_dim=p.embed_dim, hidden=p.hidden, init="normal", init_std=1.0, seed=100_000 + seed)
     with torch.no_grad():
-        kv = PrefixEncoder(cfg, dims)()  # shared: MLP(latent); independent: i.i.d. N(0, 1)
+        kv = PrefixEncoder(cfg, dims)().to(rms.device)  # shared: MLP(latent); independent: i.i.d. N(0, 1)
         cur = kv.pow(2).mean(dim=(2, 3, 4)).sqrt()  # (layers, 2)
         # per-(layer, k|v) rescaling keeps a shared truth inside the shared family (it rescales the last Linear)
         kv = kv * (p.scale * rms / cur)[:, :, None, None, None]

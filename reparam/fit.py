@@ -1,124 +1,240 @@
 """Least squares over G (THEORY section 3), batched over replicates and starts.
 
-The solver is Levenberg-Marquardt (damped Gauss-Newton): for a least-squares objective it is a
-quasi-Newton method whose curvature comes for free from the Jacobian, and near a minimum it converges
-quadratically, which is what makes the optimality-gap certificate L_n(fit) - L_n(truth) <= tol cheap
-to reach. Every fit in the batch keeps its own damping, acceptance and stopping state; finished fits
-drop out of the batch.
+The solver is a trust-region Newton method in Levenberg-Marquardt form: every step solves
+(H + mu D) s = -g with H the EXACT Hessian of L_n (Gauss-Newton term J^T J plus the residual term
+sum_t r_t . d^2 f_t), D a Marquardt diagonal scaling and mu a damping that the ratio of actual to
+predicted decrease adapts (Nielsen's rule). Why the exact Hessian: in over-specified fits (L' > L*) the
+residual never vanishes (noise) and the minimum is nearly degenerate (the atoms that share a true atom
+sit O(n^-1/4) apart), so the residual term is as large as the smallest eigenvalues of J^T J; plain
+Gauss-Newton then converges linearly with a rate near 1 and needs thousands of iterations. With the
+exact Hessian the local convergence is quadratic again. Where H is indefinite (away from a minimum)
+the shift mu + max(0, -lambda_min) makes the step a descent direction (Moré-Sorensen style, done with
+one eigendecomposition of the tiny P x P system per fit).
 
-Why analytic Jacobians: the heavy part (all n samples) lives in the common prefix space z = (b, k, v),
-where the derivatives of f_G have a closed form:
-    d f / d b_i = w_i (v_i - f),   d f / d k_i = w_i (v_i - f) X^T,   d f / d v_i = w_i I_m,
-with w_i the mixture weight of prompt i. The chain to native parameters, dz/dtheta, does not depend on
-the data and is taken by autograd on a tiny tensor. So a new structure needs no new derivative code.
+Every fit in the batch keeps its own damping, acceptance and stopping state; finished fits drop out of
+the batch.
+
+Why analytic derivatives: the heavy part (all n samples) lives in the common prefix space z = (b, k, v),
+where f_G's derivatives have a closed form. With s_i = k_i^T X + b_i, w the softmax weights over
+[pretrained, prompts], u_i = v_i - f and a = [1, X]:
+    d f / d s_i = w_i u_i,                 d f / d v_i = w_i I_m,
+    d2 f / d s_i d s_j = delta_ij w_i u_i - w_i w_j (u_i + u_j),
+    d2 f / d s_i d v_j = w_i (delta_ij - w_j) I_m,    d2 f / d v d v = 0,
+and d / d(b_i, k_i) = a d / d s_i. Every sum over samples is then a batched matrix product over the
+sample axis (kept LAST and contiguous, so elementwise work vectorises and the products are BLAS calls
+with a long inner dimension). The chain to native parameters, z(theta), does not depend on the data:
+its Jacobian and second derivatives are taken by torch.func on a tiny tensor, so a new structure needs
+no new derivative code.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.func import jacrev, vmap
+from torch.func import hessian, jacrev, vmap
 
 from .moe import DTYPE, PretrainedExperts
 from .structures import Structure
 
+METHODS = ("newton", "gauss_newton")
+
 
 @dataclass
 class SolverConfig:
-    """Settings of the batched Levenberg-Marquardt solver.
+    """Settings of the batched trust-region (Levenberg-Marquardt form) solver.
+
+    Convergence (the `converged` flag, status "converged") is claimed ONLY when, at the current point,
+      (1) the scaled curvature matrix is positive semi-definite up to round-off
+          (lambda_min >= -psd_tol * lambda_max), i.e. no direction of descent through curvature, and
+      (2) the Newton decrement is below ftol: g^T H^+ g / 2 <= ftol * L_n, i.e. the quadratic model
+          predicts that no more than a fraction ftol of the loss can still be gained near this point.
+    With method="newton" H is the exact Hessian, so (1)+(2) are the second-order conditions of a local
+    minimum up to ftol; with method="gauss_newton" H is J^T J (then (2) is exact only for zero residual).
+    Other outcomes are never called converged: "max_iter" (iteration budget spent), "stalled" (the
+    damping exceeded damping_max without an acceptable step while (1)-(2) failed), "nonfinite".
 
     Fields:
         max_iter: iterations before a fit is stopped and flagged `max_iter` (not converged).
-        ftol: converged when an accepted step lowers the loss by less than ftol * loss.
-        damping0: initial Marquardt damping (relative to diag of J^T J).
-        damping_max: damping above which no descent is numerically possible: the fit is at a minimum
-            to working precision and is marked converged.
-        chunk_elements: samples are processed in chunks so that one chunk's Jacobian holds at most
-            this many numbers (bounds memory at large n).
+        ftol: relative Newton-decrement tolerance of the convergence test above.
+        damping0: initial damping mu (relative to the Marquardt scaling D = running max of diag J^T J).
+        damping_max: damping above which the fit is stopped ("stalled" unless the test above passes).
+        chunk_elements: samples are processed in chunks so that one chunk's temporaries hold at most
+            about this many numbers (bounds memory at large n).
         gap_tol: a fit whose relative optimality gap (L_n(fit) - L_n(truth)) / L_n(truth) exceeds this
             is an optimiser failure.
+        method: "newton" (exact Hessian, default) or "gauss_newton" (J^T J only: classic LM, kept for
+            comparisons; slow on over-specified fits).
+        psd_tol: relative tolerance on negative curvature in the convergence test.
+        num_threads: torch intra-op threads during fit (0 = leave torch's setting); restored afterwards.
+            On a shared, loaded machine 1 thread is often faster than 2 (OpenMP spin-waits).
     """
 
     max_iter: int = 300
     ftol: float = 1e-10
     damping0: float = 1e-3
     damping_max: float = 1e10
-    chunk_elements: int = 20_000_000
+    chunk_elements: int = 4_000_000
     gap_tol: float = 1e-8
+    method: str = "newton"
+    psd_tol: float = 1e-9
+    num_threads: int = 0
 
     def __post_init__(self):
         for name in ("max_iter", "chunk_elements"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("ftol", "damping0", "damping_max", "gap_tol"):
+        for name in ("ftol", "damping0", "damping_max", "gap_tol", "psd_tol"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.method not in METHODS:
+            raise ValueError(f"method={self.method!r} is unknown; choose one of {list(METHODS)}")
+        if self.num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
 
 
 class PrefixSpaceTerms:
-    """Loss, gradient and Gauss-Newton matrix of L_n(theta) = (1/n) sum_t ||Y_t - f(X_t)||^2 for a batch
-    of fits that share data by replicate index."""
+    """Loss, gradient, Gauss-Newton matrix and exact Hessian of L_n(theta) = (1/n) sum_t ||Y_t - f(X_t)||^2
+    for a batch of fits that share data by replicate index.
+
+    Internal prefix ordering (only used inside this class): z = [(b_1, k_1), ..., (b_L, k_L) | v_1, ..., v_L],
+    i.e. the gate block of atom i is a_i = (b_i, k_i) in R^{d+1}, multiplied by a = [1, X].
+    """
 
     def __init__(self, structure: Structure, experts: PretrainedExperts, n_atoms: int, X: Tensor, Y: Tensor,
-                 chunk_elements: int = 20_000_000):
+                 chunk_elements: int = 4_000_000):
         self.structure, self.n_atoms = structure, n_atoms
         self.X, self.Y = X, Y  # (R, n, d), (R, n, m)
         self.pre_log_weight, self.pre_mean = experts.collapse(X)  # (R, n), (R, n, m)
         self.n, self.m = X.shape[1], Y.shape[2]
         self.chunk_elements = chunk_elements
+        # sample axis last and contiguous: every elementwise op vectorises over samples
+        self._A = torch.cat([torch.ones_like(X[..., :1]), X], dim=-1).transpose(1, 2).contiguous()  # (R, d+1, n)
+        self._Yt = Y.transpose(1, 2).contiguous()  # (R, m, n)
+        self._mu0 = self.pre_mean.transpose(1, 2).contiguous()  # (R, m, n)
+        self._s0 = self.pre_log_weight.contiguous()  # (R, n)
         self._prefix_jacobian = vmap(jacrev(self._prefix_flat))
+        self._prefix_curvature = vmap(hessian(self._contracted_prefix, argnums=0))
 
+    # ---- the data-independent map theta -> z -------------------------------------------------------
     def _prefix_flat(self, theta: Tensor) -> Tensor:
-        """theta (P,) -> z = [b (L) | k (L*d) | v (L*m)]."""
+        """theta (P,) -> z in the internal ordering [(b_i, k_i) for i | v_i for i]."""
         keys, values, biases = self.structure.prefix(theta, self.n_atoms)
-        return torch.cat([biases, keys.reshape(-1), values.reshape(-1)])
+        return torch.cat([torch.cat([biases.unsqueeze(-1), keys], -1).reshape(-1), values.reshape(-1)])
 
+    def _contracted_prefix(self, theta: Tensor, weights: Tensor) -> Tensor:
+        return weights @ self._prefix_flat(theta)
+
+    # ---- sample-space pieces ------------------------------------------------------------------------
     def _chunks(self, batch: int, width: int):
-        size = max(256, self.chunk_elements // max(1, batch * self.m * width))
+        size = max(1024, self.chunk_elements // max(1, batch * width))
         for start in range(0, self.n, size):
             yield slice(start, min(self.n, start + size))
 
-    def _forward(self, theta: Tensor, rep: Tensor, part: slice):
+    def _data(self, rep: Tensor, part: slice):
+        if rep.numel() == self._A.shape[0] and torch.equal(rep, torch.arange(rep.numel())):
+            return self._A[..., part], self._Yt[..., part], self._mu0[..., part], self._s0[..., part]
+        return self._A[rep, :, part], self._Yt[rep, :, part], self._mu0[rep, :, part], self._s0[rep, part]
+
+    def _forward(self, gate: Tensor, values: Tensor, rep: Tensor, part: slice):
+        """gate (B, L, d+1) = (b_i, k_i), values (B, L, m) -> a (B, d+1, c), w (B, L, c), f, r (B, m, c)."""
+        A, Yt, mu0, s0 = self._data(rep, part)
+        scores = gate @ A  # (B, L, c)
+        top = torch.maximum(scores.amax(dim=1), s0)  # (B, c): log-sum-exp shift
+        e = torch.exp(scores - top.unsqueeze(1))
+        e0 = torch.exp(s0 - top)
+        inv = 1.0 / (e0 + e.sum(dim=1))
+        w = e * inv.unsqueeze(1)  # (B, L, c)
+        f = (e0 * inv).unsqueeze(1) * mu0 + values.transpose(1, 2) @ w  # (B, m, c)
+        return A, w, f, f - Yt
+
+    def _prefix_parts(self, theta: Tensor):
         keys, values, biases = self.structure.prefix(theta, self.n_atoms)
-        Xc = self.X[rep, part]  # (B, c, d)
-        scores = Xc @ keys.transpose(-1, -2) + biases.unsqueeze(-2)  # (B, c, L)
-        w = torch.softmax(torch.cat([self.pre_log_weight[rep, part].unsqueeze(-1), scores], dim=-1), dim=-1)
-        f = w[..., :1] * self.pre_mean[rep, part] + w[..., 1:] @ values  # (B, c, m)
-        return Xc, values, w[..., 1:], f, f - self.Y[rep, part]
+        return torch.cat([biases.unsqueeze(-1), keys], -1), values
 
     def loss(self, theta: Tensor, rep: Tensor) -> Tensor:
         """(B, P), (B,) -> (B,)."""
+        gate, values = self._prefix_parts(theta)
         total = torch.zeros(theta.shape[0], dtype=DTYPE)
-        for part in self._chunks(theta.shape[0], 1):
-            residual = self._forward(theta, rep, part)[-1]
+        for part in self._chunks(theta.shape[0], 3 * self.n_atoms + 3 * self.m + self.structure.d + 2):
+            residual = self._forward(gate, values, rep, part)[-1]
             total += residual.square().sum(dim=(-1, -2))
         return total / self.n
 
-    def gauss_newton(self, theta: Tensor, rep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, P), (B,) -> loss (B,), gradient (B, P), Gauss-Newton matrix 2/n J^T J (B, P, P)."""
+    def _prefix_terms(self, theta: Tensor, rep: Tensor, exact: bool):
+        """Sums over samples in prefix space: loss (B,), gradient g_z (B, Pz), J^T J and the residual
+        curvature R = sum_t r_t . d2 f_t (B, Pz, Pz) (R is None unless exact); all without the 1/n, 2/n.
+
+        Every sum over samples is a batched matrix product with the sample axis as inner dimension:
+            J^T J                      = J J^T,           J rows: (w_i u_i) a (gate), w_i e_b (value)
+            R gate-gate                = blockdiag(P_i A^T) - P Q^T - Q P^T,   P = (w_i rho_i) a, Q = w_i a
+            R gate-value               = blockdiag(S_i A^T) - Q S^T,           S = w_i r
+        with rho_i = r . u_i; no (L x L x samples) temporaries are formed."""
         B, L, d, m = theta.shape[0], self.n_atoms, self.structure.d, self.m
-        Pz = L * (1 + d + m)
+        q, Pz = d + 1, self.n_atoms * (d + 1 + m)
+        gate, values = self._prefix_parts(theta)
         JtJ = torch.zeros(B, Pz, Pz, dtype=DTYPE)
-        Jtr = torch.zeros(B, Pz, dtype=DTYPE)
+        Rgg = torch.zeros(B, L * q, L * q, dtype=DTYPE)
+        Rgv = torch.zeros(B, L * q, L * m, dtype=DTYPE)
+        g_gate = torch.zeros(B, L, q, dtype=DTYPE)
+        g_val = torch.zeros(B, L * m, dtype=DTYPE)
         total = torch.zeros(B, dtype=DTYPE)
         eye_m = torch.eye(m, dtype=DTYPE)
-        for part in self._chunks(B, Pz):
-            Xc, values, w, f, residual = self._forward(theta, rep, part)
-            c = Xc.shape[1]
-            g = w.unsqueeze(-1) * (values.unsqueeze(1) - f.unsqueeze(2))  # (B, c, L, m)
-            J_b = g.transpose(2, 3)  # (B, c, m, L)
-            J_k = (g.unsqueeze(-1) * Xc[:, :, None, None, :]).transpose(2, 3)  # (B, c, m, L, d)
-            J_v = (w[..., None, None] * eye_m).transpose(2, 3)  # (B, c, m, L, m)
-            J = torch.cat([J_b, J_k.reshape(B, c, m, L * d), J_v.reshape(B, c, m, L * m)], dim=-1)
-            J = J.reshape(B, c * m, Pz)
-            JtJ += J.transpose(1, 2) @ J
-            Jtr += (J.transpose(1, 2) @ residual.reshape(B, c * m, 1)).squeeze(-1)
-            total += residual.square().sum(dim=(-1, -2))
+        width = (Pz + 3 * L * q) * m + 3 * L + 4 * m + q
+        for part in self._chunks(B, width):
+            A, w, f, r = self._forward(gate, values, rep, part)
+            c = A.shape[-1]
+            u = values.unsqueeze(-1) - f.unsqueeze(1)  # (B, L, m, c)
+            wu = w.unsqueeze(2) * u  # (B, L, m, c): d f_b / d s_i
+            J_gate = wu.unsqueeze(2) * A.unsqueeze(1).unsqueeze(3)  # (B, L, q, m, c)
+            J_val = w[:, :, None, None, :] * eye_m[None, None, :, :, None]  # (B, L, m(b'), m(b), c)
+            J = torch.cat([J_gate.reshape(B, L * q, m * c), J_val.reshape(B, L * m, m * c)], dim=1)
+            JtJ += J @ J.transpose(1, 2)
+            rho = (wu * r.unsqueeze(1)).sum(2)  # (B, L, c): w_i r . u_i
+            g_gate += rho @ A.transpose(1, 2)
+            S = (w.unsqueeze(2) * r.unsqueeze(1)).reshape(B, L * m, c)  # w_i r_b
+            g_val += S.sum(-1)
+            total += r.square().sum(dim=(-1, -2))
+            if exact:
+                P = (rho.unsqueeze(2) * A.unsqueeze(1)).reshape(B, L * q, c)
+                Q = (w.unsqueeze(2) * A.unsqueeze(1)).reshape(B, L * q, c)
+                PQ = P @ Q.transpose(1, 2)
+                Rgg -= PQ + PQ.transpose(1, 2)
+                diag = (P @ A.transpose(1, 2)).reshape(B, L, q, q)  # sum_t w_i rho_i a a^T
+                for i in range(L):
+                    Rgg[:, i * q:(i + 1) * q, i * q:(i + 1) * q] += diag[:, i]
+                Rgv -= Q @ S.transpose(1, 2)
+                sdiag = (S @ A.transpose(1, 2)).reshape(B, L, m, q).transpose(2, 3)  # (B, L, q, m)
+                for i in range(L):
+                    Rgv[:, i * q:(i + 1) * q, i * m:(i + 1) * m] += sdiag[:, i]
+        grad_z = torch.cat([g_gate.reshape(B, -1), g_val], dim=1)
+        resid = None
+        if exact:
+            zeros = torch.zeros(B, L * m, L * m, dtype=DTYPE)
+            resid = torch.cat([torch.cat([Rgg, Rgv], 2), torch.cat([Rgv.transpose(1, 2), zeros], 2)], 1)
+        return total, grad_z, JtJ, resid
+
+    def gauss_newton(self, theta: Tensor, rep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, P), (B,) -> loss (B,), gradient (B, P), Gauss-Newton matrix 2/n J^T J (B, P, P)."""
+        total, grad_z, jtj, _ = self._prefix_terms(theta, rep, exact=False)
         M = self._prefix_jacobian(theta)  # (B, Pz, P)
-        grad = 2.0 / self.n * (M.transpose(1, 2) @ Jtr.unsqueeze(-1)).squeeze(-1)
-        gn = 2.0 / self.n * M.transpose(1, 2) @ JtJ @ M
-        return total / self.n, grad, gn
+        grad = 2.0 / self.n * (M.transpose(1, 2) @ grad_z.unsqueeze(-1)).squeeze(-1)
+        return total / self.n, grad, 2.0 / self.n * M.transpose(1, 2) @ jtj @ M
+
+    def hessian(self, theta: Tensor, rep: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(B, P), (B,) -> loss (B,), gradient (B, P), exact Hessian (B, P, P), Gauss-Newton matrix (B, P, P).
+
+        Exact Hessian = 2/n [M^T (J^T J + R) M] + sum_z (dL/dz) d2z/dtheta2, M = dz/dtheta."""
+        total, grad_z, jtj, resid = self._prefix_terms(theta, rep, exact=True)
+        M = self._prefix_jacobian(theta)
+        Mt = M.transpose(1, 2)
+        grad_z = 2.0 / self.n * grad_z
+        grad = (Mt @ grad_z.unsqueeze(-1)).squeeze(-1)
+        gn = 2.0 / self.n * Mt @ jtj @ M
+        H = gn + 2.0 / self.n * Mt @ resid @ M + self._prefix_curvature(theta, grad_z)
+        H = 0.5 * (H + H.transpose(1, 2))
+        return total / self.n, grad, H, gn
 
 
 @dataclass
@@ -129,52 +245,110 @@ class FitState:
     loss: Tensor
     n_iter: Tensor
     converged: Tensor
-    status: list[str]  # "converged", "max_iter" or "nonfinite"
+    status: list[str]  # "converged", "max_iter", "stalled" or "nonfinite"
+
+
+def _curvature(terms: PrefixSpaceTerms, theta: Tensor, rep: Tensor, method: str):
+    if method == "newton":
+        return terms.hessian(theta, rep)
+    loss, grad, gn = terms.gauss_newton(theta, rep)
+    return loss, grad, gn, gn
 
 
 def levenberg_marquardt(terms: PrefixSpaceTerms, theta0: Tensor, rep: Tensor, config: SolverConfig) -> FitState:
-    """Minimise terms.loss for every row of theta0 (B, P); row b uses the data of replicate rep[b]."""
+    """Minimise terms.loss for every row of theta0 (B, P); row b uses the data of replicate rep[b].
+
+    Per iteration and fit: scale by D = running max of diag(GN); eigendecompose the scaled curvature
+    H' = V diag(lam) V^T; test convergence (SolverConfig); step s' = -V (lam + sigma)^-1 V^T g' with
+    sigma = mu + max(0, -lam_min); accept when the loss drops; update mu from the gain ratio (Nielsen)."""
     theta = theta0.clone().to(DTYPE)
     B, P = theta.shape
-    damping = torch.full((B,), config.damping0, dtype=DTYPE)
+    mu = torch.full((B,), config.damping0, dtype=DTYPE)
+    nu = torch.full((B,), 2.0, dtype=DTYPE)
     n_iter = torch.zeros(B, dtype=torch.long)
     done = torch.zeros(B, dtype=torch.bool)
     converged = torch.zeros(B, dtype=torch.bool)
     status = ["max_iter"] * B
-    loss, grad, gn = terms.gauss_newton(theta, rep)
-    bad = ~torch.isfinite(loss) | ~torch.isfinite(grad).all(-1)
-    for b in bad.nonzero().flatten().tolist():
-        status[b], done[b] = "nonfinite", True
-    eye = torch.eye(P, dtype=DTYPE)
-    for _ in range(config.max_iter):
+    loss = torch.full((B,), float("nan"), dtype=DTYPE)
+    grad = torch.zeros(B, P, dtype=DTYPE)
+    H = torch.zeros(B, P, P, dtype=DTYPE)
+    scale = torch.zeros(B, P, dtype=DTYPE)
+    finite0 = torch.isfinite(theta).all(-1)
+    idx = finite0.nonzero().flatten()
+    if idx.numel():
+        loss[idx], grad[idx], H[idx], gn = _curvature(terms, theta[idx], rep[idx], config.method)
+        scale[idx] = torch.diagonal(gn, dim1=-2, dim2=-1)
+
+    def mark_nonfinite():
+        bad = ~done & (~torch.isfinite(loss) | ~torch.isfinite(grad).all(-1) | ~torch.isfinite(H).flatten(1).all(-1))
+        for b in bad.nonzero().flatten().tolist():
+            status[b], done[b], converged[b] = "nonfinite", True, False
+
+    mark_nonfinite()
+    for _ in range(config.max_iter + 1):
         active = (~done).nonzero().flatten()
         if active.numel() == 0:
             break
+        g, lam_mu, f0 = grad[active], mu[active], loss[active]
+        D = scale[active]
+        D = D.clamp_min(1e-12 * D.amax(-1, keepdim=True).clamp_min(1e-300)).sqrt()  # (b, P)
+        Hs = H[active] / (D.unsqueeze(-1) * D.unsqueeze(-2))
+        gs = g / D
+        lam, V = torch.linalg.eigh(Hs)
+        coef = (V.transpose(1, 2) @ gs.unsqueeze(-1)).squeeze(-1)  # g' in the eigenbasis
+        lam_max = lam.abs().amax(-1).clamp_min(1e-300)
+        floor = 1e-14 * lam_max
+        decrement = 0.5 * (coef.square() / lam.clamp_min(floor.unsqueeze(-1))).sum(-1)
+        ok = (lam[:, 0] >= -config.psd_tol * lam_max) & (decrement <= config.ftol * f0.abs())
+        for b in active[ok].tolist():
+            status[b] = "converged"
+        converged[active[ok]] = True
+        done[active[ok]] = True
+        stalled = ~ok & (lam_mu > config.damping_max)
+        for b in active[stalled].tolist():
+            status[b] = "stalled"
+        done[active[stalled]] = True
+        go = ~ok & ~stalled
+        if n_iter[active].max() >= config.max_iter:  # budget spent: stop the rest as max_iter
+            done[active[go]] = True
+            break
+        active, lam, coef, D, lam_mu, f0 = active[go], lam[go], coef[go], D[go], lam_mu[go], f0[go]
+        V = V[go]
+        if active.numel() == 0:
+            continue
         n_iter[active] += 1
-        H, g, lam = gn[active], grad[active], damping[active]
-        scale = torch.diagonal(H, dim1=-2, dim2=-1).clamp_min(1e-12)
-        system = H + lam[:, None, None] * (torch.diag_embed(scale) + 1e-12 * eye)
-        step = -torch.linalg.solve(system, g.unsqueeze(-1)).squeeze(-1)
+        sigma = lam_mu + (-lam[:, 0]).clamp_min(0.0)
+        step_e = -coef / (lam + sigma.unsqueeze(-1))
+        predicted = -(coef * step_e + 0.5 * lam * step_e.square()).sum(-1)
+        step = (V @ step_e.unsqueeze(-1)).squeeze(-1) / D
         trial = theta[active] + step
         trial_loss = terms.loss(trial, rep[active])
-        accepted = torch.isfinite(trial_loss) & (trial_loss < loss[active])
-        relative_drop = (loss[active] - trial_loss) / loss[active].clamp_min(1e-300)
-        damping[active] = torch.where(accepted, (lam / 3).clamp_min(1e-12), lam * 4)
+        gain = (f0 - trial_loss) / predicted.clamp_min(1e-300)
+        accepted = torch.isfinite(trial_loss) & (trial_loss < f0)
+        shrink = (1.0 - (2.0 * gain - 1.0).pow(3)).clamp(min=1.0 / 3.0)
+        nu_a = nu[active]
+        mu[active] = torch.where(accepted, (lam_mu * shrink).clamp_min(1e-15), lam_mu * nu_a)
+        nu[active] = torch.where(accepted, torch.full_like(nu_a, 2.0), 2.0 * nu_a)
         idx_acc = active[accepted]
         if idx_acc.numel():
             theta[idx_acc] = trial[accepted]
-            loss[idx_acc], grad[idx_acc], gn[idx_acc] = terms.gauss_newton(theta[idx_acc], rep[idx_acc])
-        small = accepted & (relative_drop < config.ftol)
-        stalled = ~accepted & (damping[active] > config.damping_max)
-        finished = small | stalled
-        for b in active[finished].tolist():
-            status[b] = "converged"
-        converged[active[finished]] = True
-        done[active[finished]] = True
-        broken = ~torch.isfinite(loss[active]) | ~torch.isfinite(grad[active]).all(-1)
-        for b in active[broken].tolist():
-            status[b], done[b], converged[b] = "nonfinite", True, False
+            loss[idx_acc], grad[idx_acc], H[idx_acc], gn = _curvature(terms, theta[idx_acc], rep[idx_acc], config.method)
+            scale[idx_acc] = torch.maximum(scale[idx_acc], torch.diagonal(gn, dim1=-2, dim2=-1))
+        mark_nonfinite()
     return FitState(theta=theta, loss=loss, n_iter=n_iter, converged=converged, status=status)
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    if n <= 0:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class PrefixLeastSquares:
@@ -215,9 +389,10 @@ class PrefixLeastSquares:
         self._check(X, Y, starts)
         solver = self.solver or SolverConfig()
         R, S, P = starts.shape
-        terms = PrefixSpaceTerms(self.structure, self.experts, self.n_atoms, X, Y, solver.chunk_elements)
-        rep = torch.arange(R).repeat_interleave(S)
-        state = levenberg_marquardt(terms, starts.reshape(R * S, P), rep, solver)
+        with _threads(solver.num_threads):
+            terms = PrefixSpaceTerms(self.structure, self.experts, self.n_atoms, X, Y, solver.chunk_elements)
+            rep = torch.arange(R).repeat_interleave(S)
+            state = levenberg_marquardt(terms, starts.reshape(R * S, P), rep, solver)
         self.theta_ = state.theta.reshape(R, S, P)
         self.loss_ = state.loss.reshape(R, S)
         self.converged_ = state.converged.reshape(R, S)

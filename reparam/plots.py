@@ -107,3 +107,185 @@ def save_figure(fig, stem: str | Path) -> list[Path]:
         fig.savefig(path, dpi=150 if path.suffix == ".png" else None, bbox_inches="tight")
     plt.close(fig)
     return paths
+
+
+# --------------------------------------------------------------------------------------------------
+# Study figures (sims/): drawn from results.csv and summary.csv only.
+
+_REGIME_TITLES = {"exact": "exact-specified (L' = L*)", "over": "over-specified (L' > L*)"}
+
+
+def _slope_label(summary: pd.DataFrame | None, structure: str, regime: str, error: str) -> str:
+    if summary is None or summary.empty:
+        return ""
+    s = summary[(summary.structure == structure) & (summary.regime == regime) & (summary.error == error)]
+    if s.empty or not np.isfinite(s["slope"].iloc[0]):
+        return ""
+    r = s.iloc[0]
+    return f": slope {r['slope']:+.2f} [{r['slope_lo']:+.2f}, {r['slope_hi']:+.2f}]"
+
+
+def draw_study_curves(ax, results: pd.DataFrame, error: str, regime: str, summary: pd.DataFrame | None = None,
+                      guides: dict[str, float] | None = None, ylabel: str | None = None, title: str | None = None):
+    """Mean of certified fits with a 95% band per structure; uncertified fits are excluded and marked
+    (count written next to the point at that n, total in the legend); theory slopes as dashed guides."""
+    part = results[results.regime == regime]
+    anchor = None
+    for structure in sorted(part.structure.unique()):
+        g_all = part[part.structure == structure]
+        cert = g_all["certified"].astype(bool)
+        g = g_all[cert & np.isfinite(g_all[error].astype(float))]
+        failed = g_all[~cert].groupby("n").size()
+        label = structure + _slope_label(summary, structure, regime, error)
+        if len(failed):
+            label += f"  ({int(failed.sum())}/{len(g_all)} uncertified, excluded)"
+        color = color_for(structure)
+        if g.empty:
+            continue
+        agg = _band(g, error)
+        ax.plot(agg.index, agg["mean"], "o-", color=color, label=label, lw=1.8, ms=4)
+        ax.fill_between(agg.index, agg["lo"], agg["hi"], color=color, alpha=0.18, lw=0)
+        for n, count in failed.items():
+            if n in agg.index:
+                ax.plot([n], [agg.loc[n, "mean"]], marker="x", color=color, ms=8, mew=1.5, ls="none")
+                ax.annotate(f"{count}x", (n, agg.loc[n, "mean"]), xytext=(4, 4), textcoords="offset points",
+                            fontsize=6, color=color)
+        if anchor is None or agg["mean"].iloc[0] > anchor[1]:
+            anchor = (agg.index[0], agg["mean"].iloc[0], agg.index[-1])
+    if guides and anchor is not None:
+        n0, y0, n1 = anchor
+        ns = np.array([n0, n1], dtype=float)
+        for text, slope in guides.items():
+            ax.plot(ns, 1.3 * y0 * (ns / n0) ** slope, "k--", lw=1, alpha=0.6)
+            ax.annotate(text, (ns[-1], 1.3 * y0 * (ns[-1] / n0) ** slope), fontsize=7, alpha=0.8,
+                        xytext=(3, 0), textcoords="offset points", va="center")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("sample size n")
+    ax.set_ylabel(ylabel or error)
+    ax.set_title(title or _REGIME_TITLES.get(regime, regime), fontsize=9)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=6.5, loc="lower left")
+    ax.plot([], [], "x", color="grey", label="x: fits excluded (uncertified)")
+    return ax
+
+
+def study_error_figure(results: pd.DataFrame, summary: pd.DataFrame | None, error: str, regimes: list[str],
+                       guides: dict[str, float], ylabel: str, suptitle: str):
+    """One panel per regime of log-log `error` against n."""
+    regimes = [r for r in regimes if r in set(results.regime)]
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5.6 * len(regimes), 4.4), squeeze=False, sharey=True)
+    for ax, regime in zip(axes[0], regimes):
+        draw_study_curves(ax, results, error, regime, summary, guides, ylabel=ylabel)
+    fig.suptitle(suptitle + "   (mean of certified fits, 95% band; x = n with uncertified fits excluded)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def sample_complexity_figure(results: pd.DataFrame, summary: pd.DataFrame, error: str = "voronoi_prefix",
+                             regimes: tuple[str, ...] = ("exact", "over")):
+    """n needed to reach a target error, from each fitted law mean = exp(intercept) * n^slope: solid inside
+    the measured range of errors, dashed (and labelled) where it is an extrapolation; dots = measured means."""
+    regimes = [r for r in regimes if r in set(results.regime)]
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5.6 * len(regimes), 4.4), squeeze=False)
+    for ax, regime in zip(axes[0], regimes):
+        part = results[(results.regime == regime) & results["certified"].astype(bool)]
+        for structure in sorted(part.structure.unique()):
+            s = summary[(summary.structure == structure) & (summary.regime == regime) & (summary.error == error)]
+            g = part[part.structure == structure]
+            means = g.groupby("n")[error].mean().dropna()
+            if s.empty or means.empty:
+                continue
+            r, color = s.iloc[0], color_for(structure)
+            ax.plot(means.to_numpy(), means.index.to_numpy(), "o", color=color, ms=4)
+            if not (np.isfinite(r["slope"]) and r["slope"] < 0):
+                ax.plot([], [], color=color, label=f"{structure}: slope {r['slope']:+.2f} >= 0, no finite n")
+                continue
+            lo, hi = means.min(), means.max()
+            inside = np.geomspace(lo, hi, 50)
+            outside = np.geomspace(lo / 10, lo, 50)
+            n_of = lambda eps: np.exp((np.log(eps) - r["intercept"]) / r["slope"])  # noqa: E731
+            ax.plot(inside, n_of(inside), "-", color=color, lw=1.8,
+                    label=f"{structure}: n ~ eps^({1 / r['slope']:.1f})")
+            ax.plot(outside, n_of(outside), "--", color=color, lw=1.4, alpha=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel(f"target error eps ({error})")
+        ax.set_ylabel("samples n needed")
+        ax.set_title(f"sample complexity, {_REGIME_TITLES.get(regime, regime)}", fontsize=9)
+        ax.grid(True, which="both", alpha=0.25)
+        ax.plot([], [], "k--", label="dashed: EXTRAPOLATED beyond the measured n (fitted law)")
+        ax.plot([], [], "ko", ms=4, label="dots: measured mean error at each n")
+        ax.legend(fontsize=6.5, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+STUDY_FIGURES = {
+    # stem: (error, regimes, guides, ylabel, title)
+    "convergence_voronoi": ("voronoi_prefix", ["exact", "over"], {"-1/2": -0.5, "-1/4": -0.25},
+                            "Voronoi loss D in prefix space (k, v)", "Parameter estimation"),
+    "convergence_regression": ("l2_error", ["exact", "over"], {"-1/2": -0.5},
+                               "||f_hat - f*||_L2", "Regression error (all structures ~ -1/2)"),
+    "convergence_atoms_over": ("atom_error_multi", ["over"], {"-1/2": -0.5, "-1/4": -0.25},
+                               "max distance of atoms in multi-atom cells", "Over-specified cells"),
+    "convergence_d1r_over": ("voronoi_r1_prefix", ["over"], {"-1/2": -0.5, "-1/4": -0.25},
+                             "D_{1,1} in prefix space", "D_{1,r}, r = 1"),
+}
+
+
+def study_figures(results: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Every figure of a study (PNG and PDF) into out_dir; returns the paths written."""
+    out_dir = Path(out_dir)
+    paths = []
+    if results["n"].nunique() < 2:
+        return paths
+    for stem, (error, regimes, guides, ylabel, title) in STUDY_FIGURES.items():
+        if error not in results.columns or not (set(regimes) & set(results.regime)):
+            continue
+        paths += save_figure(study_error_figure(results, summary, error, regimes, guides, ylabel, title), out_dir / stem)
+    paths += save_figure(sample_complexity_figure(results, summary), out_dir / "sample_complexity")
+    return paths
+
+
+ROBUSTNESS_PANELS = [  # (error, regime, theory slope, kind)
+    ("voronoi_prefix", "exact", -0.5, "equal"),
+    ("voronoi_prefix", "over", -0.5, "equal"),
+    ("atom_error_multi", "over", -0.25, "equal"),
+    ("l2_error", "over", -0.5, "equal"),
+]
+
+
+def robustness_figure(slopes: pd.DataFrame):
+    """Distribution over random truths of the fitted slope, per structure (one dot per truth, box = quartiles);
+    dashed line = THEORY slope for the shared structures."""
+    fig, axes = plt.subplots(1, len(ROBUSTNESS_PANELS), figsize=(4.2 * len(ROBUSTNESS_PANELS), 4.0), squeeze=False)
+    structures = sorted(slopes.structure.unique())
+    rng = np.random.default_rng(0)
+    for ax, (error, regime, theory, _) in zip(axes[0], ROBUSTNESS_PANELS):
+        part = slopes[(slopes.error == error) & (slopes.regime == regime)]
+        data = [part[part.structure == s]["slope"].dropna().to_numpy() for s in structures]
+        ax.boxplot([d if len(d) else [np.nan] for d in data], positions=range(len(structures)), widths=0.5,
+                   showfliers=False)
+        lo_lim, hi_lim = -2.0, 1.0  # slopes outside are drawn at the edge as triangles and counted
+        for i, (s, d) in enumerate(zip(structures, data)):
+            inside = d[(d >= lo_lim) & (d <= hi_lim)]
+            ax.plot(i + rng.uniform(-0.15, 0.15, len(inside)), inside, "o", color=color_for(s), ms=3.5, alpha=0.8)
+            for edge, marker, sel in ((lo_lim, "v", d < lo_lim), (hi_lim, "^", d > hi_lim)):
+                if sel.any():
+                    ax.plot([i], [edge], marker, color=color_for(s), ms=6)
+                    ax.annotate(f"{int(sel.sum())} off-scale ({d[sel].min():+.1f})" if edge == lo_lim
+                                else f"{int(sel.sum())} off-scale ({d[sel].max():+.1f})", (i, edge),
+                                xytext=(5, 4 if edge == lo_lim else -10), textcoords="offset points", fontsize=6)
+        ax.set_ylim(lo_lim - 0.1, hi_lim + 0.1)
+        ax.axhline(theory, color="k", ls="--", lw=1, alpha=0.6)
+        ax.axhline(0, color="grey", lw=0.6, alpha=0.6)
+        ax.set_xticks(range(len(structures)))
+        ax.set_xticklabels(structures, fontsize=7)
+        ax.set_ylabel("fitted log-log slope")
+        n_truths = part.truth.nunique() if "truth" in part.columns else 0
+        ax.set_title(f"{error}, {regime}\n({n_truths} random truths; dashed = THEORY {theory:+.2f})", fontsize=8)
+        ax.grid(True, axis="y", alpha=0.25)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,244 @@
+"""A convergence study as a list of cells, run with resume: a plan -> validated -> cells -> rows on disk.
+
+A `StudyPlan` is everything one study varies: the structures and regimes it compares, the sample-size grid,
+the replicates and base seed, and one template `Setting` (truth, init, solver) applied to every
+(structure, regime). `run_plan` runs every (structure, regime, n) cell with `reparam.study.run_cell`
+and appends its rows to a checksummed `ResultLog` (JSON lines) as soon as the cell is done, so a run
+killed at any moment loses at most the cell in flight. Rerunning with the same log skips every
+(cell, replicate) already recorded; corrupt or partial records are skipped with a warning by the log
+and their replicates are fitted again.
+
+Determinism: every number in a row depends only on the setting, n, the replicate and the base seed
+(the data stream of replicate r is `data_seed(seed, r)` for every structure and n), except `seconds`,
+which is wall time. `results.csv` is written sorted by (structure, regime, n, replicate) with full
+float precision, so two runs of one plan give byte-identical files once the `seconds` column is
+removed (see `without_timing`).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .results import ResultLog, write_table
+from .structures import ACTIVATIONS, STRUCTURES
+from .study import REGIMES, Setting, run_cell, validate_setting
+
+#: Column order of results.csv: identifiers, then errors, then the optimiser's certificate, then timing.
+RESULT_COLUMNS = [
+    "structure", "regime", "n", "replicate", "seed", "base_seed", "truth", "setting_id",
+    "activation", "theorem", "n_true_atoms", "n_fitted_atoms", "noise", "init", "n_starts", "init_scale",
+    "best_start",
+    "voronoi_prefix", "voronoi_native", "voronoi_r1_prefix", "voronoi_r2_prefix",
+    "atom_error_single", "atom_error_multi", "l2_error",
+    "loss", "truth_loss", "gap", "rel_gap", "converged", "certified", "status", "n_iter", "seconds",
+]
+SORT_KEYS = ["truth", "structure", "regime", "n", "base_seed", "replicate"]
+TIMING_COLUMNS = ["seconds"]
+
+
+class PlanError(ValueError):
+    """An invalid study configuration; the message names the field, the value and what is allowed."""
+
+
+@dataclass
+class StudyPlan:
+    """What one study runs.
+
+    structures, regimes: every combination is one curve.
+    n_grid: sample sizes (sorted, unique, >= 1).
+    replicates: replicate ids 0 .. replicates - 1 (each one a nested data stream across n).
+    seed: base seed of the data streams (common to all structures: common random numbers).
+    setting: template for every curve; its `structure` and `regime` are replaced per curve.
+    """
+
+    structures: list[str] = field(default_factory=lambda: ["shared_linear", "shared_mlp", "independent"])
+    regimes: list[str] = field(default_factory=lambda: ["exact", "over"])
+    n_grid: list[int] = field(default_factory=lambda: [300, 1000, 3000, 10000, 30000, 100000])
+    replicates: int = 10
+    seed: int = 0
+    setting: Setting = field(default_factory=Setting)
+
+    def settings(self) -> list[Setting]:
+        out = []
+        for structure in self.structures:
+            for regime in self.regimes:
+                s = copy.deepcopy(self.setting)
+                s.structure, s.regime = structure, regime
+                out.append(s)
+        return out
+
+    def cells(self) -> list[tuple[Setting, int]]:
+        """Cells in run order: cheap sample sizes first, so early results (and progress) come quickly."""
+        return [(s, int(n)) for n in self.n_grid for s in self.settings()]
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def validate_plan(plan: StudyPlan) -> None:
+    """Type and range checks of a whole study; raises PlanError before any work is done."""
+    def bad(name, value, allowed):
+        raise PlanError(f"{name}={value!r} is invalid: must be {allowed}")
+
+    if not isinstance(plan.structures, (list, tuple)) or not plan.structures:
+        bad("structures", plan.structures, "a non-empty list")
+    for s in plan.structures:
+        if s not in STRUCTURES:
+            bad("structures", s, f"one of {sorted(STRUCTURES)}")
+    if len(set(plan.structures)) != len(plan.structures):
+        bad("structures", list(plan.structures), "a list without repeats")
+    if not isinstance(plan.regimes, (list, tuple)) or not plan.regimes:
+        bad("regimes", plan.regimes, "a non-empty list")
+    for r in plan.regimes:
+        if r not in REGIMES:
+            bad("regimes", r, f"one of {list(REGIMES)}")
+    if len(set(plan.regimes)) != len(plan.regimes):
+        bad("regimes", list(plan.regimes), "a list without repeats")
+    grid = list(plan.n_grid)
+    if not grid:
+        bad("n_grid", grid, "a non-empty list of sample sizes")
+    for n in grid:
+        if not _is_int(n) or n < 1:
+            bad("n_grid", n, "integers >= 1")
+    if grid != sorted(set(grid)):
+        bad("n_grid", grid, "sorted in increasing order without repeats")
+    if not _is_int(plan.replicates) or plan.replicates < 1:
+        bad("replicates", plan.replicates, "an integer >= 1")
+    if not _is_int(plan.seed) or plan.seed < 0:
+        bad("seed", plan.seed, "an integer >= 0")
+    s = plan.setting
+    if s.activation not in ACTIVATIONS:
+        bad("structure.activation", s.activation, f"one of {sorted(ACTIVATIONS)}")
+    if not _is_int(s.extra_atoms) or s.extra_atoms < 1:
+        bad("regime.extra_atoms", s.extra_atoms,
+            "an integer >= 1 (over-specified fits need more fitted atoms than true atoms)")
+    if s.truth.noise is not None and not (np.isfinite(s.truth.noise) and s.truth.noise >= 0):
+        bad("truth.noise", s.truth.noise, "a finite number >= 0 (or null for the truth's default)")
+    if not _is_int(s.truth.seed) or s.truth.seed < 0:
+        bad("truth.seed", s.truth.seed, "an integer >= 0")
+    if not _is_int(s.n_eval) or s.n_eval < 1:
+        bad("n_eval", s.n_eval, "an integer >= 1")
+    for setting in plan.settings():
+        try:
+            validate_setting(setting)
+        except ValueError as err:  # the core's messages already name field, value and what is allowed
+            raise PlanError(str(err)) from None
+    from .study import build_truth, n_fitted_atoms
+    for setting in plan.settings():  # builds the truths: catches inconsistent dimensions and bad truth settings
+        try:
+            truth = build_truth(setting)
+        except ValueError as err:
+            raise PlanError(f"truth: {err}") from None
+        if n_fitted_atoms(setting, truth) < truth.n_atoms:
+            bad("regime.extra_atoms", setting.extra_atoms, f">= 0 so that fitted atoms >= {truth.n_atoms} true atoms")
+
+
+def setting_id(setting: Setting) -> str:
+    """Short fingerprint of everything in a Setting except structure and regime (those are own columns)."""
+    d = asdict(setting)
+    d.pop("structure"), d.pop("regime")
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _key(structure, regime, n, base_seed, replicate, sid):
+    return (str(structure), str(regime), int(n), int(base_seed), int(replicate), str(sid))
+
+
+def _row_key(row: dict):
+    return _key(row["structure"], row["regime"], row["n"], row.get("base_seed", -1), row["replicate"],
+                row.get("setting_id", ""))
+
+
+def run_plan(plan: StudyPlan, log_path: str | os.PathLike, progress: bool = True, stream=None) -> pd.DataFrame:
+    """Run every missing (cell, replicate) of `plan`, persisting each finished cell; return the plan's rows."""
+    validate_plan(plan)
+    stream = stream or sys.stderr
+    log = ResultLog(log_path)
+    done = {_row_key(r) for r in log.rows()}
+    cells = plan.cells()
+    todo = []
+    for setting, n in cells:
+        sid = setting_id(setting)
+        missing = [r for r in range(plan.replicates)
+                   if _key(setting.structure, setting.regime, n, plan.seed, r, sid) not in done]
+        todo.append((setting, n, missing))
+    n_missing = sum(len(m) for *_, m in todo)
+    n_total = len(cells) * plan.replicates
+    if progress:
+        print(f"[sweep] {len(cells)} cells x {plan.replicates} replicates = {n_total} fits; "
+              f"{n_total - n_missing} already in {log.path}, {n_missing} to run", file=stream, flush=True)
+    tic = time.perf_counter()
+    ran = 0
+    for i, (setting, n, missing) in enumerate(todo):
+        if not missing:
+            continue
+        t0 = time.perf_counter()
+        rows = run_cell(setting, n, missing, plan.seed)
+        sid = setting_id(setting)
+        for row in rows:
+            row["base_seed"] = int(plan.seed)
+            row["setting_id"] = sid
+        log.extend(rows)
+        ran += len(missing)
+        if progress:
+            ok = sum(r["certified"] for r in rows)
+            elapsed = time.perf_counter() - tic
+            print(f"[sweep] cell {i + 1:>3}/{len(todo)}  {setting.structure:<14} {setting.regime:<5} n={n:<7} "
+                  f"fits={len(rows):<3} certified={ok:<3} {time.perf_counter() - t0:6.1f}s  "
+                  f"(done {n_total - n_missing + ran}/{n_total}, elapsed {elapsed:.0f}s)", file=stream, flush=True)
+    return plan_rows(plan, log)
+
+
+def plan_rows(plan: StudyPlan, log: ResultLog) -> pd.DataFrame:
+    """The rows of `log` that belong to `plan` (one per planned fit, first valid record wins), tidy and sorted."""
+    wanted = {}
+    for setting, n in plan.cells():
+        sid = setting_id(setting)
+        for r in range(plan.replicates):
+            wanted[_key(setting.structure, setting.regime, n, plan.seed, r, sid)] = None
+    for row in log.rows():
+        k = _row_key(row)
+        if k in wanted and wanted[k] is None:
+            wanted[k] = row
+    missing = [k for k, v in wanted.items() if v is None]
+    if missing:
+        raise RuntimeError(f"{len(missing)} planned fits are missing from {log.path} (first: {missing[0]})")
+    return tidy(pd.DataFrame(list(wanted.values())))
+
+
+def tidy(df: pd.DataFrame) -> pd.DataFrame:
+    """Known columns first in RESULT_COLUMNS order (others after, alphabetically), rows sorted, deduplicated."""
+    df = df.copy()
+    key = [c for c in ["truth", "structure", "regime", "n", "base_seed", "replicate", "setting_id"] if c in df.columns]
+    df = df.drop_duplicates(subset=key, keep="first")
+    cols = [c for c in RESULT_COLUMNS if c in df.columns] + sorted(c for c in df.columns if c not in RESULT_COLUMNS)
+    sort = [c for c in SORT_KEYS if c in df.columns]
+    return df[cols].sort_values(sort, kind="mergesort").reset_index(drop=True)
+
+
+def write_results(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """results.csv, atomically, at full float precision (so the table round-trips exactly)."""
+    return write_table(tidy(df), path)
+
+
+def without_timing(path: str | os.PathLike) -> bytes:
+    """The bytes of a results.csv with the wall-time column(s) removed: the part that is deterministic."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return df.drop(columns=[c for c in TIMING_COLUMNS if c in df.columns]).to_csv(index=False).encode()
+
+
+def set_threads(threads: int) -> None:
+    if not _is_int(threads) or threads < 1:
+        raise PlanError(f"threads={threads!r} is invalid: must be an integer >= 1")
+    torch.set_num_threads(int(threads))

@@ -1,0 +1,138 @@
+"""Structured configs of the synthetic study (Hydra ConfigStore) and their translation to a StudyPlan.
+
+Groups (pick one with `group=name`, then override fields with `group.field=value`):
+    truth      canonical | random                       -> reparam.study.TruthConfig
+    structure  all | shared | shared_linear | shared_mlp | independent | shared_learned
+    regime     both | exact | over
+    optimiser  lm | lm_long                             -> reparam.fit.SolverConfig
+    init       near_truth | random | mixed              -> reparam.study.InitConfig
+    hydra/launcher  joblib, submitit_local, submitit_slurm (plugins) and the shipped local_parallel, slurm
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from reparam.fit import SolverConfig
+from reparam.study import InitConfig, Setting, TruthConfig
+from reparam.sweep import PlanError, StudyPlan
+
+DEFAULT_N_GRID = [300, 1000, 3000, 10000, 30000, 100000]
+
+
+@dataclass
+class StructureConf:
+    """names: structures compared (one curve each); activation: sigma of shared_mlp."""
+
+    names: List[str] = field(default_factory=lambda: ["shared_linear", "shared_mlp", "independent"])
+    activation: str = "tanh"
+
+
+@dataclass
+class RegimeConf:
+    """names: 'exact' (L' = L*) and/or 'over' (L' = L* + extra_atoms)."""
+
+    names: List[str] = field(default_factory=lambda: ["exact", "over"])
+    extra_atoms: int = 1
+
+
+@dataclass
+class StudyConf:
+    """The whole study. `n` (if set) replaces n_grid by one size: handy for `-m n=1000,10000`.
+    threads: torch threads of this process. figures/progress: switch outputs off (e.g. in tests)."""
+
+    truth: TruthConfig = field(default_factory=TruthConfig)
+    structure: StructureConf = field(default_factory=StructureConf)
+    regime: RegimeConf = field(default_factory=RegimeConf)
+    optimiser: SolverConfig = field(default_factory=SolverConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    n_grid: List[int] = field(default_factory=lambda: list(DEFAULT_N_GRID))
+    n: Optional[int] = None
+    replicates: int = 10
+    seed: int = 0
+    n_eval: int = 100_000
+    threads: int = 2
+    figures: bool = True
+    progress: bool = True
+
+
+@dataclass
+class LocalParallelConf:
+    """`hydra/launcher=local_parallel`: the joblib launcher with one job per core of this machine."""
+
+    _target_: str = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    n_jobs: int = 2
+    backend: Optional[str] = None
+    prefer: str = "processes"
+    require: Optional[str] = None
+    verbose: int = 0
+    timeout: Optional[float] = None
+    pre_dispatch: str = "2*n_jobs"
+    batch_size: str = "auto"
+    temp_folder: Optional[str] = None
+    max_nbytes: Optional[str] = None
+    mmap_mode: str = "r"
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="study_schema", node=StudyConf)
+    cs.store(group="truth", name="canonical", node=TruthConfig(kind="canonical"))
+    cs.store(group="truth", name="random", node=TruthConfig(kind="random"))
+    for name, names in {"all": ["shared_linear", "shared_mlp", "independent"], "shared": ["shared_linear", "shared_mlp"],
+                        "shared_linear": ["shared_linear"], "shared_mlp": ["shared_mlp"], "independent": ["independent"],
+                        "shared_learned": ["shared_learned"]}.items():
+        cs.store(group="structure", name=name, node=StructureConf(names=names))
+    for name, names in {"both": ["exact", "over"], "exact": ["exact"], "over": ["over"]}.items():
+        cs.store(group="regime", name=name, node=RegimeConf(names=names))
+    cs.store(group="optimiser", name="lm", node=SolverConfig())
+    cs.store(group="optimiser", name="lm_long", node=SolverConfig(max_iter=1000))
+    for mode in ("near_truth", "random", "mixed"):
+        cs.store(group="init", name=mode, node=InitConfig(mode=mode, n_starts=1 if mode == "near_truth" else 4))
+    cs.store(group="hydra/launcher", name="local_parallel", node=LocalParallelConf, provider="reparam")
+    try:
+        from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
+        cs.store(group="hydra/launcher", name="slurm", provider="reparam",
+                 node=SlurmQueueConf(timeout_min=60, cpus_per_task=2, tasks_per_node=1, mem_gb=8, nodes=1,
+                                     name="reparam-${hydra.job.name}",
+                                     submitit_folder="${hydra.sweep.dir}/.submitit/%j"))
+    except ImportError:  # the submitit plugin is a dependency; without it only `slurm` is missing
+        pass
+
+
+def _section(cfg, name):
+    return OmegaConf.to_object(cfg[name])
+
+
+def plan_from_cfg(cfg: Any) -> tuple[StudyPlan, int]:
+    """Translate a composed config into a validated StudyPlan (raises PlanError naming the field)."""
+    for section in ("truth", "optimiser", "init"):
+        try:
+            obj = _section(cfg, section)
+        except ValueError as err:  # e.g. SolverConfig.__post_init__ range checks
+            raise PlanError(f"{section}.{err}") from None
+        if section == "truth":
+            truth = obj
+        elif section == "optimiser":
+            solver = obj
+        else:
+            init = obj
+    grid = [int(cfg.n)] if cfg.n is not None else list(cfg.n_grid)
+    if cfg.n is not None and cfg.n < 1:
+        raise PlanError(f"n={cfg.n!r} is invalid: must be an integer >= 1")
+    setting = Setting(extra_atoms=cfg.regime.extra_atoms, activation=cfg.structure.activation, truth=truth,
+                      init=init, solver=solver, n_eval=cfg.n_eval)
+    plan = StudyPlan(structures=list(cfg.structure.names), regimes=list(cfg.regime.names), n_grid=grid,
+                     replicates=cfg.replicates, seed=cfg.seed, setting=setting)
+    from reparam.sweep import validate_plan
+    validate_plan(plan)
+    if cfg.threads < 1:
+        raise PlanError(f"threads={cfg.threads!r} is invalid: must be an integer >= 1")
+    return plan, int(cfg.threads)
+
+
+register()

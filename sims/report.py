@@ -1,0 +1,52 @@
+"""Shared output step of the apps: results.csv + summary.csv + figures + printed summary, from rows only."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from reparam.checks import headline, summarize
+from reparam.plots import study_figures
+from reparam.sweep import write_results
+from reparam.results import write_table
+
+
+def write_outputs(results: pd.DataFrame, out_dir: Path, figures: bool = True, stream=sys.stdout) -> pd.DataFrame:
+    out_dir = Path(out_dir)
+    write_results(results, out_dir / "results.csv")
+    by = ("truth", "structure", "regime") if results["truth"].nunique() > 1 else ("structure", "regime")
+    summary = summarize(results, by=by)
+    write_table(summary, out_dir / "summary.csv")
+    paths = []
+    if figures and results["truth"].nunique() == 1:
+        paths = study_figures(results, summary, out_dir)
+    print_summary(results, summary, stream)
+    print(f"\nwrote {out_dir / 'results.csv'} ({len(results)} rows), {out_dir / 'summary.csv'}", file=stream)
+    for p in paths:
+        if p.suffix == ".png":
+            print(f"figure: {p} (+ .pdf)", file=stream)
+    if figures and not paths:
+        print("figures: skipped (need >= 2 sample sizes and a single truth; aggregate a multirun with "
+              "`python -m sims.aggregate DIR`)", file=stream)
+    return summary
+
+
+def print_summary(results: pd.DataFrame, summary: pd.DataFrame, stream=sys.stdout) -> None:
+    cert = results["certified"].astype(bool)
+    print(f"\nfits: {len(results)}, certified {int(cert.sum())}, failed the certificate {int((~cert).sum())} "
+          f"(status: {results.loc[~cert, 'status'].value_counts().to_dict()}) - failed fits are excluded from "
+          "every slope and mean", file=stream)
+    if summary.empty:
+        return
+    if summary["n_sizes"].max() < 2:
+        print("summary: one sample size per curve, no slopes (aggregate several runs)", file=stream)
+        return
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 200):
+        print("\nTHEORY checks (slope of log mean error vs log n, certified fits; 95% bootstrap CI over replicates):",
+              file=stream)
+        print(headline(summary).to_string(index=False), file=stream)
+        big = summary[summary.error == "voronoi_prefix"][[c for c in ["truth", "structure", "regime", "n_max",
+                                                                       "mean_at_n_max", "slope"] if c in summary]]
+        print("\nvoronoi_prefix at the largest n (mean of certified fits):", file=stream)
+        print(big.to_string(index=False), file=stream)

@@ -1,0 +1,102 @@
+"""Summaries, verdicts and figures on synthetic tables with known laws (so the tests can fail)."""
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from reparam.checks import CHECKS, check_lines, prediction_for, robustness_tables, summarize
+from reparam.plots import color_for, robustness_figure, study_figures, draw_study_curves
+from .conftest import run_cli
+
+NS = [300, 1000, 3000, 10000, 30000, 100000]
+
+
+def synthetic(slopes: dict, reps=10, failures=0, truth="canonical", seed=0):
+    """Rows whose voronoi_prefix / l2_error / atom_error_multi follow c * n^slope * lognormal noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (structure, regime), slope in slopes.items():
+        for n in NS:
+            for r in range(reps):
+                e = n ** slope * np.exp(0.05 * rng.standard_normal())
+                failed = r < failures
+                rows.append(dict(structure=structure, regime=regime, n=n, replicate=r, seed=1000 + r, truth=truth,
+                                 voronoi_prefix=(1e3 if failed else e), l2_error=e, atom_error_multi=e if regime == "over" else np.nan,
+                                 voronoi_r1_prefix=e, voronoi_r2_prefix=e, voronoi_native=e,
+                                 certified=not failed, converged=not failed, status="max_iter" if failed else "converged"))
+    return pd.DataFrame(rows)
+
+
+def test_summary_recovers_known_slopes_and_verdicts():
+    df = synthetic({("shared_mlp", "exact"): -0.5, ("shared_linear", "exact"): -0.2})
+    s = summarize(df, n_boot=300).set_index(["structure", "error"])
+    assert s.loc[("shared_mlp", "voronoi_prefix"), "slope"] == pytest.approx(-0.5, abs=0.02)
+    assert s.loc[("shared_mlp", "voronoi_prefix"), "verdict"] == "agree"
+    assert s.loc[("shared_linear", "voronoi_prefix"), "verdict"] == "disagree"
+
+
+def test_failed_fits_are_counted_and_never_averaged_in():
+    df = synthetic({("shared_mlp", "over"): -0.5}, failures=3)
+    s = summarize(df, n_boot=300).set_index("error")
+    row = s.loc["voronoi_prefix"]
+    assert row["n_failed"] == 3 * len(NS) and row["failed_max_iter"] == 3 * len(NS)
+    assert row["slope"] == pytest.approx(-0.5, abs=0.03)  # the 1e3 values of failed fits are excluded
+    assert row["mean_at_n_max"] < 1
+
+
+def test_independent_over_prediction_is_flatter_than():
+    pred, _ = prediction_for("independent", "over", "voronoi_r1_prefix")
+    assert pred.kind == "flatter_than"
+    df = synthetic({("independent", "over"): -0.05})
+    lines, overall = check_lines(CHECKS["independent-over"], summarize(df, n_boot=300))
+    assert overall == "agree", lines
+    df = synthetic({("independent", "over"): -0.6})
+    _, overall = check_lines(CHECKS["independent-over"], summarize(df, n_boot=300))
+    assert overall == "disagree"
+
+
+def test_every_theory_row_has_a_check():
+    assert set(CHECKS) == {"regression", "shared-exact", "shared-over", "independent-over"}
+    for c in CHECKS.values():
+        for s in c.structures:
+            for r in c.regimes:
+                for e in c.errors:
+                    assert prediction_for(s, r, e)[0] is not None, (c.name, s, r, e)
+
+
+def test_check_list_cli():
+    proc = run_cli(["sims.check", "--list"])
+    assert proc.returncode == 0
+    for name in CHECKS:
+        assert name in proc.stdout
+
+
+def test_study_figures_png_pdf_one_color_per_structure(tmp_path):
+    df = synthetic({("shared_mlp", "exact"): -0.5, ("shared_mlp", "over"): -0.3, ("independent", "exact"): -0.5,
+                    ("independent", "over"): -0.1}, failures=1)
+    summary = summarize(df, n_boot=200)
+    paths = study_figures(df, summary, tmp_path)
+    stems = {p.stem for p in paths}
+    assert {"convergence_voronoi", "convergence_regression", "convergence_atoms_over", "sample_complexity"} <= stems
+    assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
+    assert {p.suffix for p in paths} == {".png", ".pdf"}
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    draw_study_curves(ax, df, "voronoi_prefix", "over", summary, {"-1/2": -0.5})
+    colors = {line.get_label().split(":")[0].split(" ")[0]: matplotlib.colors.to_hex(line.get_color())
+              for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert colors["shared_mlp"] == color_for("shared_mlp") and colors["independent"] == color_for("independent")
+    legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert "uncertified, excluded" in legend and "slope" in legend
+    plt.close(fig)
+
+
+def test_robustness_tables_and_figure(tmp_path):
+    df = pd.concat([synthetic({("shared_mlp", "exact"): -0.5 + 0.01 * t, ("shared_mlp", "over"): -0.5,
+                               ("independent", "over"): -0.1}, reps=4, truth=f"random-{t}", seed=t) for t in range(5)])
+    per_truth, dist = robustness_tables(df, n_boot=100)
+    assert per_truth.truth.nunique() == 5
+    row = dist[(dist.structure == "shared_mlp") & (dist.regime == "exact") & (dist.error == "voronoi_prefix")].iloc[0]
+    assert row.n_truths == 5 and -0.52 < row.slope_median < -0.43 and row.agree == 5
+    fig = robustness_figure(per_truth)
+    fig.savefig(tmp_path / "r.png")
