@@ -91,7 +91,7 @@ def summarize(results: pd.DataFrame, errors: list[str] | None = None, n_boot: in
             law = {}
             if len(means) >= 3:
                 law = power_vs_log_law(means.index.to_numpy(), means.to_numpy())
-            v = verdict(s["slope_lo"], s["slope_hi"], pred) if pred else "n/a"
+            v = verdict(s["slope_lo"], s["slope_hi"], pred, s["slope"]) if pred else "n/a"
             rows.append({
                 **ident, "error": error, "theory_row": row_name or "(no THEORY row)",
                 "predicted": (np.nan if pred is None else pred.value),

@@ -99,8 +99,13 @@ class Prediction:
             raise ValueError(f"kind={self.kind!r} is unknown; choose 'equal' or 'flatter_than'")
 
 
-def verdict(slope_lo: float, slope_hi: float, prediction: Prediction) -> str:
-    """'agree', 'disagree' or 'inconclusive' for a measured interval against a prediction."""
+def verdict(slope_lo: float, slope_hi: float, prediction: Prediction, slope: float | None = None) -> str:
+    """'agree', 'disagree' or 'inconclusive' for a measured interval against a prediction.
+
+    For kind 'equal': 'disagree' when the interval excludes value +- tolerance; 'agree' only when the
+    interval overlaps that band, is at most `max_width` wide AND the point estimate `slope` (if given)
+    lies inside the band; anything else is 'inconclusive' (an interval that merely grazes the band
+    does not count as agreement)."""
     if not (np.isfinite(slope_lo) and np.isfinite(slope_hi)):
         return "inconclusive"
     if prediction.kind == "flatter_than":
@@ -112,6 +117,8 @@ def verdict(slope_lo: float, slope_hi: float, prediction: Prediction) -> str:
         return "disagree"
     if slope_hi - slope_lo > prediction.max_width:
         return "inconclusive"
+    if slope is not None and not lo <= slope <= hi:
+        return "inconclusive"
     return "agree"
 
 
@@ -120,4 +127,4 @@ def describe_verdict(slope: float, slope_lo: float, slope_hi: float, prediction:
     target = (f"{prediction.value:+.2f} +- {prediction.tolerance:.2f}" if prediction.kind == "equal"
               else f"flatter than {prediction.value:+.2f}")
     return (f"measured slope {slope:+.3f} [{slope_lo:+.3f}, {slope_hi:+.3f}] ({level:.0%} bootstrap CI), "
-            f"predicted {target}: {verdict(slope_lo, slope_hi, prediction).upper()}")
+            f"predicted {target}: {verdict(slope_lo, slope_hi, prediction, slope).upper()}")

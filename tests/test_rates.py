@@ -42,6 +42,11 @@ def test_wide_interval_is_inconclusive_not_agreement():
     assert verdict(float("nan"), -0.4, Prediction(-0.5)) == "inconclusive"
 
 
+def test_interval_grazing_the_band_with_a_point_estimate_outside_is_not_agreement():
+    assert verdict(-0.96, -0.47, Prediction(-0.5), slope=-0.86) == "inconclusive"
+    assert verdict(-0.96, -0.47, Prediction(-0.5), slope=-0.55) == "agree"
+
+
 def test_unknown_column_is_named():
     with pytest.raises(ValueError, match="error='nope'"):
         fit_slopes(synthetic_table(lambda n: n ** -0.5), "nope", by=["structure"])
