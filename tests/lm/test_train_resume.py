@@ -7,9 +7,12 @@ from reparam.lm.prefix import PrefixConfig, PrefixModel
 from reparam.lm.train import TrainConfig, batch_indices, lm_loss, load_checkpoint, train
 
 
-def _rows(n=12, T=10, seed=0):
+def _rows(vocab, n=12, T=10, seed=0):
+    """Random token rows valid for any vocabulary (the tiny model's is small without the real tokenizer)."""
     rng = np.random.default_rng(seed)
-    return [{"input_ids": rng.integers(0, 500, T).tolist(), "labels": rng.integers(0, 500, T).tolist()} for _ in range(n)]
+    high = min(500, vocab)
+    return [{"input_ids": rng.integers(0, high, T).tolist(), "labels": rng.integers(0, high, T).tolist()}
+            for _ in range(n)]
 
 
 def test_batch_indices_cover_each_epoch():
@@ -21,7 +24,7 @@ def test_batch_indices_cover_each_epoch():
 @pytest.mark.parametrize("structure", ["independent", "shared"])
 def test_resume_equals_uninterrupted(tiny, tmp_path, structure):
     model, tok = tiny
-    rows = _rows()
+    rows = _rows(model.config.vocab_size)
     cfg = TrainConfig(steps=8, batch_size=4, lr=1e-2, warmup=2, checkpoint_every=3, seed=0, progress=False)
     pcfg = PrefixConfig(structure=structure, prefix_len=3, hidden=16, seed=0)
 
@@ -43,7 +46,7 @@ def test_resume_equals_uninterrupted(tiny, tmp_path, structure):
 
 def test_checkpoint_mismatch_and_malformed(tiny, tmp_path):
     model, _ = tiny
-    rows = _rows()
+    rows = _rows(model.config.vocab_size)
     pm = PrefixModel(model, PrefixConfig(structure="independent", prefix_len=2))
     train(pm, rows, lm_loss, TrainConfig(steps=2, batch_size=4, progress=False), 0, checkpoint=tmp_path / "c.pt")
     with pytest.raises(ValueError, match="lr"):
