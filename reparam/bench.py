@@ -118,14 +118,20 @@ def paper_study(replicates: int = 20, n_values=None, structures=STRUCTURES, regi
     return pd.DataFrame(rows), pd.DataFrame(cells)
 
 
-def _matmul_flops(fn) -> tuple[float, float]:
-    """(seconds of the best of 3 runs, matrix-product flops counted by the PyTorch profiler)."""
+def _best_time(fn, repeats: int = 3) -> float:
+    """Seconds of the fastest of `repeats` calls, after one warm-up call."""
     fn()
     best = float("inf")
-    for _ in range(3):
+    for _ in range(repeats):
         tic = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - tic)
+    return best
+
+
+def _matmul_flops(fn) -> tuple[float, float]:
+    """(seconds of the best of 3 runs, matrix-product flops counted by the PyTorch profiler)."""
+    best = _best_time(fn)
     with torch.profiler.profile(with_flops=True) as prof:
         fn()
     flops = sum(e.flops for e in prof.key_averages() if e.flops)
@@ -167,13 +173,7 @@ def scaling(replicates: int = 20, log=print) -> pd.DataFrame:
         theta = torch.as_tensor(np.random.default_rng(0).uniform(-0.5, 0.5, size=(replicates, P)), dtype=DTYPE)
         terms = PrefixSpaceTerms(truth.structure, truth.experts, L, X, Y, SolverConfig().chunk_elements)
         rep = torch.arange(replicates)
-        fn = lambda: (terms.hessian(theta, rep), terms.loss(theta, rep))
-        fn()
-        best = float("inf")
-        for _ in range(3):
-            tic = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - tic)
+        best = _best_time(lambda: (terms.hessian(theta, rep), terms.loss(theta, rep)))
         rows.append(dict(axis=axis, value=value, n=n, L=L, d=truth.d, seconds=best))
         log(f"  scaling {axis}={value}: {best * 1e3:.1f} ms per iteration ({replicates} fits)")
 

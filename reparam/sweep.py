@@ -91,20 +91,15 @@ def validate_plan(plan: StudyPlan) -> None:
     def bad(name, value, allowed):
         raise PlanError(f"{name}={value!r} is invalid: must be {allowed}")
 
-    if not isinstance(plan.structures, (list, tuple)) or not plan.structures:
-        bad("structures", plan.structures, "a non-empty list")
-    for s in plan.structures:
-        if s not in STRUCTURES:
-            bad("structures", s, f"one of {sorted(STRUCTURES)}")
-    if len(set(plan.structures)) != len(plan.structures):
-        bad("structures", list(plan.structures), "a list without repeats")
-    if not isinstance(plan.regimes, (list, tuple)) or not plan.regimes:
-        bad("regimes", plan.regimes, "a non-empty list")
-    for r in plan.regimes:
-        if r not in REGIMES:
-            bad("regimes", r, f"one of {list(REGIMES)}")
-    if len(set(plan.regimes)) != len(plan.regimes):
-        bad("regimes", list(plan.regimes), "a list without repeats")
+    for name, names, allowed in (("structures", plan.structures, sorted(STRUCTURES)),
+                                 ("regimes", plan.regimes, list(REGIMES))):
+        if not isinstance(names, (list, tuple)) or not names:
+            bad(name, names, "a non-empty list")
+        for value in names:
+            if value not in allowed:
+                bad(name, value, f"one of {allowed}")
+        if len(set(names)) != len(names):
+            bad(name, list(names), "a list without repeats")
     grid = list(plan.n_grid)
     if not grid:
         bad("n_grid", grid, "a non-empty list of sample sizes")
