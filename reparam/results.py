@@ -2,7 +2,7 @@
 
 Each line is {"row": {...}, "sha256": <hash of the canonical JSON of row>}. A record is written with a
 single write() of one line followed by flush + fsync, so a process killed at any moment leaves at most
-one partial LAST line; on reading, lines that do not parse or whose checksum does not match are
+one partial LAST line (the next append starts on a fresh line, so it never glues onto that partial one); on reading, lines that do not parse or whose checksum does not match are
 skipped with a warning and their cells are simply recomputed. Tables are written atomically
 (temporary file in the same folder, then os.replace).
 """
@@ -52,7 +52,9 @@ class ResultLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write("".join(lines))
+            # A killed writer can leave a partial last line without its newline; start on a fresh line so
+            # the partial record stays one corrupt line (skipped on reading) instead of swallowing this one.
+            handle.write(("\n" if not _ends_on_fresh_line(self.path) else "") + "".join(lines))
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -82,6 +84,19 @@ class ResultLog:
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows())
+
+
+def _ends_on_fresh_line(path: Path) -> bool:
+    """True when `path` is empty or missing, or its last byte is a newline."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() == 0:
+                return True
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) == b"\n"
+    except FileNotFoundError:
+        return True
 
 
 def _key_value(value):

@@ -35,3 +35,16 @@ def test_write_table_is_atomic_and_leaves_no_temporary_files(tmp_path):
     path = write_table(pd.DataFrame({"a": [1, 2]}), tmp_path / "out" / "t.csv")
     assert pd.read_csv(path).a.tolist() == [1, 2]
     assert [p.name for p in path.parent.iterdir()] == ["t.csv"]
+
+
+def test_append_after_a_partial_last_line_starts_on_a_fresh_line(tmp_path):
+    """A writer killed mid-record leaves a partial last line without newline; the next append must not glue
+    its first record onto it (that record would be lost as 'corrupt' and its work silently missing)."""
+    path = tmp_path / "runs.jsonl"
+    log = ResultLog(path)
+    log.extend([dict(key=i) for i in range(3)])
+    path.write_bytes(path.read_bytes()[:-20])  # the last record is torn
+    log.extend([dict(key=10), dict(key=11)])
+    with pytest.warns(RuntimeWarning, match="1 corrupt or partial"):
+        keys = [r["key"] for r in log.rows()]
+    assert keys == [0, 1, 10, 11]
