@@ -8,6 +8,15 @@ are the prefix keys/values. The structures differ only in how those keys/values 
                     Linear(d, hidden) -> tanh -> Linear(hidden, layers * 2 * kv_dim)
                     (Li & Liang's default; identical to PEFT's ``prefix_projection=True`` layout).
 * ``deep_shared`` - the same with two hidden layers.
+* ``shared_fixed`` - the ``shared`` layout with the MLP FROZEN: only the latents p_i are learned. This is
+                    the theorems' setting (THEORY section 2: key and value are two fixed functions of one
+                    latent). The map is the seeded random init unless set with ``PrefixEncoder.set_map``
+                    (the planted study sets it to the true map).
+* ``embedding_only`` - prompt-tuning (Li & Liang's embedding-only ablation): L learned INPUT embeddings
+                    (hidden_size each) run through the frozen network itself; their cached keys and values at
+                    every layer are the prefix. A shared structure whose fixed map is the transformer.
+                    The virtual tokens sit at positions 0..L-1 and attend to each other causally, exactly as
+                    if they were prepended to the input.
 * ``fixed``       - an exported prefix (the MLP dropped), loaded for inference or as a planted teacher.
 
 The layout of the flat MLP output matches PEFT: (L, layers * 2 * kv_dim) viewed as
@@ -27,21 +36,21 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-STRUCTURES = ("independent", "shared", "deep_shared", "fixed")
+STRUCTURES = ("independent", "shared", "deep_shared", "shared_fixed", "embedding_only", "fixed")
 
 
 @dataclass
 class PrefixConfig:
     """How the prefix is parameterised."""
 
-    structure: str = "shared"  # independent | shared | deep_shared | fixed (see module docstring)
+    structure: str = "shared"  # independent | shared | deep_shared | shared_fixed | embedding_only | fixed (module docstring)
     prefix_len: int = 10  # L: number of virtual tokens (prompt experts per head)
     embed_dim: int | None = None  # d: size of the per-position latent p_i (default: the model's hidden size)
     hidden: int = 512  # width of the reparameterising MLP's hidden layer(s)
     init: str = "mlp"  # independent only: "mlp" = start from the output of a fresh random shared MLP
     #                    (same seed => same starting prefix as `shared`, a controlled comparison);
     #                    "normal" = i.i.d. N(0, init_std^2)
-    init_std: float = 0.02  # std of the latent embeddings / of the "normal" init
+    init_std: float = 0.02  # std of the latent embeddings / of the "normal" init / of embedding_only's input embeddings
     seed: int = 0  # seed of the parameter initialisation
 
     def __post_init__(self):
@@ -85,18 +94,31 @@ def _mlp(d: int, hidden: int, out: int, depth: int) -> nn.Sequential:
 
 
 class PrefixEncoder(nn.Module):
-    """Produces the prefix keys/values, shape (layers, 2, kv_heads, L, head_dim)."""
+    """Produces the prefix keys/values, shape (layers, 2, kv_heads, L, head_dim).
 
-    def __init__(self, cfg: PrefixConfig, dims: KVDims):
+    `network`: the frozen causal LM, needed only by ``embedding_only`` (kept outside the module tree so
+    that the prefix's state dict and parameters never include the base model's weights).
+    """
+
+    def __init__(self, cfg: PrefixConfig, dims: KVDims, network: nn.Module | None = None):
         super().__init__()
         self.cfg, self.dims = cfg, dims
         L, out = cfg.prefix_len, dims.n_layers * 2 * dims.kv_dim
         d = cfg.embed_dim or dims.hidden_size
         g = torch.Generator().manual_seed(cfg.seed)
-        if cfg.structure in ("shared", "deep_shared"):
+        if cfg.structure in ("shared", "deep_shared", "shared_fixed"):
             self.embedding = nn.Embedding(L, d)
-            self.transform = _mlp(d, cfg.hidden, out, depth=1 if cfg.structure == "shared" else 2)
+            self.transform = _mlp(d, cfg.hidden, out, depth=2 if cfg.structure == "deep_shared" else 1)
             self._init_mlp(self.embedding, self.transform, g)
+            if cfg.structure == "shared_fixed":
+                self.transform.requires_grad_(False)
+        elif cfg.structure == "embedding_only":
+            if network is None:
+                raise ValueError("structure 'embedding_only' needs the frozen network: PrefixEncoder(cfg, dims, network=base)")
+            self._network = (network,)  # a tuple: not registered as a submodule
+            self.embedding = nn.Embedding(L, dims.hidden_size)
+            with torch.no_grad():
+                self.embedding.weight.normal_(0.0, cfg.init_std, generator=g)
         elif cfg.structure == "independent":
             if cfg.init == "mlp":  # the same draw as a `shared` encoder with this seed, then the MLP is discarded
                 emb, mlp = nn.Embedding(L, d), _mlp(d, cfg.hidden, out, depth=1)
@@ -119,13 +141,34 @@ class PrefixEncoder(nn.Module):
                     m.weight.uniform_(-bound, bound, generator=g)
                     m.bias.uniform_(-bound, bound, generator=g)
 
+    @torch.no_grad()
+    def set_map(self, transform: nn.Sequential) -> "PrefixEncoder":
+        """``shared_fixed``: copy the frozen key/value map from `transform` (same layout as this encoder's)."""
+        if self.cfg.structure != "shared_fixed":
+            raise ValueError(f"set_map is for structure 'shared_fixed', not {self.cfg.structure!r}")
+        self.transform.load_state_dict(transform.state_dict())
+        return self
+
     def flat_prefix(self) -> torch.Tensor:
         """(L, layers*2*kv_dim), the PEFT layout."""
-        if self.cfg.structure in ("shared", "deep_shared"):
+        if self.cfg.structure in ("shared", "deep_shared", "shared_fixed"):
             return self.transform(self.embedding.weight)
+        if self.cfg.structure == "embedding_only":
+            kv = self._network_kv()  # (layers, 2, kv_heads, L, head_dim)
+            return kv.permute(3, 0, 1, 2, 4).reshape(self.cfg.prefix_len, -1)
         return self.flat
 
+    def _network_kv(self) -> torch.Tensor:
+        """embedding_only: the frozen network's own cached keys/values of the L virtual tokens."""
+        net = self._network[0]
+        body = net.base_model  # the transformer without its LM head (logits of virtual tokens are not needed)
+        emb = self.embedding.weight.unsqueeze(0).to(net.dtype)  # (1, L, hidden)
+        cache = body(inputs_embeds=emb, use_cache=True).past_key_values
+        return torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])
+
     def forward(self) -> torch.Tensor:
+        if self.cfg.structure == "embedding_only":
+            return self._network_kv()
         dm, L = self.dims, self.cfg.prefix_len
         kv = self.flat_prefix().view(L, dm.n_layers, 2, dm.kv_heads, dm.head_dim)
         return kv.permute(1, 2, 3, 0, 4)  # (layers, 2, kv_heads, L, head_dim)
@@ -141,7 +184,7 @@ class PrefixModel(nn.Module):
             p.requires_grad_(False)
         self.cfg = cfg
         self.dims = KVDims.from_config(base.config)
-        self.prefix = prefix if prefix is not None else PrefixEncoder(cfg, self.dims)
+        self.prefix = prefix if prefix is not None else PrefixEncoder(cfg, self.dims, network=base)
 
     # ------------------------------------------------------------------ cache and mask
     def build_cache(self, batch_size: int, kv: torch.Tensor | None = None):
@@ -162,12 +205,22 @@ class PrefixModel(nn.Module):
 
     # ------------------------------------------------------------------ forward / generate
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        """Logits (and loss if `labels` given) of the LM with the prefix; positions start after the prefix (as PEFT)."""
+        """Logits (and loss if `labels` given) of the LM with the prefix; positions start after the prefix (as PEFT).
+
+        Without `position_ids`, positions are counted over the extended mask (as ``generate`` does), so a
+        left-padded row gets the same positions, hence the same logits on its real tokens, as a right-padded one.
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        mask = self.extend_mask(attention_mask)  # (batch, L + T)
+        if kwargs.get("position_ids") is None:
+            counted = (mask.long().cumsum(-1) - 1)[:, self.cfg.prefix_len:]  # (batch, T)
+            default = torch.arange(input_ids.shape[1], device=input_ids.device) + self.cfg.prefix_len
+            # pads keep the default positions (they are never attended to), so right padding is unchanged
+            kwargs["position_ids"] = torch.where(attention_mask.bool(), counted, default)
         cache = self.build_cache(input_ids.shape[0])
         return self.base(
-            input_ids=input_ids, attention_mask=self.extend_mask(attention_mask), past_key_values=cache,
+            input_ids=input_ids, attention_mask=mask, past_key_values=cache,
             use_cache=kwargs.pop("use_cache", False), **kwargs,
         )
 
@@ -231,10 +284,20 @@ def fixed_prefix(base: nn.Module, kv: torch.Tensor) -> PrefixModel:
 
 
 def prefix_atoms(kv: torch.Tensor) -> torch.Tensor:
-    """Per-layer atoms in prefix space: (layers, L, 2*kv_dim) = [key of all heads, value of all heads] per position.
+    """Per-layer view of a prefix: (layers, L, 2*kv_dim) = [key of all heads, value of all heads] per position.
 
-    Attention is invariant to permuting prefix positions (cached keys carry no position), so the
-    positions are the atoms of one mixture per layer and are matched Voronoi-style.
+    A layout helper only: do NOT match positions per layer. Each (layer, key-value head) is its own mixture
+    and its positions can be permuted independently of the other heads' (see `head_atoms`).
     """
     n_layers, _, kv_heads, L, head_dim = kv.shape
     return kv.permute(0, 3, 1, 2, 4).reshape(n_layers, L, 2 * kv_heads * head_dim)
+
+
+def head_atoms(kv: torch.Tensor) -> torch.Tensor:
+    """The atoms of every mixture: (layers, kv_heads, L, 2*head_dim) = [key; value] of one position in one head.
+
+    Attention is invariant to permuting the prefix positions SEPARATELY within each (layer, key-value head)
+    (cached keys carry no position and heads are mixed only after attention), so each (layer, head) is one
+    mixture of experts whose atoms are its L positions, matched Voronoi-style.
+    """
+    return torch.cat([kv[:, 0], kv[:, 1]], dim=-1)  # (layers, kv_heads, L, 2*head_dim)
