@@ -14,11 +14,12 @@ Operationalisation (our choices, documented here and in the README):
 
 "flatter than v" = the whole bootstrap interval of the slope lies above v (no polynomial rate as fast
 as the shared one). For the same curves the power law is compared with a 1/log(n)^tau law.
-Only certified fits (converged, optimality gap <= tolerance) enter slopes and means; every summary row
-counts the fits left out and why.
+Only VALID fits (the basic inequality: optimality gap <= tolerance, converged or not) enter slopes and
+means; every summary row counts the fits left out and why, and the solver diagnostics of the rest.
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .rates import Prediction, describe_verdict, fit_slopes, power_vs_log_law, verdict
+from .study import STUDY_INIT, InitConfig
 
 SHARED = ("shared_linear", "shared_mlp")
 ALL = ("shared_linear", "shared_mlp", "independent")
@@ -49,34 +51,46 @@ def prediction_for(structure: str, regime: str, error: str) -> tuple[Prediction 
     return None, ""
 
 
-FAILURE_STATUSES = ("gap", "max_iter", "stalled", "nonfinite")
+DEFAULT_GAP_TOL = 1e-8  # reparam.fit.SolverConfig.gap_tol; used only for tables recorded before `valid` existed
 
 
-def _failure_counts(group: pd.DataFrame) -> dict:
-    """How many fits failed the certificate, in total and per status (a converged fit whose optimality
-    gap exceeds the tolerance has status 'gap'); any other status is counted in failed_other."""
-    cert = group["certified"].astype(bool)
+def valid_mask(results: pd.DataFrame, gap_tol: float = DEFAULT_GAP_TOL) -> pd.Series:
+    """Which rows are valid estimates: the basic inequality rel_gap <= gap_tol (THEORY section 3), the ONE
+    filter of every mean, slope, band, figure and verdict. Converged or not does not matter here."""
+    if "valid" in results.columns:
+        return results["valid"].astype(bool)
+    rel_gap = results["rel_gap"].astype(float)
+    return np.isfinite(rel_gap) & (rel_gap <= gap_tol)
+
+
+def _validity_counts(group: pd.DataFrame) -> dict:
+    """How many fits are valid (enter every number) and how many are excluded, with why (a positive optimality
+    gap, or a non-finite loss); and, as diagnostics only, how many converged and how many ran out of iterations."""
+    valid = valid_mask(group)
+    gap = group["rel_gap"].astype(float)
     status = group["status"].astype(str)
-    out = dict(n_fits=int(len(group)), n_certified=int(cert.sum()), n_failed=int((~cert).sum()))
-    for name in FAILURE_STATUSES:
-        out[f"failed_{name}"] = int(((~cert) & (status == name)).sum())
-    out["failed_other"] = int(((~cert) & ~status.isin(FAILURE_STATUSES)).sum())
-    return out
+    return dict(n_fits=int(len(group)), n_valid=int(valid.sum()), n_excluded=int((~valid).sum()),
+                excluded_gap=int((~valid & np.isfinite(gap)).sum()), excluded_nonfinite=int((~valid & ~np.isfinite(gap)).sum()),
+                n_converged=int(group["converged"].astype(bool).sum()),
+                valid_max_iter=int((valid & (status == "max_iter")).sum()),
+                valid_stalled=int((valid & (status == "stalled")).sum()))
 
 
 def summarize(results: pd.DataFrame, errors: list[str] | None = None, n_boot: int = 2000, level: float = 0.95,
               by: tuple[str, ...] = ("structure", "regime"), replicate_col: str = "seed") -> pd.DataFrame:
-    """One row per (by..., error): fitted slope of certified fits with its bootstrap interval, the THEORY
-    prediction and verdict, the power-vs-log-law comparison, the mean error at the largest n, and how many
-    fits failed the optimality certificate (excluded from everything numeric)."""
+    """One row per (by..., error): fitted slope of the means of VALID fits with its bootstrap interval, the
+    THEORY prediction and verdict, the same slope for the medians (the over-specified errors are heavy-tailed),
+    the power-vs-log-law comparison, the mean and median error at the largest n, how many fits are valid and
+    how many were excluded (positive optimality gap or non-finite; excluded from everything numeric), and the
+    solver diagnostics of the valid fits (converged, stopped at max_iter or stalled)."""
     errors = errors or SUMMARY_ERRORS
     by = list(by)
     rows = []
     for key, group in results.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         ident = dict(zip(by, key))
-        counts = _failure_counts(group)
-        good = group[group["certified"].astype(bool)]
+        counts = _validity_counts(group)
+        good = group[valid_mask(group)]
         for error in errors:
             if error not in group.columns:
                 continue
@@ -87,7 +101,10 @@ def summarize(results: pd.DataFrame, errors: list[str] | None = None, n_boot: in
             with warnings.catch_warnings():  # bootstrap draws of only-failed replicates at some n give NaN means
                 warnings.simplefilter("ignore", RuntimeWarning)
                 s = fit_slopes(vals, error, by=[], replicate_col=replicate_col, n_boot=n_boot, level=level).iloc[0]
+                med = fit_slopes(vals, error, by=[], replicate_col=replicate_col, n_boot=n_boot, level=level,
+                                 statistic="median").iloc[0]
             means = vals.groupby("n")[error].mean().sort_index()
+            medians = vals.groupby("n")[error].median().sort_index()
             law = {}
             if len(means) >= 3:
                 law = power_vs_log_law(means.index.to_numpy(), means.to_numpy())
@@ -100,7 +117,9 @@ def summarize(results: pd.DataFrame, errors: list[str] | None = None, n_boot: in
                 "slope": s["slope"], "slope_lo": s["slope_lo"], "slope_hi": s["slope_hi"], "verdict": v,
                 "intercept": s["intercept"], "n_min": s["n_min"], "n_max": s["n_max"], "n_sizes": s["n_sizes"],
                 "n_replicates": s["n_replicates"],
-                "mean_at_n_max": float(means.iloc[-1]), "better_law": law.get("better_law", ""),
+                "median_slope": med["slope"], "median_slope_lo": med["slope_lo"], "median_slope_hi": med["slope_hi"],
+                "mean_at_n_max": float(means.iloc[-1]), "median_at_n_max": float(medians.iloc[-1]),
+                "better_law": law.get("better_law", ""),
                 "log_law_tau": law.get("log_exponent", np.nan),
                 **counts,
                 "n_fits_error": int(len(vals)),
@@ -113,9 +132,9 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
     s = summary[summary["prediction"] != ""].copy()
     s["slope (95% CI)"] = [f"{a:+.3f} [{b:+.3f}, {c:+.3f}]" for a, b, c in zip(s.slope, s.slope_lo, s.slope_hi)]
     s["predicted"] = [(f"{p:+.2f}" if k == "equal" else f"> {p:+.2f}") for p, k in zip(s.predicted, s.prediction)]
-    s["failed"] = [f"{f}/{t}" for f, t in zip(s.n_failed, s.n_fits)]
+    s["valid"] = [f"{v}/{t}" for v, t in zip(s.n_valid, s.n_fits)]
     cols = [c for c in ["truth"] if c in s.columns] + ["structure", "regime", "error", "predicted",
-                                                         "slope (95% CI)", "verdict", "failed", "better_law"]
+                                                         "slope (95% CI)", "verdict", "valid", "better_law"]
     return s[cols].reset_index(drop=True)
 
 
@@ -136,12 +155,20 @@ class Check:
     replicates: int = 10
     seed: int = 0
     truth: str = "canonical"
+    init: InitConfig = field(default_factory=lambda: copy.deepcopy(STUDY_INIT))
 
     def plan(self):
         from .study import Setting, TruthConfig
         from .sweep import StudyPlan
         return StudyPlan(structures=list(self.structures), regimes=list(self.regimes), n_grid=list(self.n_grid),
-                         replicates=self.replicates, seed=self.seed, setting=Setting(truth=TruthConfig(kind=self.truth)))
+                         replicates=self.replicates, seed=self.seed,
+                         setting=Setting(truth=TruthConfig(kind=self.truth), init=copy.deepcopy(self.init)))
+
+    def init_description(self) -> str:
+        i = self.init
+        if i.mode == "mixed":
+            return f"starts: 1 near the truth + {i.n_starts - 1} random (lowest loss wins)"
+        return f"starts: {i.n_starts} x {i.mode} (lowest loss wins)"
 
 
 CHECKS: dict[str, Check] = {c.name: c for c in [
@@ -180,12 +207,12 @@ def check_lines(check: Check, summary: pd.DataFrame) -> tuple[list[dict], str]:
                 sel = summary[(summary.structure == structure) & (summary.regime == regime) & (summary.error == error)]
                 if sel.empty or pred is None:
                     out.append(dict(structure=structure, regime=regime, error=error, verdict="inconclusive",
-                                    line="no certified fits with this error" if pred else "no prediction"))
+                                    line="no valid fits with this error" if pred else "no prediction"))
                     continue
                 r = sel.iloc[0]
                 out.append(dict(structure=structure, regime=regime, error=error, verdict=r["verdict"],
                                 predicted=pred.value, kind=pred.kind, slope=r["slope"], slope_lo=r["slope_lo"],
-                                slope_hi=r["slope_hi"], n_failed=int(r["n_failed"]), n_fits=int(r["n_fits"]),
+                                slope_hi=r["slope_hi"], n_excluded=int(r["n_excluded"]), n_fits=int(r["n_fits"]),
                                 better_law=r["better_law"],
                                 line=describe_verdict(r["slope"], r["slope_lo"], r["slope_hi"], pred)))
     return out, overall_verdict([o["verdict"] for o in out])
@@ -198,11 +225,12 @@ def check_report(check: Check, summary: pd.DataFrame, command: str, wall_seconds
           f"- THEORY row: {check.theory_row}", f"- What: {check.description}",
           f"- Configuration: truth={check.truth}, structures={check.structures}, regimes={check.regimes}, "
           f"n_grid={check.n_grid}, replicates={check.replicates}, seed={check.seed}; core defaults otherwise "
-          f"(reparam.study.Setting: near-truth init, reparam.fit.SolverConfig defaults; only certified fits enter).",
+          f"(reparam.study.Setting: {check.init_description()}, reparam.fit.SolverConfig defaults; every valid fit "
+          f"enters: rel. optimality gap <= gap_tol, converged or not).",
           f"- Command: `{command}`"]
     if wall_seconds is not None:
         md.append(f"- Wall time of this invocation: {wall_seconds:.0f} s (fits already in the result log are reused)")
-    md += ["", "| structure | regime | error | predicted | measured slope [95% CI] | verdict | failed fits | better law |",
+    md += ["", "| structure | regime | error | predicted | measured slope [95% CI] | verdict | excluded fits | better law |",
            "|---|---|---|---|---|---|---|---|"]
     for o in lines:
         if "slope" not in o:
@@ -210,7 +238,7 @@ def check_report(check: Check, summary: pd.DataFrame, command: str, wall_seconds
             continue
         pred = f"{o['predicted']:+.2f} +- 0.10" if o["kind"] == "equal" else f"flatter than {o['predicted']:+.2f}"
         md.append(f"| {o['structure']} | {o['regime']} | `{o['error']}` | {pred} | {o['slope']:+.3f} "
-                  f"[{o['slope_lo']:+.3f}, {o['slope_hi']:+.3f}] | **{o['verdict']}** | {o['n_failed']}/{o['n_fits']} "
+                  f"[{o['slope_lo']:+.3f}, {o['slope_hi']:+.3f}] | **{o['verdict']}** | {o['n_excluded']}/{o['n_fits']} "
                   f"| {o['better_law']} |")
     md.append("")
     return "\n".join(md)
@@ -232,6 +260,6 @@ def robustness_tables(results: pd.DataFrame, n_boot: int = 300) -> tuple[pd.Data
             slope_max=s.max(), slope_mean=s.mean(), slope_sd=s.std(),
             agree=int(counts.get("agree", 0)), disagree=int(counts.get("disagree", 0)),
             inconclusive=int(counts.get("inconclusive", 0)),
-            fits=int(g["n_fits"].sum()), failed_fits=int(g["n_failed"].sum()),
+            fits=int(g["n_fits"].sum()), excluded_fits=int(g["n_excluded"].sum()),
         ))
     return per_truth, pd.DataFrame(rows)

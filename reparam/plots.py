@@ -1,7 +1,7 @@
 """Every figure, drawn from tidy tables only (never from in-memory fit objects).
 
-One color per structure across every figure (`color_for`). Fits that failed the optimality certificate
-are never averaged in: callers pass certified rows, and `error_vs_n` marks how many were dropped.
+One color per structure across every figure (`color_for`). Only VALID fits (optimality gap <= tolerance,
+`reparam.checks.valid_mask`) are averaged; study figures mark at each n how many fits were excluded.
 """
 from __future__ import annotations
 
@@ -127,18 +127,19 @@ def _slope_label(summary: pd.DataFrame | None, structure: str, regime: str, erro
 
 def draw_study_curves(ax, results: pd.DataFrame, error: str, regime: str, summary: pd.DataFrame | None = None,
                       guides: dict[str, float] | None = None, ylabel: str | None = None, title: str | None = None):
-    """Mean of certified fits with a 95% band per structure; uncertified fits are excluded and marked
-    (count written next to the point at that n, total in the legend); theory slopes as dashed guides."""
+    """Mean of valid fits with a 95% band per structure; invalid fits (positive optimality gap) are excluded
+    and marked (count written next to the point at that n, total in the legend); theory slopes as guides."""
+    from .checks import valid_mask
     part = results[results.regime == regime]
     anchor = None
     for structure in sorted(part.structure.unique()):
         g_all = part[part.structure == structure]
-        cert = g_all["certified"].astype(bool)
-        g = g_all[cert & np.isfinite(g_all[error].astype(float))]
-        failed = g_all[~cert].groupby("n").size()
+        ok = valid_mask(g_all)
+        g = g_all[ok & np.isfinite(g_all[error].astype(float))]
+        failed = g_all[~ok].groupby("n").size()
         label = structure + _slope_label(summary, structure, regime, error)
         if len(failed):
-            label += f"  ({int(failed.sum())}/{len(g_all)} uncertified, excluded)"
+            label += f"  ({int(failed.sum())}/{len(g_all)} invalid, excluded)"
         color = color_for(structure)
         if g.empty:
             continue
@@ -148,7 +149,7 @@ def draw_study_curves(ax, results: pd.DataFrame, error: str, regime: str, summar
         for n, count in failed.items():
             if n in agg.index:
                 ax.plot([n], [agg.loc[n, "mean"]], marker="x", color=color, ms=8, mew=1.5, ls="none")
-                ax.annotate(f"{count}x", (n, agg.loc[n, "mean"]), xytext=(4, 4), textcoords="offset points",
+                ax.annotate(f"{count} excl.", (n, agg.loc[n, "mean"]), xytext=(4, 4), textcoords="offset points",
                             fontsize=6, color=color)
         if anchor is None or agg["mean"].iloc[0] > anchor[1]:
             anchor = (agg.index[0], agg["mean"].iloc[0], agg.index[-1])
@@ -166,7 +167,6 @@ def draw_study_curves(ax, results: pd.DataFrame, error: str, regime: str, summar
     ax.set_title(title or _REGIME_TITLES.get(regime, regime), fontsize=9)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=6.5, loc="lower left")
-    ax.plot([], [], "x", color="grey", label="x: fits excluded (uncertified)")
     return ax
 
 
@@ -177,7 +177,7 @@ def study_error_figure(results: pd.DataFrame, summary: pd.DataFrame | None, erro
     fig, axes = plt.subplots(1, len(regimes), figsize=(5.6 * len(regimes), 4.4), squeeze=False, sharey=True)
     for ax, regime in zip(axes[0], regimes):
         draw_study_curves(ax, results, error, regime, summary, guides, ylabel=ylabel)
-    fig.suptitle(suptitle + "   (mean of certified fits, 95% band; x = n with uncertified fits excluded)", fontsize=9)
+    fig.suptitle(suptitle + "   (mean of valid fits, 95% band; x = n where invalid fits were excluded)", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -186,10 +186,11 @@ def sample_complexity_figure(results: pd.DataFrame, summary: pd.DataFrame, error
                              regimes: tuple[str, ...] = ("exact", "over")):
     """n needed to reach a target error, from each fitted law mean = exp(intercept) * n^slope: solid inside
     the measured range of errors, dashed (and labelled) where it is an extrapolation; dots = measured means."""
+    from .checks import valid_mask
     regimes = [r for r in regimes if r in set(results.regime)]
     fig, axes = plt.subplots(1, len(regimes), figsize=(5.6 * len(regimes), 4.4), squeeze=False)
     for ax, regime in zip(axes[0], regimes):
-        part = results[(results.regime == regime) & results["certified"].astype(bool)]
+        part = results[(results.regime == regime) & valid_mask(results)]
         for structure in sorted(part.structure.unique()):
             s = summary[(summary.structure == structure) & (summary.regime == regime) & (summary.error == error)]
             g = part[part.structure == structure]

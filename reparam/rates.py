@@ -19,11 +19,18 @@ def _loglog_slope(log_n: np.ndarray, log_err: np.ndarray) -> tuple[float, float]
     return float(slope), float(intercept)
 
 
+STATISTICS = {"mean": np.nanmean, "median": np.nanmedian}
+
+
 def slope_with_interval(table: pd.DataFrame, error: str, n_col: str = "n", replicate_col: str = "replicate",
-                        n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
-    """Slope of one curve (all rows of `table`) with its bootstrap interval."""
+                        n_boot: int = 2000, seed: int = 0, level: float = 0.95, statistic: str = "mean") -> dict:
+    """Slope of one curve (all rows of `table`) with its bootstrap interval. `statistic` ('mean' or 'median')
+    is what is taken over replicates at each n before the log-log fit."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic={statistic!r} is invalid: must be one of {list(STATISTICS)}")
+    centre = STATISTICS[statistic]
     wide = table.pivot_table(index=replicate_col, columns=n_col, values=error, aggfunc="mean")  # (replicates, sizes)
     wide = wide.dropna(axis=1, how="all")
     sizes = wide.columns.to_numpy(dtype=float)
@@ -33,7 +40,7 @@ def slope_with_interval(table: pd.DataFrame, error: str, n_col: str = "n", repli
                n_sizes=len(sizes), n_replicates=values.shape[0])
     if len(sizes) < 2:
         return out
-    means = np.nanmean(values, axis=0)
+    means = centre(values, axis=0)
     if not np.all(means > 0):
         return out
     log_n = np.log(sizes)
@@ -42,7 +49,7 @@ def slope_with_interval(table: pd.DataFrame, error: str, n_col: str = "n", repli
     boot = np.empty(n_boot)
     for k in range(n_boot):
         pick = rng.integers(0, values.shape[0], size=values.shape[0])
-        m = np.nanmean(values[pick], axis=0)
+        m = centre(values[pick], axis=0)
         boot[k] = _loglog_slope(log_n, np.log(m))[0] if np.all(m > 0) else np.nan
     alpha = (1 - level) / 2
     out["slope_lo"], out["slope_hi"] = (float(q) for q in np.nanquantile(boot, [alpha, 1 - alpha]))
@@ -50,7 +57,7 @@ def slope_with_interval(table: pd.DataFrame, error: str, n_col: str = "n", repli
 
 
 def fit_slopes(df: pd.DataFrame, error: str, by: list[str], n_col: str = "n", replicate_col: str = "replicate",
-               n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+               n_boot: int = 2000, seed: int = 0, level: float = 0.95, statistic: str = "mean") -> pd.DataFrame:
     """One row per group of `by`: the columns `by + SLOPE_COLUMNS`."""
     if error not in df.columns:
         raise ValueError(f"error={error!r} is not a column of the table; columns are {list(df.columns)}")
@@ -58,7 +65,7 @@ def fit_slopes(df: pd.DataFrame, error: str, by: list[str], n_col: str = "n", re
     for key, group in df.groupby(by, sort=True) if by else [((), df)]:
         key = key if isinstance(key, tuple) else (key,)
         rows.append({**dict(zip(by, key)),
-                     **slope_with_interval(group, error, n_col, replicate_col, n_boot, seed, level)})
+                     **slope_with_interval(group, error, n_col, replicate_col, n_boot, seed, level, statistic)})
     return pd.DataFrame(rows, columns=list(by) + SLOPE_COLUMNS)
 
 

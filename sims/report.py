@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reparam.checks import headline, summarize
+from reparam.checks import headline, summarize, valid_mask
 from reparam.plots import study_figures
 from reparam.sweep import write_results
 from reparam.results import write_table
@@ -33,20 +33,22 @@ def write_outputs(results: pd.DataFrame, out_dir: Path, figures: bool = True, st
 
 
 def print_summary(results: pd.DataFrame, summary: pd.DataFrame, stream=sys.stdout) -> None:
-    cert = results["certified"].astype(bool)
-    print(f"\nfits: {len(results)}, certified {int(cert.sum())}, failed the certificate {int((~cert).sum())} "
-          f"(status: {results.loc[~cert, 'status'].value_counts().to_dict()}) - failed fits are excluded from "
-          "every slope and mean", file=stream)
+    ok = valid_mask(results)
+    conv = results["converged"].astype(bool)
+    print(f"\nfits: {len(results)}, valid (loss <= truth's, the basic inequality) {int(ok.sum())}, excluded "
+          f"{int((~ok).sum())}; diagnostics: converged {int(conv.sum())}, solver status of the valid fits "
+          f"{results.loc[ok, 'status'].value_counts().to_dict()}", file=stream)
     if summary.empty:
         return
     if summary["n_sizes"].max() < 2:
         print("summary: one sample size per curve, no slopes (aggregate several runs)", file=stream)
         return
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 200):
-        print("\nTHEORY checks (slope of log mean error vs log n, certified fits; 95% bootstrap CI over replicates):",
+        print("\nTHEORY checks (slope of log mean error vs log n, valid fits; 95% bootstrap CI over replicates):",
               file=stream)
         print(headline(summary).to_string(index=False), file=stream)
         big = summary[summary.error == "voronoi_prefix"][[c for c in ["truth", "structure", "regime", "n_max",
-                                                                       "mean_at_n_max", "slope"] if c in summary]]
-        print("\nvoronoi_prefix at the largest n (mean of certified fits):", file=stream)
+                                                                       "mean_at_n_max", "median_at_n_max", "slope",
+                                                                       "median_slope"] if c in summary]]
+        print("\nvoronoi_prefix at the largest n (mean and median of valid fits):", file=stream)
         print(big.to_string(index=False), file=stream)

@@ -8,6 +8,7 @@ writes per-truth slopes (robustness.csv), their distribution per structure and r
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from reparam.checks import robustness_tables
 from reparam.plots import robustness_figure, save_figure
 from reparam.results import ResultLog, write_table
-from reparam.study import Setting, TruthConfig
+from reparam.study import STUDY_INIT, Setting, TruthConfig
 from reparam.sweep import PlanError, StudyPlan, run_plan, set_threads, tidy, validate_plan, write_results
 
 DEFAULT_GRID = [300, 1000, 3000, 10000, 30000]
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     plans = [StudyPlan(structures=args.structures, regimes=["exact", "over"], n_grid=args.n_grid,
                        replicates=args.replicates, seed=args.seed,
-                       setting=Setting(truth=TruthConfig(kind="random", seed=t)))
+                       setting=Setting(truth=TruthConfig(kind="random", seed=t), init=copy.deepcopy(STUDY_INIT)))
              for t in range(args.first_truth, args.first_truth + args.truths)]
     try:
         for p in plans:
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         show = dist[dist.prediction != ""][["structure", "regime", "error", "predicted", "n_truths", "slope_median",
                                              "slope_q25", "slope_q75", "agree", "disagree", "inconclusive",
-                                             "failed_fits", "fits"]]
-        print("\nslope distribution over random truths (per-truth slopes from certified fits):")
+                                             "excluded_fits", "fits"]]
+        print("\nslope distribution over random truths (per-truth slopes from valid fits):")
         print(show.to_string(index=False, float_format=lambda x: f"{x:+.3f}"))
     print(f"\nwrote {args.out / 'robustness.csv'}, {args.out / 'robustness_summary.csv'}, {paths[0]} (+ .pdf); "
           f"wall time {time.perf_counter() - tic:.0f} s")

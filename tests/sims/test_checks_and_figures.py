@@ -23,6 +23,7 @@ def synthetic(slopes: dict, reps=10, failures=0, truth="canonical", seed=0):
                 rows.append(dict(structure=structure, regime=regime, n=n, replicate=r, seed=1000 + r, truth=truth,
                                  voronoi_prefix=(1e3 if failed else e), l2_error=e, atom_error_multi=e if regime == "over" else np.nan,
                                  voronoi_r1_prefix=e, voronoi_r2_prefix=e, voronoi_native=e,
+                                 rel_gap=(1e-3 if failed else -1e-4), valid=not failed,
                                  certified=not failed, converged=not failed, status="max_iter" if failed else "converged"))
     return pd.DataFrame(rows)
 
@@ -39,9 +40,33 @@ def test_failed_fits_are_counted_and_never_averaged_in():
     df = synthetic({("shared_mlp", "over"): -0.5}, failures=3)
     s = summarize(df, n_boot=300).set_index("error")
     row = s.loc["voronoi_prefix"]
-    assert row["n_failed"] == 3 * len(NS) and row["failed_max_iter"] == 3 * len(NS)
-    assert row["slope"] == pytest.approx(-0.5, abs=0.03)  # the 1e3 values of failed fits are excluded
+    assert row["n_excluded"] == 3 * len(NS) and row["excluded_gap"] == 3 * len(NS)
+    assert row["slope"] == pytest.approx(-0.5, abs=0.03)  # the 1e3 values of invalid fits are excluded
     assert row["mean_at_n_max"] < 1
+
+
+def test_validity_is_the_gap_not_convergence():
+    """A gap-valid fit that stopped at max_iter enters every number; a fit with a positive gap does not, and is
+    counted. Same table both ways: only the flags differ, so the slope tells which rows were used."""
+    df = synthetic({("independent", "over"): -0.5}, failures=0)
+    unconverged = df.replicate < 2  # valid (gap <= 0) but stopped at max_iter
+    df.loc[unconverged, ["converged", "certified", "status"]] = [False, False, "max_iter"]
+    df.loc[unconverged, "voronoi_prefix"] *= 10.0  # heavier: dropping them would lower the mean 2-3x
+    invalid = df.replicate == 2
+    df.loc[invalid, ["valid", "rel_gap", "voronoi_prefix"]] = [False, 1e-4, 1e6]
+    row = summarize(df, n_boot=200).set_index("error").loc["voronoi_prefix"]
+    assert row["n_valid"] == len(df) - invalid.sum() and row["n_excluded"] == invalid.sum()
+    assert row["valid_max_iter"] == unconverged.sum() and row["n_converged"] == (~unconverged).sum()
+    kept = df[~invalid]
+    expected = kept[kept.n == max(NS)]["voronoi_prefix"].mean()
+    assert row["mean_at_n_max"] == pytest.approx(expected, rel=1e-12)  # unconverged rows are in, the 1e6 row is not
+    assert row["median_at_n_max"] == pytest.approx(kept[kept.n == max(NS)]["voronoi_prefix"].median(), rel=1e-12)
+
+
+def test_validity_falls_back_to_rel_gap_for_old_tables():
+    df = synthetic({("shared_mlp", "exact"): -0.5}, failures=2).drop(columns=["valid"])
+    row = summarize(df, n_boot=100).set_index("error").loc["voronoi_prefix"]
+    assert row["n_excluded"] == 2 * len(NS)
 
 
 def test_independent_over_prediction_is_flatter_than():
@@ -87,7 +112,7 @@ def test_study_figures_png_pdf_one_color_per_structure(tmp_path):
               for line in ax.get_lines() if not line.get_label().startswith("_")}
     assert colors["shared_mlp"] == color_for("shared_mlp") and colors["independent"] == color_for("independent")
     legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
-    assert "uncertified, excluded" in legend and "slope" in legend
+    assert "invalid, excluded" in legend and "slope" in legend
     plt.close(fig)
 
 
