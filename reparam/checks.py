@@ -263,3 +263,50 @@ def robustness_tables(results: pd.DataFrame, n_boot: int = 300) -> tuple[pd.Data
             fits=int(g["n_fits"].sum()), excluded_fits=int(g["n_excluded"].sum()),
         ))
     return per_truth, pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# How much of a number is the optimiser and how much is statistics.
+
+@dataclass
+class Variant:
+    """One way of running the same study: its starts and its iteration budget (everything else equal)."""
+
+    name: str
+    init: InitConfig
+    max_iter_factor: int = 1
+
+
+SENSITIVITY_VARIANTS = [
+    Variant("multi-start (default)", copy.deepcopy(STUDY_INIT)),
+    Variant("near-truth start only", InitConfig(mode="near_truth", n_starts=1)),
+    Variant("multi-start, 10x iterations", copy.deepcopy(STUDY_INIT), max_iter_factor=10),
+]
+
+
+def sensitivity_plan(variant: Variant, structures: list[str], regimes: list[str], n_grid: list[int],
+                     replicates: int, seed: int = 0):
+    """The study plan of `variant`: the core defaults with the variant's starts and iteration budget."""
+    from .fit import SolverConfig
+    from .study import Setting
+    from .sweep import StudyPlan
+    solver = SolverConfig()
+    solver.max_iter *= variant.max_iter_factor
+    return StudyPlan(structures=list(structures), regimes=list(regimes), n_grid=list(n_grid), replicates=replicates,
+                     seed=seed, setting=Setting(init=copy.deepcopy(variant.init), solver=solver))
+
+
+def sensitivity_table(results: dict[str, pd.DataFrame], errors: tuple[str, ...] = ("voronoi_prefix", "l2_error"),
+                      n_boot: int = 1000) -> pd.DataFrame:
+    """One row per (variant, structure, regime, error): valid and converged fits, mean and median error at the
+    largest n, and the slope of the means with its interval. `results` maps a variant name to its rows."""
+    rows = []
+    for name, df in results.items():
+        summary = summarize(df, errors=list(errors), n_boot=n_boot)
+        for _, r in summary.iterrows():
+            rows.append(dict(variant=name, structure=r["structure"], regime=r["regime"], error=r["error"],
+                             n_fits=r["n_fits"], n_valid=r["n_valid"], n_converged=r["n_converged"],
+                             mean_at_n_max=r["mean_at_n_max"], median_at_n_max=r["median_at_n_max"],
+                             slope=r["slope"], slope_lo=r["slope_lo"], slope_hi=r["slope_hi"],
+                             median_slope=r["median_slope"], verdict=r["verdict"]))
+    return pd.DataFrame(rows)
