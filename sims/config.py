@@ -94,12 +94,9 @@ def register() -> None:
         cs.store(group="init", name=mode, node=InitConfig(mode=mode, n_starts=1 if mode == "near_truth" else 4))
     cs.store(group="hydra/launcher", name="local_parallel", node=LocalParallelConf, provider="reparam")
     try:
-        from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+        from hydra_plugins.reparam_slurm_launcher.slurm_launcher import SlurmConf  # sized for a small node
 
-        cs.store(group="hydra/launcher", name="slurm", provider="reparam",
-                 node=SlurmQueueConf(timeout_min=60, cpus_per_task=2, tasks_per_node=1, mem_gb=8, nodes=1,
-                                     name="reparam-${hydra.job.name}",
-                                     submitit_folder="${hydra.sweep.dir}/.submitit/%j"))
+        cs.store(group="hydra/launcher", name="slurm", provider="reparam", node=SlurmConf)
     except ImportError:  # the submitit plugin is a dependency; without it only `slurm` is missing
         pass
 
