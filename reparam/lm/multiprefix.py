@@ -1,0 +1,537 @@
+"""Many prefixes in one forward pass: every row of a batch carries its own prefix (its own cache slice).
+
+A low-data comparison trains many small configurations on the same few examples: structures x
+initialisations x learning rates x seeds. Each alone fills a GPU poorly (a batch of 8 short rows), and
+the frozen network is the same for all of them. So here a batch of B examples is repeated once per
+configuration ("member"): row ``k*B + b`` is example b under member k, and the key/value cache of that
+row holds member k's prefix. One forward pass of the frozen model gives every member's loss; the losses
+are SUMMED, and since no two members share a parameter, the gradient of the sum with respect to member
+k's parameters is exactly the gradient of member k's own loss. Each member then has its own AdamW state,
+linear schedule, gradient clipping and early stopping, so training K members together gives the same
+parameters as training each alone (up to floating-point summation order; tested).
+
+Structures (a member's ``structure``):
+
+* ``independent``, ``shared`` (Li & Liang's MLP), ``deep_shared``, ``embedding_only`` (prompt tuning) -
+  the encoders of `reparam.lm.prefix`, used as a prefix in front of the whole sequence ``[PREFIX; x; y]``.
+* ``infix`` - Li & Liang's infix ablation ``[x; INFIX; y]``: a free key/value tensor per layer (the
+  ``independent`` parameterisation) placed after the source x and before the separator, so the source
+  cannot attend to it and every scored prediction can. Computed in two passes: the source alone (it does
+  not depend on any parameter, so it runs once for all infix members, without gradients), then the
+  separator and text with the cache ``[x; INFIX]``. Positions: x at 0.., the infix occupies
+  ``len(x)..len(x)+L-1``, the rest follows.
+
+Initialisation (a member's ``init``): ``random`` (each encoder's seeded default) or ``words`` - Li &
+Liang's "activations of real words": the frozen model's keys/values of a task text of L tokens.
+``independent``/``infix`` copy them; ``embedding_only`` starts from the words' input embeddings (which
+gives exactly those keys/values); ``shared``/``deep_shared`` keep their random MLP and correct its output
+layer by the minimum-norm least-squares update that makes the initial output equal the word activations.
+
+Positions of prefix rows start after the prefix (``L + 0, L + 1, ...``), as in `PrefixModel`.
+Generation is beam search over the same many-row cache (`MultiPrefix.generate`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .prefix import KVDims, PrefixConfig, PrefixEncoder
+from .train import batch_indices
+
+STRUCTURES = ("independent", "shared", "deep_shared", "embedding_only", "infix")
+INITS = ("random", "words")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One configuration trained inside a `MultiPrefix`."""
+
+    structure: str  # one of STRUCTURES
+    lr: float  # peak AdamW learning rate
+    init: str = "random"  # random | words (module docstring)
+    seed: int = 0  # seed of the parameter initialisation
+
+    def __post_init__(self):
+        if self.structure not in STRUCTURES:
+            raise ValueError(f"Member.structure={self.structure!r} is not one of {STRUCTURES}")
+        if self.init not in INITS:
+            raise ValueError(f"Member.init={self.init!r} is not one of {INITS}")
+        if not self.lr > 0:
+            raise ValueError(f"Member.lr={self.lr} must be > 0")
+
+    @property
+    def placement(self) -> str:
+        return "infix" if self.structure == "infix" else "prefix"
+
+    @property
+    def name(self) -> str:
+        return f"{self.structure}|{self.init}|lr={self.lr:g}|seed={self.seed}"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def encode_split(tok, examples, max_len: int, sep: str) -> list[dict]:
+    """Rows ``x + sep + (" " + target + eos)`` with labels on the text only and ``source_len = len(x)``.
+
+    The three parts are tokenised separately so that the source/separator boundary is known exactly
+    (the infix goes there); every structure sees the same token ids.
+    """
+    eos = tok.eos_token_id
+    rows = []
+    for ex in examples:
+        x = tok.encode(ex.source, add_special_tokens=False)
+        s = tok.encode(sep, add_special_tokens=False)
+        y = tok.encode(" " + ex.target, add_special_tokens=False) + [eos]
+        ids = (x + s + y)[:max_len]
+        if len(x) + len(s) >= len(ids):
+            raise ValueError(f"max_len={max_len} leaves no target token for source {ex.source[:60]!r}...")
+        rows.append({"input_ids": ids, "labels": ([-100] * (len(x) + len(s)) + y)[:max_len], "source_len": len(x)})
+    return rows
+
+
+def encode_prompts(tok, sources: list[str], sep: str) -> list[dict]:
+    """Generation prompts: the source ids and the separator ids, kept apart (for the infix)."""
+    s = tok.encode(sep, add_special_tokens=False)
+    return [{"x": tok.encode(src, add_special_tokens=False), "sep": s} for src in sources]
+
+
+def collate_split(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch in two views: the whole row, and source / rest (for the infix)."""
+
+    def pad(seqs, value):
+        T = max(len(s) for s in seqs)
+        out = torch.full((len(seqs), T), value, dtype=torch.long)
+        mask = torch.zeros((len(seqs), T), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, :len(s)] = 1
+        return out, mask
+
+    ids, mask = pad([r["input_ids"] for r in rows], pad_id)
+    labels, _ = pad([r["labels"] for r in rows], -100)
+    cut = [r["source_len"] for r in rows]
+    x_ids, x_mask = pad([r["input_ids"][:c] for r, c in zip(rows, cut)], pad_id)
+    r_ids, r_mask = pad([r["input_ids"][c:] for r, c in zip(rows, cut)], pad_id)
+    r_labels, _ = pad([r["labels"][c:] for r, c in zip(rows, cut)], -100)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "x_ids": x_ids, "x_mask": x_mask,
+            "x_len": torch.tensor(cut, dtype=torch.long), "r_ids": r_ids, "r_mask": r_mask, "r_labels": r_labels}
+
+
+def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, T - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, T - len(s):] = 1
+    return ids, mask
+
+
+# ----------------------------------------------------------------------------- initialisation from words
+
+
+@torch.no_grad()
+def word_ids(tok, text: str, prefix_len: int) -> list[int]:
+    """L token ids of `text` (cycled when the text is shorter than L, truncated when longer)."""
+    ids = tok.encode(text, add_special_tokens=False)
+    if not ids:
+        raise ValueError(f"init text {text!r} has no tokens")
+    return [ids[i % len(ids)] for i in range(prefix_len)]
+
+
+@torch.no_grad()
+def word_kv(base: nn.Module, ids: list[int]) -> torch.Tensor:
+    """The frozen model's keys/values of the words, (layers, 2, kv_heads, L, head_dim)."""
+    dev = next(base.parameters()).device
+    cache = base.base_model(input_ids=torch.tensor([ids], device=dev), use_cache=True).past_key_values
+    return torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])
+
+
+@torch.no_grad()
+def init_from_words(enc: PrefixEncoder, base: nn.Module, ids: list[int]) -> None:
+    """Start `enc` from the activations of real words (module docstring)."""
+    s = enc.cfg.structure
+    if s == "embedding_only":
+        emb = base.get_input_embeddings()(torch.tensor(ids, device=enc.embedding.weight.device))
+        enc.embedding.weight.copy_(emb.to(enc.embedding.weight.dtype))
+        return
+    kv = word_kv(base, ids)  # (layers, 2, kv_heads, L, head_dim)
+    target = kv.permute(3, 0, 1, 2, 4).reshape(kv.shape[3], -1)  # (L, layers*2*kv_dim), the PEFT layout
+    if s == "independent":
+        enc.flat.copy_(target.to(enc.flat.dtype))
+    elif s in ("shared", "deep_shared"):
+        h = enc.transform[:-1](enc.embedding.weight)  # (L, hidden): input of the output layer
+        last = enc.transform[-1]
+        residual = target.to(h.dtype) - last(h)  # (L, out)
+        # minimum-norm dW with h @ dW^T = residual (h has full row rank L <= hidden for a generic init)
+        last.weight.add_((torch.linalg.pinv(h) @ residual).T)
+    else:
+        raise ValueError(f"init='words' is not defined for structure {s!r}")
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class MultiPrefix(nn.Module):
+    """A frozen causal LM and K prefix encoders, one per member; only the encoders have parameters."""
+
+    def __init__(self, base: nn.Module, members: list[Member], prefix_len: int = 10, hidden: int = 512,
+                 embed_dim: int | None = None, init_ids: list[int] | None = None):
+        super().__init__()
+        if not members:
+            raise ValueError("MultiPrefix: members is empty")
+        if len(set(members)) != len(members):
+            raise ValueError("MultiPrefix: members must be distinct")
+        if any(m.init == "words" for m in members) and init_ids is None:
+            raise ValueError("MultiPrefix: a member has init='words' but init_ids is None (see word_ids)")
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self._base = (base,)  # a tuple: the frozen model stays out of this module's state dict
+        self.members = list(members)
+        self.prefix_len = prefix_len
+        self.dims = KVDims.from_config(base.config)
+        dev = next(base.parameters()).device
+        encs = []
+        for m in members:
+            inner = "independent" if m.structure == "infix" else m.structure
+            cfg = PrefixConfig(structure=inner, prefix_len=prefix_len, embed_dim=embed_dim, hidden=hidden, seed=m.seed)
+            enc = PrefixEncoder(cfg, self.dims, network=base).to(device=dev, dtype=base.dtype)
+            if m.init == "words":
+                init_from_words(enc, base, init_ids)
+            encs.append(enc)
+        self.encoders = nn.ModuleList(encs)
+
+    @property
+    def base(self) -> nn.Module:
+        return self._base[0]
+
+    def member_parameters(self, k: int) -> list[nn.Parameter]:
+        return [p for p in self.encoders[k].parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ prefixes
+    def kv(self, ks: list[int]) -> torch.Tensor:
+        """Prefix keys/values of members `ks`, (len(ks), layers, 2, kv_heads, L, head_dim).
+
+        embedding_only members run through the frozen network together, in one batched pass.
+        """
+        out: list[torch.Tensor | None] = [None] * len(ks)
+        emb = [i for i, k in enumerate(ks) if self.members[k].structure == "embedding_only"]
+        for i, k in enumerate(ks):
+            if i not in emb:
+                out[i] = self.encoders[k]()
+        if emb:
+            x = torch.stack([self.encoders[ks[i]].embedding.weight for i in emb]).to(self.base.dtype)  # (E, L, hidden)
+            cache = self.base.base_model(inputs_embeds=x, use_cache=True).past_key_values
+            kv = torch.stack([torch.stack([layer.keys, layer.values], 1) for layer in cache.layers], 1)  # (E, layers, 2, h, L, hd)
+            for j, i in enumerate(emb):
+                out[i] = kv[j]
+        return torch.stack(out).to(self.base.dtype)
+
+    def _cache(self, layers):
+        from transformers import DynamicCache
+
+        return DynamicCache(tuple(layers), config=self.base.config)
+
+    def _nll(self, hidden: torch.Tensor, labels: torch.Tensor, row_member: torch.Tensor, K: int):
+        """Per-member summed next-token NLL and token counts from hidden states (LM head only where scored)."""
+        h, tgt, rm = hidden[:, :-1], labels[:, 1:], row_member[:, None].expand(-1, labels.shape[1] - 1)
+        sel = tgt != -100
+        logits = self.base.get_output_embeddings()(h[sel])  # (N, V)
+        ce = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), tgt[sel], reduction="none")
+        sums = torch.zeros(K, dtype=ce.dtype, device=ce.device).index_add(0, rm[sel], ce)
+        counts = torch.bincount(rm[sel], minlength=K)
+        return sums, counts
+
+    def nll(self, batch: dict, ks: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed NLL (len(ks),) and token counts (len(ks),) of the labelled tokens of `batch` under members `ks`."""
+        sums = torch.zeros(len(ks), dtype=torch.float64, device=batch["input_ids"].device)
+        counts = torch.zeros(len(ks), dtype=torch.long, device=batch["input_ids"].device)
+        for placement, fn in (("prefix", self._prefix_nll), ("infix", self._infix_nll)):
+            idx = [i for i, k in enumerate(ks) if self.members[k].placement == placement]
+            if idx:
+                s, c = fn(batch, [ks[i] for i in idx])
+                pos = torch.as_tensor(idx, device=sums.device)
+                sums = sums.index_add(0, pos, s.to(sums.dtype))
+                counts = counts.index_add(0, pos, c)
+        return sums, counts
+
+    def _rows(self, K: int, B: int, device) -> torch.Tensor:
+        return torch.arange(K, device=device).repeat_interleave(B)  # row k*B + b -> member k
+
+    def _prefix_nll(self, batch, ks):
+        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        (B, T), K, L = ids.shape, len(ks), self.prefix_len
+        kv = self.kv(ks)  # (K, layers, 2, h, L, hd)
+        rm = self._rows(K, B, ids.device)
+        cache = self._cache((kv[rm, l, 0], kv[rm, l, 1]) for l in range(self.dims.n_layers))  # each (K*B, h, L, hd)
+        pos = (L + torch.arange(T, device=ids.device)).expand(K * B, T)  # right padding: real tokens at L, L+1, ...
+        full_mask = torch.cat([mask.new_ones(B, L), mask], 1).repeat(K, 1)
+        hidden = self.base.base_model(input_ids=ids.repeat(K, 1), attention_mask=full_mask, position_ids=pos,
+                                      past_key_values=cache, use_cache=False).last_hidden_state
+        sums, counts = self._nll(hidden, labels.repeat(K, 1), rm, K)
+        return sums, counts
+
+    def _source_cache(self, x_ids, x_mask):
+        """The source alone (no prefix; independent of every parameter): per-layer keys/values (B, h, Tx, hd)."""
+        with torch.no_grad():
+            pos = (x_mask.cumsum(-1) - 1).clamp(min=0)
+            c = self.base.base_model(input_ids=x_ids, attention_mask=x_mask, position_ids=pos, use_cache=True).past_key_values
+            return [(layer.keys, layer.values) for layer in c.layers]
+
+    def _infix_nll(self, batch, ks):
+        x_ids, x_mask, x_len = batch["x_ids"], batch["x_mask"], batch["x_len"]
+        r_ids, r_mask, r_labels = batch["r_ids"], batch["r_mask"], batch["r_labels"]
+        (B, Tr), K, L = r_ids.shape, len(ks), self.prefix_len
+        src = self._source_cache(x_ids, x_mask)
+        kv = self.kv(ks)
+        rm = self._rows(K, B, r_ids.device)
+        cache = self._cache(
+            (torch.cat([src[l][0].repeat(K, 1, 1, 1), kv[rm, l, 0]], 2), torch.cat([src[l][1].repeat(K, 1, 1, 1), kv[rm, l, 1]], 2))
+            for l in range(self.dims.n_layers)
+        )  # each (K*B, h, Tx + L, hd)
+        mask = torch.cat([x_mask, x_mask.new_ones(B, L), r_mask], 1).repeat(K, 1)
+        pos = (x_len.to(r_ids.device)[:, None] + L + torch.arange(Tr, device=r_ids.device)).repeat(K, 1)
+        hidden = self.base.base_model(input_ids=r_ids.repeat(K, 1), attention_mask=mask, position_ids=pos,
+                                      past_key_values=cache, use_cache=False).last_hidden_state
+        return self._nll(hidden, r_labels.repeat(K, 1), rm, K)
+
+    @torch.no_grad()
+    def evaluate_nll(self, rows: list[dict], ks: list[int], pad_id: int, max_rows: int = 256) -> np.ndarray:
+        """Mean per-token NLL (nats) of `rows` under each member of `ks` (batches of <= max_rows model rows)."""
+        dev = next(self.base.parameters()).device
+        per = max(1, max_rows // max(len(ks), 1))
+        sums, counts = np.zeros(len(ks)), np.zeros(len(ks))
+        for s in range(0, len(rows), per):
+            b = {k: v.to(dev) for k, v in collate_split(rows[s:s + per], pad_id).items()}
+            sm, c = self.nll(b, ks)
+            sums += sm.double().cpu().numpy()
+            counts += c.cpu().numpy()
+        return sums / np.maximum(counts, 1)
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(self, prompts: list[dict], ks: list[int], tok, max_new_tokens: int = 64, num_beams: int = 5,
+                 length_penalty: float = 1.0, max_rows: int = 256) -> dict[int, list[str]]:
+        """Beam-search continuations of every prompt (`encode_prompts`) under each member of `ks`.
+
+        Returns {member index: [text per prompt]}, each cut at eos and at the first newline.
+        `max_rows` bounds (member, prompt) pairs x beams per pass.
+        """
+        pairs = [(k, p) for k in ks for p in range(len(prompts))]
+        pairs.sort(key=lambda kp: (self.members[kp[0]].placement, kp[0]))
+        texts = {k: [""] * len(prompts) for k in ks}
+        per = max(1, max_rows // num_beams)
+        for s in range(0, len(pairs), per):
+            chunk = pairs[s:s + per]
+            for placement in ("prefix", "infix"):
+                sub = [kp for kp in chunk if self.members[kp[0]].placement == placement]
+                if not sub:
+                    continue
+                seqs = self._beam(sub, prompts, tok, max_new_tokens, num_beams, length_penalty)
+                for (k, p), seq in zip(sub, seqs):
+                    texts[k][p] = tok.decode(seq, skip_special_tokens=True).split("\n")[0].strip()
+        return texts
+
+    def _prefill(self, pairs, prompts, pad_id):
+        """Run the prompts: per-layer cache, mask, next position and last hidden state per (member, prompt) row."""
+        dev = next(self.base.parameters()).device
+        ks = sorted({k for k, _ in pairs})
+        kv = self.kv(ks)
+        rm = torch.as_tensor([ks.index(k) for k, _ in pairs], device=dev)
+        L, n_layers = self.prefix_len, self.dims.n_layers
+        if self.members[pairs[0][0]].placement == "prefix":
+            ids, mask = _left_pad([prompts[p]["x"] + prompts[p]["sep"] for _, p in pairs], pad_id)
+            ids, mask = ids.to(dev), mask.to(dev)
+            cache = self._cache((kv[rm, l, 0], kv[rm, l, 1]) for l in range(n_layers))
+            full = torch.cat([mask.new_ones(len(pairs), L), mask], 1)
+            pos = L + (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self.base.base_model(input_ids=ids, attention_mask=full, position_ids=pos, past_key_values=cache, use_cache=True)
+            nxt = L + mask.sum(-1)
+        else:
+            x_ids, x_mask = _left_pad([prompts[p]["x"] for _, p in pairs], pad_id)
+            x_ids, x_mask = x_ids.to(dev), x_mask.to(dev)
+            src = self._source_cache(x_ids, x_mask)
+            cache = self._cache((torch.cat([src[l][0], kv[rm, l, 0]], 2), torch.cat([src[l][1], kv[rm, l, 1]], 2))
+                                for l in range(n_layers))
+            sep = torch.as_tensor([prompts[p]["sep"] for _, p in pairs], device=dev)  # same separator for all rows
+            x_len = x_mask.sum(-1)
+            full = torch.cat([x_mask, x_mask.new_ones(len(pairs), L + sep.shape[1])], 1)
+            pos = x_len[:, None] + L + torch.arange(sep.shape[1], device=dev)
+            out = self.base.base_model(input_ids=sep, attention_mask=full, position_ids=pos, past_key_values=cache, use_cache=True)
+            nxt = x_len + L + sep.shape[1]
+        layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return layers, full, nxt, out.last_hidden_state[:, -1]
+
+    def _beam(self, pairs, prompts, tok, max_new, beams, lp):
+        """Length-normalised beam search with eos absorbing: a finished beam keeps its score and length.
+
+        Candidates are ranked by (sum of log-probabilities) / length**lp; with beams=1 this is greedy decoding.
+        """
+        eos, pad = tok.eos_token_id, tok.pad_token_id
+        head = self.base.get_output_embeddings()
+        layers, mask, pos, last = self._prefill(pairs, prompts, pad)
+        R, dev = len(pairs), mask.device
+        logp = F.log_softmax(head(last).float(), -1)  # (R, V)
+        V = logp.shape[-1]
+        beams = min(beams, V)
+        sums, tokens = logp.topk(beams, -1)  # (R, beams)
+        length = torch.ones_like(sums)
+        done = tokens == eos
+        seqs = tokens[..., None]  # (R, beams, t)
+        expand = torch.arange(R, device=dev).repeat_interleave(beams)
+        layers = [(k[expand], v[expand]) for k, v in layers]
+        mask, pos = mask[expand], pos[expand]
+        for _ in range(max_new - 1):
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, mask.new_ones(R * beams, 1)], 1)
+            out = self.base.base_model(input_ids=seqs[..., -1].reshape(-1, 1), attention_mask=mask, position_ids=pos[:, None],
+                                       past_key_values=self._cache(layers), use_cache=True)
+            layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            pos = pos + 1
+            lp_next = F.log_softmax(head(out.last_hidden_state[:, -1]).float(), -1).view(R, beams, V)
+            absorbed = torch.full_like(lp_next, -math.inf)
+            absorbed[..., eos] = 0.0
+            lp_next = torch.where(done[..., None], absorbed, lp_next)
+            cand_sum = sums[..., None] + lp_next  # (R, beams, V)
+            cand_len = (length + (~done).to(length.dtype))[..., None].expand_as(cand_sum)
+            key = (cand_sum / cand_len ** lp).reshape(R, -1)
+            top = key.topk(beams, -1).indices  # (R, beams)
+            b_idx, t_idx = top // V, top % V
+            sums = cand_sum.reshape(R, -1).gather(1, top)
+            length = cand_len.reshape(R, -1).gather(1, top)
+            done = done.gather(1, b_idx) | (t_idx == eos)
+            seqs = torch.cat([seqs.gather(1, b_idx[..., None].expand(-1, -1, seqs.shape[-1])), t_idx[..., None]], -1)
+            flat = (torch.arange(R, device=dev)[:, None] * beams + b_idx).reshape(-1)
+            layers = [(k[flat], v[flat]) for k, v in layers]
+            mask, pos = mask[flat], pos[flat]
+        best = (sums / length ** lp).argmax(-1)
+        out = []
+        for r in range(R):
+            seq = seqs[r, best[r]].tolist()
+            out.append(seq[:seq.index(eos)] if eos in seq else seq)
+        return out
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class FitConfig:
+    """Optimisation of every member of a `MultiPrefix` (each with its own AdamW and schedule)."""
+
+    max_steps: int = 500  # optimiser steps at most (fewer when early stopping ends every member)
+    batch_size: int = 8  # examples per step (capped at n); every member sees the same batches
+    warmup: int = 0  # warm-up steps of transformers' get_linear_schedule_with_warmup (linear decay to 0 at max_steps)
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 1.0  # max gradient norm, per member (0 = off)
+    eval_every: int = 25  # steps between dev-loss checks (also checked at step 0)
+    patience: int = 4  # a member stops after this many checks without a new best dev loss
+    seed: int = 0  # seed of the batch order
+    eval_rows: int = 256  # model rows (members x examples) per dev-loss pass
+
+    def __post_init__(self):
+        for name in ("max_steps", "batch_size", "eval_every", "patience", "eval_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"FitConfig.{name}={getattr(self, name)} must be >= 1")
+        if self.warmup < 0 or self.warmup >= self.max_steps:
+            raise ValueError(f"FitConfig.warmup={self.warmup} must be in [0, max_steps={self.max_steps})")
+
+
+@dataclass
+class MemberFit:
+    """What training recorded for one member; its encoder is left at the best dev-loss parameters."""
+
+    best_dev: float = math.inf
+    best_step: int = 0
+    stopped_step: int = 0
+    dev_curve: list = field(default_factory=list)  # [(step, dev loss)]
+    train_losses: list = field(default_factory=list)
+
+
+def fit(model: MultiPrefix, train_rows: list[dict], dev_rows: list[dict], cfg: FitConfig, pad_id: int,
+        log=None) -> tuple[list[MemberFit], dict]:
+    """Train every member on `train_rows` with early stopping on the dev loss; restore each member's best.
+
+    Returns (one MemberFit per member, timing {"steps", "wall_s", "train_s", "eval_s"}).
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    if not train_rows or not dev_rows:
+        raise ValueError(f"fit: {len(train_rows)} training and {len(dev_rows)} dev rows; both must be non-empty")
+    dev = next(model.base.parameters()).device
+    K = len(model.members)
+    opts, scheds = [], []
+    for k, m in enumerate(model.members):
+        params = model.member_parameters(k)
+        if not params:
+            raise ValueError(f"member {m.name} has no trainable parameters")
+        opt = torch.optim.AdamW(params, lr=m.lr, weight_decay=cfg.weight_decay)
+        opts.append(opt)
+        scheds.append(get_linear_schedule_with_warmup(opt, cfg.warmup, cfg.max_steps))
+    fits = [MemberFit() for _ in range(K)]
+    best_state = [None] * K
+    misses = [0] * K
+    active = list(range(K))
+    t0, t_eval = time.perf_counter(), 0.0
+
+    def check(step: int):
+        nonlocal active, t_eval
+        te = time.perf_counter()
+        losses = model.evaluate_nll(dev_rows, active, pad_id, cfg.eval_rows)
+        t_eval += time.perf_counter() - te
+        keep = []
+        for k, loss in zip(active, losses):
+            f = fits[k]
+            f.dev_curve.append((step, float(loss)))
+            if loss < f.best_dev:
+                f.best_dev, f.best_step, misses[k] = float(loss), step, 0
+                best_state[k] = copy.deepcopy(model.encoders[k].state_dict())
+            else:
+                misses[k] += 1
+            if misses[k] >= cfg.patience:
+                f.stopped_step = step
+            else:
+                keep.append(k)
+        active = keep
+        if log:
+            log(f"step {step}: {len(active)}/{K} members active")
+
+    step = 0
+    check(0)
+    while step < cfg.max_steps and active:
+        idx = batch_indices(len(train_rows), cfg.batch_size, step, cfg.seed)
+        batch = {k: v.to(dev) for k, v in collate_split([train_rows[i] for i in idx], pad_id).items()}
+        sums, counts = model.nll(batch, active)
+        per_member = sums / counts.clamp(min=1)  # each member's mean token NLL on this batch
+        if not torch.isfinite(per_member).all():
+            bad = [model.members[k].name for k, v in zip(active, per_member) if not torch.isfinite(v)]
+            raise FloatingPointError(f"non-finite training loss at step {step} for {bad}; lower their lr")
+        for o in (opts[k] for k in active):
+            o.zero_grad(set_to_none=True)
+        per_member.sum().backward()  # members share no parameter: each gets exactly its own gradient
+        for i, k in enumerate(active):
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.member_parameters(k), cfg.grad_clip)
+            opts[k].step()
+            scheds[k].step()
+            fits[k].train_losses.append(float(per_member[i].detach()))
+        step += 1
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            check(step)
+    for k in range(K):
+        if k in active:
+            fits[k].stopped_step = step
+        if best_state[k] is not None:
+            model.encoders[k].load_state_dict(best_state[k])
+    wall = time.perf_counter() - t0
+    return fits, {"steps": step, "wall_s": wall, "eval_s": t_eval, "train_s": wall - t_eval}
