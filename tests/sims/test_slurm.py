@@ -34,8 +34,6 @@ def cluster(tmp_path_factory):
     slurm = LocalSlurm(tmp_path_factory.mktemp("slurm"))
     try:
         slurm.start()
-        print(f"\nSLURM cluster up in {slurm.start_seconds:.1f} s: node {slurm.node_name}, {slurm.node_cpus} CPUs, "
-              f"{slurm.node_memory_mb} MB, partition {slurm.partition}, config {slurm.root / 'slurm.conf'}")
         yield slurm
     finally:
         slurm.stop()
@@ -47,7 +45,10 @@ def _slurm_sweep(slurm, sweep_dir):
                     f"hydra.sweep.dir={sweep_dir}"], env=slurm.env(), timeout=600)
 
 
-def test_slurm_sweep_resumes_and_equals_the_local_sweep(cluster, tmp_path):
+def test_slurm_sweep_resumes_and_equals_the_local_sweep(cluster, tmp_path, capsys):
+    with capsys.disabled():  # shown even in a quiet run: the proof that this test ran on a real cluster
+        print(f"\n[slurm test] cluster up in {cluster.start_seconds:.1f} s: node {cluster.node_name}, "
+              f"{cluster.node_cpus} CPUs, {cluster.node_memory_mb} MB, partition {cluster.partition}")
     tic = time.monotonic()
     on_slurm, local = tmp_path / "slurm", tmp_path / "local"
     proc = _slurm_sweep(cluster, on_slurm)
@@ -76,5 +77,6 @@ def test_slurm_sweep_resumes_and_equals_the_local_sweep(cluster, tmp_path):
     fits = merged.count(b"\n") - 1
     assert fits == 4  # 2 sizes x 2 replicates
     assert merged == expected
-    print(f"SLURM sweep (twice, with resume) + local sweep + aggregation: {time.monotonic() - tic:.1f} s; "
-          f"merged table == local table without `seconds` ({fits} fits)")
+    with capsys.disabled():
+        print(f"[slurm test] SLURM sweep, its resume, the local sweep and both aggregations: "
+              f"{time.monotonic() - tic:.1f} s; SLURM table == local table without `seconds` ({fits} fits)")
