@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from .results import ResultLog, write_table
+from .validation import ConfigError
 from .structures import ACTIVATIONS, STRUCTURES
 from .study import REGIMES, Setting, run_cell, validate_setting
 
@@ -46,7 +47,7 @@ SORT_KEYS = ["truth", "structure", "regime", "n", "base_seed", "replicate"]
 TIMING_COLUMNS = ["seconds"]
 
 
-class PlanError(ValueError):
+class PlanError(ConfigError):
     """An invalid study configuration; the message names the field, the value and what is allowed."""
 
 
@@ -237,3 +238,57 @@ def set_threads(threads: int) -> None:
     if not _is_int(threads) or threads < 1:
         raise PlanError(f"threads={threads!r} is invalid: must be an integer >= 1")
     torch.set_num_threads(int(threads))
+
+
+#: Refuse a study estimated to take longer than this (pass allow_large to run it anyway).
+TIME_LIMIT_SECONDS = 24 * 3600
+
+
+def estimate_resources(plan: StudyPlan) -> dict:
+    """Order-of-magnitude peak memory (bytes, the largest cell) and wall time (seconds, all cells, one thread)
+    of `plan`, from the array sizes the solver allocates and the per-iteration cost measured in BENCHMARKS.md
+    (about 1.6e-7 s per fit, sample and iteration at prefix width 12; every fit assumed to run max_iter
+    iterations, so the time is an upper estimate). Used to refuse what cannot fit the machine before any work."""
+    from .study import build_truth, n_fitted_atoms
+
+    peak, seconds, worst = 0.0, 0.0, None
+    for setting in plan.settings():
+        truth = build_truth(setting)
+        d, m = truth.d, truth.m
+        L = n_fitted_atoms(setting, truth)
+        width = L * (d + 1 + m)  # prefix-space coordinates of one fit
+        P = width  # native parameters are at most of the order of the prefix width here
+        fits = plan.replicates * setting.init.n_starts
+        iters = setting.solver.max_iter
+        for n in plan.n_grid:
+            data = 8.0 * plan.replicates * n * (2 * d + 4 * m + 4) * 2  # X, Y and the solver's copies (+ slack)
+            chunks = 8.0 * setting.solver.chunk_elements * 12  # bounded temporaries of one chunk
+            matrices = 8.0 * fits * P * P * 8  # Hessian, J^T J, eigendecomposition per fit
+            evaluation = 8.0 * plan.replicates * setting.n_eval * (L + 1 + 2 * m + d) * 4  # l2_error on n_eval points
+            cell = data + chunks + matrices + evaluation
+            if cell > peak:
+                peak, worst = cell, (setting.structure, setting.regime, n)
+            seconds += fits * iters * (n * (1e-8 * width + 3e-10 * width * width) + 1e-9 * P ** 3)
+    return dict(memory_bytes=peak, seconds=seconds, largest_cell=worst)
+
+
+def check_resources(plan: StudyPlan, allow_large: bool = False, flag: str = "allow_large=true",
+                    n_field: str = "n_grid") -> dict:
+    """Raise PlanError when `plan` needs more memory than this machine has or more than TIME_LIMIT_SECONDS,
+    unless `allow_large`. The message names the setting that drives the size (`n_field`: how the caller's
+    user spells the sample-size setting, e.g. 'n' or '--n-grid')."""
+    from .validation import ConfigError, check_memory, check_time
+
+    est = estimate_resources(plan)
+    s = plan.setting
+    sizes = {n_field: max(plan.n_grid), "replicates": plan.replicates, "n_eval": s.n_eval,
+             "regime.extra_atoms": s.extra_atoms, "init.n_starts": s.init.n_starts}
+    # the field named in the message: the one furthest above its default
+    defaults = {n_field: 100_000, "replicates": 10, "n_eval": 100_000, "regime.extra_atoms": 1, "init.n_starts": 1}
+    field = max(sizes, key=lambda k: sizes[k] / defaults[k])
+    try:
+        check_memory(field, sizes[field], est["memory_bytes"], flag, allow_large)
+        check_time(field, sizes[field], est["seconds"], TIME_LIMIT_SECONDS, flag, allow_large)
+    except ConfigError as err:
+        raise PlanError(str(err)) from None
+    return est

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from reparam.fit import SolverConfig
 from reparam.study import InitConfig, Setting, TruthConfig
 from reparam.sweep import PlanError, StudyPlan
+from reparam.validation import ConfigError, check_unknown_keys
 
 DEFAULT_N_GRID = [300, 1000, 3000, 10000, 30000, 100000]
 
@@ -57,6 +58,7 @@ class StudyConf:
     threads: int = 2
     figures: bool = True
     progress: bool = True
+    allow_large: bool = False  # run even when the up-front estimate exceeds this machine's memory or 24 h
 
 
 @dataclass
@@ -106,7 +108,12 @@ def _section(cfg, name):
 
 
 def plan_from_cfg(cfg: Any) -> tuple[StudyPlan, int]:
-    """Translate a composed config into a validated StudyPlan (raises PlanError naming the field)."""
+    """Translate a composed config into a validated StudyPlan (raises PlanError naming the field): no unknown
+    keys, every value in range, and a size that fits this machine (unless allow_large=true)."""
+    try:
+        check_unknown_keys(cfg, StudyConf)
+    except ConfigError as err:
+        raise PlanError(str(err)) from None
     for section in ("truth", "optimiser", "init"):
         try:
             obj = _section(cfg, section)
@@ -125,11 +132,17 @@ def plan_from_cfg(cfg: Any) -> tuple[StudyPlan, int]:
                       init=init, solver=solver, n_eval=cfg.n_eval)
     plan = StudyPlan(structures=list(cfg.structure.names), regimes=list(cfg.regime.names), n_grid=grid,
                      replicates=cfg.replicates, seed=cfg.seed, setting=setting)
-    from reparam.sweep import validate_plan
+    from reparam.sweep import check_resources, validate_plan
     validate_plan(plan)
     if cfg.threads < 1:
         raise PlanError(f"threads={cfg.threads!r} is invalid: must be an integer >= 1")
     return plan, int(cfg.threads)
+    check_resources(plan, bool(cfg.get("allow_large", False)), n_field="n" if cfg.n is not None else "n_grid")
 
 
 register()
+def validate_cfg(cfg: Any) -> None:
+    """The validator of the Hydra preflight callback (conf/convergence.yaml): every check of plan_from_cfg."""
+    plan_from_cfg(cfg)
+
+

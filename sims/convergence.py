@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from reparam.sweep import PlanError, run_plan, set_threads
+from reparam.validation import ConfigError, check_output_file
 from sims.config import DEFAULT_N_GRID, plan_from_cfg
 from sims.report import write_outputs
 
@@ -29,6 +30,12 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     set_threads(threads)
     out = Path(HydraConfig.get().runtime.output_dir)
+    try:  # checked before any fit: a bad output path must not cost the work
+        for name in ("results.jsonl", "results.csv", "summary.csv"):
+            check_output_file(f"output file {name} in hydra.run.dir", out / name)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        sys.exit(2)
     fits = len(plan.cells()) * plan.replicates
     print(f"study: structures={plan.structures} regimes={plan.regimes} n_grid={plan.n_grid} "
           f"replicates={plan.replicates} seed={plan.seed} truth={plan.setting.truth.kind} -> {fits} fits, "

@@ -136,6 +136,8 @@ def load_tiny(cfg: ModelConfig):
         tok = gpt2_tokenizer(cfg.tokenizer_path, cfg.data_root)
         vocab = len(tok)
     except FileNotFoundError:
+        if cfg.tokenizer_path:  # a tokenizer the user asked for is missing: never fall back silently
+            raise
         tok = _byte_tokenizer_fallback()
         vocab = tok.vocab_size
     config = GPT2Config(

@@ -31,24 +31,49 @@ def prepare_model(model_cfg: dict, device: str = "cpu", threads: int = 1):
 
 
 class Log:
-    """A resumable result log: `reparam.results.ResultLog` plus the run's config stamped on every row."""
+    """A resumable result log: `reparam.results.ResultLog` keyed on `key_fields` + the run's `setting_id`.
 
-    def __init__(self, path: Path, key_fields: list[str]):
+    setting_id: `reparam.lm.validation.result_setting_id(cfg, section)`, the fingerprint of every
+        result-affecting setting. It is stamped on every appended row and is part of the resume key, so rows
+        recorded with another model / prefix_len / lr / steps / ... are never taken for this run's rows
+        (they are refitted), and `frame()` returns only this setting's rows. None keeps the old behaviour
+        (key_fields only).
+    Appends start on a fresh line (ResultLog), so a torn last record never swallows the next one.
+    """
+
+    def __init__(self, path: Path, key_fields: list[str], setting_id: str | None = None):
         from reparam.results import ResultLog
 
         self.log = ResultLog(path)
-        self.key_fields = key_fields
-        self.done = set(self.log.completed_keys(key_fields))
+        self.setting_id = setting_id
+        self.key_fields = list(key_fields) + (["setting_id"] if setting_id is not None else [])
+        self.done = set(self.log.completed_keys(self.key_fields))
+
+    def _key(self, row: dict) -> tuple:
+        row = {**row, "setting_id": self.setting_id} if self.setting_id is not None else row
+        return tuple(row[k] for k in self.key_fields)
 
     def has(self, row_key: dict) -> bool:
-        return tuple(row_key[k] for k in self.key_fields) in self.done
+        return self._key(row_key) in self.done
 
     def append(self, row: dict):
+        if self.setting_id is not None:
+            row = {**row, "setting_id": self.setting_id}
         self.log.append(row)
-        self.done.add(tuple(row[k] for k in self.key_fields))
+        self.done.add(self._key(row))
 
     def frame(self) -> pd.DataFrame:
-        return self.log.to_frame()
+        """This setting's rows (all rows when setting_id is None); other settings' rows are reported, not mixed."""
+        df = self.log.to_frame()
+        if self.setting_id is None or df.empty:
+            return df
+        if "setting_id" not in df.columns:
+            df["setting_id"] = None
+        other = df[df["setting_id"] != self.setting_id]
+        if len(other):
+            print(f"[log] {self.log.path}: {len(other)} row(s) of other settings "
+                  f"({sorted(map(str, other['setting_id'].unique()))}) left out; this setting is {self.setting_id}")
+        return df[df["setting_id"] == self.setting_id].reset_index(drop=True)
 
 
 def write_outputs(df: pd.DataFrame, out_dir: Path, stem: str, errors: dict[str, str], panel: str | None = None,

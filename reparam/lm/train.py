@@ -85,6 +85,9 @@ def load_checkpoint(path: str | Path) -> dict:
 
 LossFn = Callable[[PrefixModel, dict], torch.Tensor]
 
+#: TrainConfig fields that may differ between a checkpoint and its resume (they never change the result).
+RESUME_IGNORED = {"progress", "stop_after", "checkpoint_every"}
+
 
 def train(
     model: PrefixModel,
@@ -113,12 +116,17 @@ def train(
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
         state = load_checkpoint(ckpt)
-        for key in ("steps", "batch_size", "lr", "seed"):
-            if state["train_config"][key] != getattr(cfg, key):
+        now = asdict(cfg)
+        for key in sorted(set(now) - RESUME_IGNORED):  # every setting that changes the result must match
+            if state["train_config"].get(key) != now[key]:
                 raise ValueError(
-                    f"checkpoint {ckpt} was made with {key}={state['train_config'][key]}, now {getattr(cfg, key)}: "
+                    f"checkpoint {ckpt} was made with {key}={state['train_config'].get(key)}, now {now[key]}: "
                     f"delete it or use a new run folder"
                 )
+        if "prefix_config" in state and state["prefix_config"] != asdict(model.cfg):
+            diff = sorted(k for k in asdict(model.cfg) if state["prefix_config"].get(k) != asdict(model.cfg)[k])
+            raise ValueError(f"checkpoint {ckpt} was made with another prefix ({', '.join(diff)} differ): "
+                             f"delete it or use a new run folder")
         model.prefix.load_state_dict(state["prefix"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

@@ -1,0 +1,208 @@
+"""The validation layer of the real-transformer experiments, and the key of their result logs.
+
+Every LM entry point calls its validator FIRST, before a model, tokenizer or data file is loaded; a bad
+value raises `reparam.validation.ConfigError` naming the field, the value and what is allowed, and the
+entry point (decorated with `reparam.validation.exit_on_input_error`) prints one line and exits with 2.
+
+API (cfg is the composed Hydra config of an experiment; `section` is its own block, e.g. "planted"):
+
+    validate_common(cfg)                       data_root, device (cuda needs a GPU), threads, n_boot,
+                                               out_dir / run_dir (folders we can create), progress/draw_only
+    validate_model(model_cfg, data_root=None)  registry name, explicit tokenizer_path must hold vocab.json +
+                                               merges.txt (no silent byte-tokenizer fallback), tiny sizes,
+                                               smollm2 GGUF file present
+    validate_train(field, train_cfg)           steps >= 1, batch_size >= 1, lr finite > 0, weight_decay >= 0,
+                                               warmup in [0, steps], grad_clip >= 0, checkpoint_every >= 0
+    validate_prefix(field, section_cfg)        prefix_len, embed_dim, hidden >= 1; structures known, no repeats
+    validate_sizes(field, section_cfg)         ns: integers >= 1 without repeats; seeds: integers >= 0 without
+                                               repeats; n_test >= 1 (each only when present)
+    validate_planted(cfg) / validate_low_data(cfg)   everything above for one experiment + its own fields
+                                               (planted.truth in TRUTHS, scale, seq_len; datasets, max_len, ...)
+    check_pool_size(field, n, available)       after the data are loaded: n <= available examples
+
+Result-log key:
+
+    ROW_KEY_FIELDS                              per-row settings that are own columns of every row
+    result_setting_id(cfg, section)             fingerprint of EVERY result-affecting setting of a run: the
+                                               model block and the experiment block (prefix_len, lr, steps,
+                                               weight_decay, warmup, grad_clip, batch_size, ...), minus the
+                                               per-row keys (ns, seeds, structures, datasets) and settings that
+                                               only change speed or display (progress, checkpoint_every,
+                                               device, threads, n_boot). Stamped as `setting_id` on every row
+                                               and part of the resume key (`reparam.lm.runner.Log`), so a rerun
+                                               with another model / lr / steps into the same run_dir refits
+                                               instead of reusing old rows, and tables only ever show rows of
+                                               the current setting.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reparam.validation import (ConfigError, check_choice, check_int, check_list, check_number, check_output_dir,
+                                fingerprint, require)
+
+#: Ways the planted-prefix experiment can plant its TRUE prefix.
+TRUTHS = ("shared", "independent")
+#: Devices an experiment can run on.
+DEVICES = ("cpu", "cuda")
+#: Config keys that are per-row columns (not part of the setting fingerprint).
+ROW_KEY_FIELDS = ("ns", "seeds", "structures", "datasets")
+#: Settings that change speed or display only, never a recorded number (not part of the fingerprint).
+NON_RESULT_FIELDS = ("progress", "train.checkpoint_every", "train.stop_after")
+
+
+def _get(cfg: Any, key: str, default=None):
+    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+
+
+def validate_common(cfg: Any) -> None:
+    """Fields shared by both experiments (top level of the config)."""
+    from .models import data_root
+
+    root = data_root(_get(cfg, "data_root"))
+    require(root.is_dir(), "data_root", _get(cfg, "data_root"),
+            f"a folder holding the shared data (e2e/, webnlg2017/, gpt2-tokenizer/); {root} does not exist")
+    device = check_choice("device", _get(cfg, "device", "cpu"), DEVICES)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' is invalid: torch sees no CUDA device on this machine "
+                          "(torch.cuda.is_available() is False); must be 'cpu' here")
+    check_int("threads", _get(cfg, "threads", 1), low=1)
+    check_int("n_boot", _get(cfg, "n_boot", 2000), low=1)
+    for name in ("out_dir", "run_dir"):
+        value = _get(cfg, name)
+        require(isinstance(value, str) and value != "", name, value, "a folder path")
+        from .runner import repo_path
+
+        check_output_dir(name, repo_path(value))
+    for name in ("progress", "draw_only"):
+        value = _get(cfg, name, False)
+        require(isinstance(value, bool), name, value, "true or false")
+
+
+def validate_model(model: Any, data_root: str | None = None) -> None:
+    """The `model` block: a known name, files that exist, consistent tiny sizes."""
+    from .models import REGISTRY, SMOLLM2_GGUF, ModelConfig, _resolve, smollm2_folder
+
+    name = check_choice("model.name", _get(model, "name"), sorted(REGISTRY))
+    tok = _get(model, "tokenizer_path")
+    if tok not in (None, ""):
+        folder = _resolve(tok)
+        require((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file(), "model.tokenizer_path", tok,
+                f"a folder holding vocab.json and merges.txt ({folder} does not)")
+    if name == "tiny":
+        for key in ("n_layer", "n_head", "n_embd", "n_positions"):
+            check_int(f"model.{key}", _get(model, key, 1), low=1)
+        check_int("model.seed", _get(model, "seed", 0), low=0)
+        require(_get(model, "n_embd", 64) % _get(model, "n_head", 4) == 0, "model.n_embd", _get(model, "n_embd"),
+                f"a multiple of model.n_head={_get(model, 'n_head')}")
+    if name == "smollm2":
+        keys = {k: _get(model, k) for k in ("name", "path", "cache")}
+        folder = smollm2_folder(ModelConfig(**{k: v for k, v in keys.items() if v is not None}))
+        require((folder / SMOLLM2_GGUF).is_file(), "model.path" if keys["path"] else "model.cache",
+                keys["path"] or keys["cache"],
+                f"a folder holding {SMOLLM2_GGUF} (fetch it with `python -m reparam.lm.models fetch smollm2 "
+                f"--cache {folder.parent}`)")
+    check_choice("model.dtype", _get(model, "dtype", "float32"), ["float32", "float64", "bfloat16", "float16"])
+
+
+def validate_train(field: str, train: Any) -> None:
+    """A `train` block (reparam.lm.train.TrainConfig fields)."""
+    steps = check_int(f"{field}.steps", _get(train, "steps", 1), low=1)
+    check_int(f"{field}.batch_size", _get(train, "batch_size", 1), low=1)
+    check_number(f"{field}.lr", _get(train, "lr", 1e-3), low=0, low_open=True)
+    check_number(f"{field}.weight_decay", _get(train, "weight_decay", 0.0), low=0)
+    check_int(f"{field}.warmup", _get(train, "warmup", 0), low=0, high=steps)
+    check_number(f"{field}.grad_clip", _get(train, "grad_clip", 0.0), low=0)
+    check_int(f"{field}.checkpoint_every", _get(train, "checkpoint_every", 0), low=0)
+
+
+def validate_prefix(field: str, section: Any) -> None:
+    """Prefix sizes and the student structures of an experiment block."""
+    from .prefix import STRUCTURES
+
+    for key in ("prefix_len", "embed_dim", "hidden"):
+        if _get(section, key) is not None:
+            check_int(f"{field}.{key}", _get(section, key), low=1)
+    if _get(section, "structures") is not None:
+        check_list(f"{field}.structures", _get(section, "structures"),
+                   item_check=lambda f, v: check_choice(f, v, STRUCTURES), unique=True)
+
+
+def validate_sizes(field: str, section: Any) -> None:
+    """Sample sizes, seeds and the test-set size of an experiment block (each only when present)."""
+    if _get(section, "ns") is not None:
+        check_list(f"{field}.ns", _get(section, "ns"), item_check=lambda f, v: check_int(f, v, low=1), unique=True)
+    if _get(section, "seeds") is not None:
+        check_list(f"{field}.seeds", _get(section, "seeds"), item_check=lambda f, v: check_int(f, v, low=0),
+                   unique=True)
+    if _get(section, "n_test") is not None:
+        check_int(f"{field}.n_test", _get(section, "n_test"), low=1)
+
+
+def validate_planted(cfg: Any) -> None:
+    """Everything `python -m experiments.planted_prefix` reads, before any model or data is loaded."""
+    validate_common(cfg)
+    validate_model(_get(cfg, "model"), _get(cfg, "data_root"))
+    p = _get(cfg, "planted")
+    require(p is not None, "planted", p, "the experiment's block of settings")
+    check_choice("planted.truth", _get(p, "truth"), TRUTHS)
+    if _get(p, "scale") is not None:
+        check_number("planted.scale", _get(p, "scale"), low=0, low_open=True)
+    if _get(p, "seq_len") is not None:
+        check_int("planted.seq_len", _get(p, "seq_len"), low=2)
+    validate_prefix("planted", p)
+    validate_sizes("planted", p)
+    validate_train("planted.train", _get(p, "train", {}))
+
+
+def validate_low_data(cfg: Any) -> None:
+    """Everything `python -m experiments.low_data` reads, before any model or data is loaded."""
+    from .data import LOADERS
+
+    validate_common(cfg)
+    validate_model(_get(cfg, "model"), _get(cfg, "data_root"))
+    p = _get(cfg, "low_data")
+    require(p is not None, "low_data", p, "the experiment's block of settings")
+    check_list("low_data.datasets", _get(p, "datasets"), item_check=lambda f, v: check_choice(f, v, sorted(LOADERS)),
+               unique=True)
+    for key, low in (("max_len", 2), ("max_new_tokens", 1)):
+        if _get(p, key) is not None:
+            check_int(f"low_data.{key}", _get(p, key), low=low)
+    validate_prefix("low_data", p)
+    validate_sizes("low_data", p)
+    validate_train("low_data.train", _get(p, "train", {}))
+
+
+def check_pool_size(field: str, n: int, available: int) -> None:
+    """After loading the data: a sample size larger than the pool is a config error, not a traceback."""
+    require(n <= available, field, n, f"at most the {available} available examples")
+
+
+def result_setting_id(cfg: Any, section: str) -> str:
+    """Fingerprint (12 hex digits) of every result-affecting setting of one experiment run: the model block
+    and the `section` block, minus ROW_KEY_FIELDS and NON_RESULT_FIELDS. See the module docstring."""
+    from omegaconf import OmegaConf
+
+    def plain(node):
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+    model = dict(plain(_get(cfg, "model")) or {})
+    model.pop("data_root", None)  # a location, not a setting (the data itself is keyed by name)
+    block = dict(plain(_get(cfg, section)) or {})
+    ignore = list(ROW_KEY_FIELDS) + list(NON_RESULT_FIELDS)
+    return fingerprint({"model": model, section: block}, ignore=[f"{section}.{k}" for k in ignore])
+
+
+def committed_folder(path: str | Path) -> bool:
+    """True when `path` (resolved like the experiments resolve it) lies in the repository's committed figures/."""
+    from .runner import repo_path
+    from .models import REPO_ROOT
+
+    try:
+        repo_path(path).resolve().relative_to((REPO_ROOT / "figures").resolve())
+        return True
+    except ValueError:
+        return False

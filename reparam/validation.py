@@ -1,0 +1,343 @@
+"""One validation layer for every entry point: user mistakes stop before any work, in one line, exit status 2.
+
+Errors:
+    InputError   base class of a user's mistake (a bad value, path or data file); entry points print its message
+                 on one line and exit with status 2, without a traceback (`exit_on_input_error`).
+    ConfigError  a bad configuration value: the message names the field, the value and what is allowed.
+    DataError    a data file that cannot be read: the message names the file (and the line when known).
+
+Checks (each raises ConfigError naming `field`; they return the value so they can be used inline):
+    require(ok, field, value, allowed)       the general form
+    check_int(field, value, low=, high=)     integers (bool is not an int here)
+    check_number(field, value, low=, high=, low_open=, high_open=)   finite numbers in a range
+    check_choice(field, value, choices)      one of a set of names
+    check_list(field, values, item_check=, unique=, non_empty=)      lists (each item checked)
+    check_unknown_keys(cfg, schema)          every key of a (nested) config is a field of the schema
+    check_output_dir(field, path)            a folder we may create / write into (never a file, never /proc)
+    check_output_file(field, path)           a file we may (over)write: not a folder, parent creatable
+    check_memory(field, value, need_bytes, allow_flag)   refuse what cannot fit this machine's memory
+
+Fingerprints:
+    fingerprint(settings, ignore=())         short stable hash of every result-affecting setting; used as the
+                                             `setting_id` column of result logs, so rows of different settings
+                                             are never reused or pooled by mistake.
+
+Hydra:
+    PreflightCallback                        a Hydra callback (hydra.callbacks) that runs a validator on the
+                                             composed config before the run directory exists, and on EVERY job
+                                             of a multirun before the first job starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import sys
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+
+class InputError(ValueError):
+    """A user's mistake (config value, path or data file): reported in one line, exit status 2."""
+
+
+class ConfigError(InputError):
+    """An invalid configuration value; the message names the field, the value and what is allowed."""
+
+
+class DataError(InputError):
+    """A data file that cannot be read; the message names the file and, when known, the line."""
+
+
+# ------------------------------------------------------------------------------------------ value checks
+
+def require(ok: bool, field: str, value: Any, allowed: str) -> None:
+    """Raise ConfigError('field=value is invalid: must be allowed') unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{field}={value!r} is invalid: must be {allowed}")
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def check_int(field: str, value: Any, low: int | None = None, high: int | None = None) -> int:
+    """An integer in [low, high] (either bound optional)."""
+    allowed = "an integer" + (f" >= {low}" if low is not None else "") + (
+        f"{' and' if low is not None else ''} <= {high}" if high is not None else "")
+    require(is_int(value) and (low is None or value >= low) and (high is None or value <= high), field, value, allowed)
+    return int(value)
+
+
+def check_number(field: str, value: Any, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number (never inf or nan) in the range given by low/high (open or closed ends)."""
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high:g}")
+    allowed = "a finite number" + (" " + " and ".join(parts) if parts else "")
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    require(ok, field, value, allowed)
+    return float(value)
+
+
+def check_choice(field: str, value: Any, choices: Iterable[str]) -> str:
+    choices = list(choices)
+    require(value in choices, field, value, f"one of {choices}")
+    return value
+
+
+def check_list(field: str, values: Any, item_check: Callable[[str, Any], Any] | None = None, unique: bool = False,
+               non_empty: bool = True) -> list:
+    """A list (or tuple / OmegaConf ListConfig); each item passed through `item_check(field, item)`."""
+    if hasattr(values, "_content") and hasattr(values, "__iter__") and not isinstance(values, (str, dict)):
+        values = list(values)  # ListConfig
+    require(isinstance(values, (list, tuple)), field, values, "a list")
+    values = list(values)
+    require(bool(values) or not non_empty, field, values, "a non-empty list")
+    if item_check is not None:
+        for item in values:
+            item_check(field, item)
+    if unique:
+        require(len({json.dumps(v, sort_keys=True, default=str) for v in values}) == len(values), field, values,
+                "a list without repeats")
+    return values
+
+
+def check_unknown_keys(cfg: Any, schema: Any, prefix: str = "", skip: Iterable[str] = ("hydra",)) -> None:
+    """Every key of `cfg` (a dict or DictConfig) must be a field of `schema` (a dataclass or a dict of the
+    allowed keys whose values are sub-schemas, or None for a leaf). Catches `+optimiser.tol=1e-3`: a typo
+    that would otherwise be written to config.yaml and silently ignored."""
+    if dataclasses.is_dataclass(schema):
+        fields = {f.name: f for f in dataclasses.fields(schema)}
+        sub = {}
+        for name, f in fields.items():
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            sub[name] = default if dataclasses.is_dataclass(default) else None
+    elif isinstance(schema, dict):
+        sub = schema
+    else:
+        return
+    keys = list(cfg.keys()) if hasattr(cfg, "keys") else []
+    for key in keys:
+        if prefix == "" and key in skip:
+            continue
+        name = f"{prefix}{key}"
+        if key not in sub:
+            raise ConfigError(f"{name} is not a known setting: {prefix.rstrip('.') or 'the config'} accepts "
+                              f"{sorted(sub)}")
+        if sub[key] is not None and hasattr(cfg[key], "keys"):
+            check_unknown_keys(cfg[key], sub[key], prefix=f"{name}.", skip=())
+
+
+# ------------------------------------------------------------------------------------------ paths
+
+def _first_existing_parent(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output_dir(field: str, path: str | os.PathLike) -> Path:
+    """A folder that exists (and is writable) or can be created: not a file, not under /proc, /sys or /dev."""
+    path = Path(path).expanduser()
+    absolute = path.resolve()
+    if absolute.parts[:2] in (("/", "proc"), ("/", "sys"), ("/", "dev")):
+        raise ConfigError(f"{field}={str(path)!r} is invalid: must be a folder outside /proc, /sys and /dev")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{field}={str(path)!r} is invalid: must be a folder, but it is an existing file")
+    parent = _first_existing_parent(absolute)
+    if not parent.is_dir():
+        raise ConfigError(f"{field}={str(path)!r} is invalid: {parent} is a file, so the folder cannot be created")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{field}={str(path)!r} is invalid: must be a writable folder ({parent} is not writable)")
+    return path
+
+
+def check_output_file(field: str, path: str | os.PathLike) -> Path:
+    """A file we may create or replace: not an existing folder, in a folder that can be created."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{field}={str(path)!r} is invalid: must be a file, but it is an existing folder "
+                          f"(remove or rename it)")
+    check_output_dir(f"{field} (its folder)", path.parent)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ resources
+
+def available_memory_bytes() -> int:
+    """Physical memory of this machine (MemAvailable when /proc/meminfo has it, else total pages)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: do not refuse
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} PiB"
+
+
+def check_memory(field: str, value: Any, need_bytes: float, allow_flag: str, allow: bool = False) -> None:
+    """Refuse (ConfigError) when the estimated peak memory `need_bytes` exceeds what this machine has,
+    unless `allow` (the user passed `allow_flag`)."""
+    have = available_memory_bytes()
+    if need_bytes > have and not allow:
+        raise ConfigError(f"{field}={value!r} is too large for this machine: needs about {human_bytes(need_bytes)} "
+                          f"of memory, {human_bytes(have)} available; lower it, or pass {allow_flag} to proceed anyway")
+
+
+def check_time(field: str, value: Any, seconds: float, limit_seconds: float, allow_flag: str,
+               allow: bool = False) -> None:
+    """Refuse (ConfigError) when the estimated wall time exceeds `limit_seconds`, unless `allow`."""
+    if seconds > limit_seconds and not allow:
+        raise ConfigError(f"{field}={value!r} is too large: estimated to need about {seconds / 3600:.3g} hours "
+                          f"(limit {limit_seconds / 3600:g} h); lower it, or pass {allow_flag} to proceed anyway")
+
+
+# ------------------------------------------------------------------------------------------ fingerprints
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(obj).items()}
+    if hasattr(obj, "items"):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) or (hasattr(obj, "__iter__") and hasattr(obj, "_content")):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float) and obj.is_integer():
+        return int(obj)  # 1.0 and 1 are the same setting
+    return obj
+
+
+def _drop(d: Any, dotted: str) -> None:
+    head, _, rest = dotted.partition(".")
+    if isinstance(d, dict) and head in d:
+        if rest:
+            _drop(d[head], rest)
+        else:
+            d.pop(head)
+
+
+def fingerprint(settings: Any, ignore: Iterable[str] = ()) -> str:
+    """12 hex digits identifying `settings` (dict, DictConfig or dataclass, nested) minus the dotted keys in
+    `ignore` (settings that do not change a result, e.g. progress bars, or that are own row columns).
+
+    Equal settings give equal fingerprints whatever the key order; 1 and 1.0 are the same value."""
+    d = _plain(settings)
+    for key in ignore:
+        _drop(d, key)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------------ entry points
+
+def report_input_error(err: BaseException, prefix: str = "config error") -> None:
+    """The one-line message of a user's mistake, on stderr."""
+    print(f"{prefix}: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr, flush=True)
+
+
+def exit_on_input_error(fn: Callable) -> Callable:
+    """Decorator for an entry point: an InputError becomes a one-line message and exit status 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as err:
+            report_input_error(err, "config error" if isinstance(err, ConfigError) else "error")
+            sys.exit(2)
+    return wrapper
+
+
+def _import(dotted: str) -> Callable:
+    import importlib
+
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # hydra is a dependency; keep this module importable without it
+    _HydraCallback = object
+
+
+class PreflightCallback(_HydraCallback):
+    """Hydra callback: validate before any work. Configure in the app's primary config::
+
+        hydra:
+          callbacks:
+            preflight:
+              _target_: reparam.validation.PreflightCallback
+              validator: sims.config.validate_cfg      # callable(cfg) raising InputError
+
+    on_run_start: checks that hydra.run.dir can be created, then runs the validator, before Hydra creates
+    the run folder. on_multirun_start: checks hydra.sweep.dir, then composes EVERY job of the sweep from its
+    overrides and validates each, so one bad value stops the sweep before its first job (and no job of a
+    sweep is left unrun because an earlier one was rejected). A failure prints one line and exits with 2.
+    """
+
+    def __init__(self, validator: str):
+        self.validator = validator
+
+    def _fail(self, err: BaseException, where: str = "") -> None:
+        report_input_error(f"{where}{err}" if where else err,
+                           "error" if isinstance(err, InputError) and not isinstance(err, ConfigError)
+                           else "config error")
+        sys.exit(2)
+
+    def on_run_start(self, config, **kwargs) -> None:
+        try:
+            check_output_dir("hydra.run.dir", str(config.hydra.run.dir))
+            _import(self.validator)(config)
+        except InputError as err:
+            self._fail(err)
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.types import RunMode
+
+        try:
+            check_output_dir("hydra.sweep.dir", str(config.hydra.sweep.dir))
+        except InputError as err:
+            self._fail(err)
+        validate = _import(self.validator)
+        overrides = list(config.hydra.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        loader = GlobalHydra.instance().config_loader()
+        for num, job in enumerate(jobs):
+            where = f"job {num} ({' '.join(job)}): "
+            try:
+                job_cfg = loader.load_configuration(config_name=config.hydra.job.config_name, overrides=list(job),
+                                                    run_mode=RunMode.RUN)
+            except Exception as err:  # noqa: BLE001 - Hydra's own composition errors (types, unknown groups)
+                self._fail(ConfigError(str(err).splitlines()[0]), where)
+            try:
+                validate(job_cfg)
+            except InputError as err:
+                self._fail(err, where)
