@@ -23,22 +23,38 @@ where f_G's derivatives have a closed form. With s_i = k_i^T X + b_i, w the soft
 and d / d(b_i, k_i) = a d / d s_i. Every sum over samples is then a batched matrix product over the
 sample axis (kept LAST and contiguous, so elementwise work vectorises and the products are BLAS calls
 with a long inner dimension). The chain to native parameters, z(theta), does not depend on the data:
-its Jacobian and second derivatives are taken by torch.func on a tiny tensor, so a new structure needs
-no new derivative code.
+its Jacobian and second derivatives are taken by plain reverse-mode autograd on a tiny tensor (each
+row of the batch copied once per output, so one backward pass gives every row of the Jacobian), so a new
+structure needs no new derivative code. Plain autograd, not torch.func: torch.func's transforms import
+torch._dynamo on first use, a fixed ~1.5-2 s on the first fit of a process.
+
+Stopping (SolverConfig.stop). The default, "statistical", stops a fit once the optimisation error is
+negligible against the statistical error, instead of at a fixed relative tolerance; see SolverConfig.
+
+Multi-start (SolverConfig.prune). All starts of all replicates run as one batch; at checkpoints
+(successive halving) starts whose loss is clearly above the best start of the same replicate are
+stopped early and flagged "pruned"; see SolverConfig.
+
+Device. The sample-space pass (everything with a sample axis: data, softmax weights, residuals and the
+sums over samples) runs on `device`; the tiny per-fit algebra (theta, the P x P Hessians and their
+eigendecompositions, the chain to native parameters) stays on the host, where batches of 10 x 10
+eigendecompositions are cheaper than on an accelerator. float64 throughout.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.func import hessian, jacrev, vmap
 
 from .moe import DTYPE, PretrainedExperts
 from .structures import Structure
 
 METHODS = ("newton", "gauss_newton")
+STOP_RULES = ("statistical", "strict")
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -48,16 +64,47 @@ class SolverConfig:
     Convergence (the `converged` flag, status "converged") is claimed ONLY when, at the current point,
       (1) the scaled curvature matrix is positive semi-definite up to round-off
           (lambda_min >= -psd_tol * lambda_max), i.e. no direction of descent through curvature, and
-      (2) the Newton decrement is below ftol: g^T H^+ g / 2 <= ftol * L_n, i.e. the quadratic model
-          predicts that no more than a fraction ftol of the loss can still be gained near this point.
+      (2) the Newton decrement delta = g^T H^+ g / 2 (the decrease the quadratic model still predicts
+          from here to its minimum) is below the stopping tolerance of the rule `stop`:
+            "strict":      delta <= ftol * L_n (a fixed relative tolerance; the rule before `stop` existed);
+            "statistical": delta <= max(stat_tol * sigma_hat^2 / n, ftol * L_n), sigma_hat^2 = L_n / m
+                           (the residual variance per output coordinate at the current point).
     With method="newton" H is the exact Hessian, so (1)+(2) are the second-order conditions of a local
-    minimum up to ftol; with method="gauss_newton" H is J^T J (then (2) is exact only for zero residual).
-    Other outcomes are never called converged: "max_iter" (iteration budget spent), "stalled" (the
-    damping exceeded damping_max without an acceptable step while (1)-(2) failed), "nonfinite".
+    minimum up to that tolerance; with method="gauss_newton" H is J^T J (then (2) is exact only for zero
+    residual). Other outcomes are never called converged: "max_iter" (iteration budget spent), "stalled"
+    (the damping exceeded damping_max without an acceptable step while (1)-(2) failed), "nonfinite",
+    "pruned" (a multi-start start stopped early because another start of its replicate is clearly better).
+
+    Why the statistical rule is enough. Near a minimum theta_loc the loss is quadratic,
+    L_n(theta) - L_n(theta_loc) = ||theta - theta_loc||_H^2 / 2, so a fit stopped with decrement delta
+    sits at H-distance sqrt(2 delta) from theta_loc. The estimator's own statistical error is of order
+    sigma^2 P / n in the same units: with H = (2/n) J^T J and residual noise eps, the decrease from the
+    truth to the least-squares fit is (1/n) eps^T Proj_J eps ~ sigma^2 chi^2_P / n. Stopping at
+    delta <= tau sigma^2 / n therefore adds an error whose squared H-norm is at most a fraction tau / P of
+    the statistical one: at most sqrt(tau / P) of the error's size if it happens to be aligned with it
+    (<= 10% for tau = 0.01 even with P = 1, about 3% at the P = 9..12 of the theorem structures), and a
+    fraction tau / (2P) of its root-mean-square size if it is not (< 0.1%). Both are far inside the
+    replicate intervals of any study, while sigma^2 / n is 1e3-1e5 times looser than ftol * L_n at
+    n = 1e3..1e5, which is where the iterations of over-specified fits go (their loss is flat along a
+    valley to third order, so the last digits of L_n take hundreds of iterations and do not move the
+    estimate beyond its noise). The same H-norm argument holds in nearly flat directions: the
+    statistical error is large there in exactly the same proportion. The gap certificate
+    (L_n(fit) <= L_n(truth) up to gap_tol) is checked on the final loss whatever the rule.
+
+    Multi-start pruning (successive halving; only with several starts per replicate). At iterations
+    prune_after, 2 prune_after, 4 prune_after, ... every still-running start whose loss exceeds the best
+    loss of its replicate (over all its starts, running or finished) by more than
+    prune_margin * sigma_hat^2 / n is stopped and flagged "pruned". Losses only decrease, so a pruned start
+    can never end as the replicate's best; it could only have overtaken it later, which in measured
+    multi-start runs never happened to a start that far behind at iteration prune_after (the default
+    margin, 100 noise units, is ~30x the spread between starts that end in the same basin).
 
     Fields:
         max_iter: iterations before a fit is stopped and flagged `max_iter` (not converged).
-        ftol: relative Newton-decrement tolerance of the convergence test above.
+        ftol: relative Newton-decrement tolerance of the "strict" rule (and a floor of the statistical one).
+        stop: "statistical" (default) or "strict"; see above.
+        stat_tol: tau of the statistical rule: the fraction of sigma_hat^2 / n that the predicted remaining
+            decrease may still be.
         damping0: initial damping mu (relative to the Marquardt scaling D = running max of diag J^T J).
         damping_max: damping above which the fit is stopped ("stalled" unless the test above passes).
         chunk_elements: samples are processed in chunks so that one chunk's temporaries hold at most
@@ -67,31 +114,56 @@ class SolverConfig:
         method: "newton" (exact Hessian, default) or "gauss_newton" (J^T J only: classic LM, kept for
             comparisons; slow on over-specified fits).
         psd_tol: relative tolerance on negative curvature in the convergence test.
+        prune: stop clearly worse starts early (see above); False runs every start to its own end.
+        prune_after: first pruning checkpoint (iterations); later ones at 2x, 4x, ... this.
+        prune_margin: how far above its replicate's best a start must be to be pruned, in units of
+            sigma_hat^2 / n.
         num_threads: torch intra-op threads during fit (0 = leave torch's setting); restored afterwards.
             On a shared, loaded machine 1 thread is often faster than 2 (OpenMP spin-waits).
     """
 
     max_iter: int = 300
     ftol: float = 1e-10
+    stop: str = "statistical"
+    stat_tol: float = 0.01
     damping0: float = 1e-3
     damping_max: float = 1e10
     chunk_elements: int = 4_000_000
     gap_tol: float = 1e-8
     method: str = "newton"
     psd_tol: float = 1e-9
+    prune: bool = True
+    prune_after: int = 20
+    prune_margin: float = 100.0
     num_threads: int = 0
 
     def __post_init__(self):
-        for name in ("max_iter", "chunk_elements"):
+        for name in ("max_iter", "chunk_elements", "prune_after"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("ftol", "damping0", "damping_max", "gap_tol", "psd_tol"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("ftol", "stat_tol", "damping0", "damping_max", "gap_tol", "psd_tol", "prune_margin"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):  # inf would switch the certificate off
+                raise ValueError(f"{name}={value!r} is invalid: must be a finite number > 0")
+        if self.damping_max < self.damping0:
+            raise ValueError(f"damping_max={self.damping_max!r} is invalid: must be >= damping0={self.damping0!r} "
+                             f"(otherwise every fit stops at once as 'stalled')")
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is unknown; choose one of {list(METHODS)}")
+        if self.stop not in STOP_RULES:
+            raise ValueError(f"stop={self.stop!r} is unknown; choose one of {list(STOP_RULES)}")
         if self.num_threads < 0:
             raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
+
+
+def check_device(device: str) -> torch.device:
+    """'cpu' or 'cuda' -> torch.device; a ValueError naming `device` when it is unknown or absent."""
+    if device not in DEVICES:
+        raise ValueError(f"device={device!r} is invalid: must be one of {list(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' is invalid: torch sees no CUDA device on this machine "
+                         "(torch.cuda.is_available() is False); use device=cpu")
+    return torch.device(device)
 
 
 class PrefixSpaceTerms:
@@ -103,28 +175,50 @@ class PrefixSpaceTerms:
     """
 
     def __init__(self, structure: Structure, experts: PretrainedExperts, n_atoms: int, X: Tensor, Y: Tensor,
-                 chunk_elements: int = 4_000_000):
+                 chunk_elements: int = 4_000_000, device: str | torch.device = "cpu"):
         self.structure, self.n_atoms = structure, n_atoms
-        self.X, self.Y = X, Y  # (R, n, d), (R, n, m)
+        self.device = torch.device(device)
+        self.X, self.Y = X, Y  # (R, n, d), (R, n, m), on the host
         self.pre_log_weight, self.pre_mean = experts.collapse(X)  # (R, n), (R, n, m)
         self.n, self.m = X.shape[1], Y.shape[2]
         self.chunk_elements = chunk_elements
         # sample axis last and contiguous: every elementwise op vectorises over samples
-        self._A = torch.cat([torch.ones_like(X[..., :1]), X], dim=-1).transpose(1, 2).contiguous()  # (R, d+1, n)
-        self._Yt = Y.transpose(1, 2).contiguous()  # (R, m, n)
-        self._mu0 = self.pre_mean.transpose(1, 2).contiguous()  # (R, m, n)
-        self._s0 = self.pre_log_weight.contiguous()  # (R, n)
-        self._prefix_jacobian = vmap(jacrev(self._prefix_flat))
-        self._prefix_curvature = vmap(hessian(self._contracted_prefix, argnums=0))
+        put = lambda t: t.contiguous().to(self.device)
+        self._A = put(torch.cat([torch.ones_like(X[..., :1]), X], dim=-1).transpose(1, 2))  # (R, d+1, n)
+        self._Yt = put(Y.transpose(1, 2))  # (R, m, n)
+        self._mu0 = put(self.pre_mean.transpose(1, 2))  # (R, m, n)
+        self._s0 = put(self.pre_log_weight)  # (R, n)
+        self._all_reps = torch.arange(X.shape[0])
 
-    # ---- the data-independent map theta -> z -------------------------------------------------------
+    # ---- the data-independent map theta -> z (host, tiny tensors) ---------------------------------
     def _prefix_flat(self, theta: Tensor) -> Tensor:
-        """theta (P,) -> z in the internal ordering [(b_i, k_i) for i | v_i for i]."""
+        """theta (B, P) -> z (B, Pz) in the internal ordering [(b_i, k_i) for i | v_i for i]."""
         keys, values, biases = self.structure.prefix(theta, self.n_atoms)
-        return torch.cat([torch.cat([biases.unsqueeze(-1), keys], -1).reshape(-1), values.reshape(-1)])
+        B = theta.shape[0]
+        return torch.cat([torch.cat([biases.unsqueeze(-1), keys], -1).reshape(B, -1), values.reshape(B, -1)], -1)
 
-    def _contracted_prefix(self, theta: Tensor, weights: Tensor) -> Tensor:
-        return weights @ self._prefix_flat(theta)
+    def _prefix_jacobian(self, theta: Tensor) -> Tensor:
+        """M = dz/dtheta (B, Pz, P): row b copied Pz times, copy j carries output j, one backward pass."""
+        B, P = theta.shape
+        Pz = self.n_atoms * (self.structure.d + 1 + self.m)
+        with torch.enable_grad():
+            t = theta.detach().repeat_interleave(Pz, 0).requires_grad_(True)  # (B * Pz, P)
+            z = self._prefix_flat(t).reshape(B, Pz, Pz)
+            (M,) = torch.autograd.grad(torch.diagonal(z, dim1=1, dim2=2).sum(), t)
+        return M.reshape(B, Pz, P)
+
+    def _prefix_curvature(self, theta: Tensor, weights: Tensor) -> Tensor:
+        """sum_z weights_z d2 z / dtheta2 (B, P, P): one gradient with graph, then one backward pass over
+        P copies of each row (copy j differentiates gradient entry j). Zero for structures linear in theta."""
+        B, P = theta.shape
+        with torch.enable_grad():
+            t = theta.detach().repeat_interleave(P, 0).requires_grad_(True)  # (B * P, P)
+            contracted = (self._prefix_flat(t) * weights.repeat_interleave(P, 0)).sum()
+            (g,) = torch.autograd.grad(contracted, t, create_graph=True)
+            if not g.requires_grad:
+                return torch.zeros(B, P, P, dtype=DTYPE)
+            (h,) = torch.autograd.grad(torch.diagonal(g.reshape(B, P, P), dim1=1, dim2=2).sum(), t, allow_unused=True)
+        return torch.zeros(B, P, P, dtype=DTYPE) if h is None else h.reshape(B, P, P)
 
     # ---- sample-space pieces ------------------------------------------------------------------------
     def _chunks(self, batch: int, width: int):
@@ -133,8 +227,9 @@ class PrefixSpaceTerms:
             yield slice(start, min(self.n, start + size))
 
     def _data(self, rep: Tensor, part: slice):
-        if rep.numel() == self._A.shape[0] and torch.equal(rep, torch.arange(rep.numel())):
+        if rep.numel() == self._A.shape[0] and torch.equal(rep, self._all_reps):
             return self._A[..., part], self._Yt[..., part], self._mu0[..., part], self._s0[..., part]
+        rep = rep.to(self.device)
         return self._A[rep, :, part], self._Yt[rep, :, part], self._mu0[rep, :, part], self._s0[rep, part]
 
     def _forward(self, gate: Tensor, values: Tensor, rep: Tensor, part: slice):
@@ -150,17 +245,18 @@ class PrefixSpaceTerms:
         return A, w, f, f - Yt
 
     def _prefix_parts(self, theta: Tensor):
+        """theta (B, P) on the host -> gate (B, L, d+1), values (B, L, m) on the device."""
         keys, values, biases = self.structure.prefix(theta, self.n_atoms)
-        return torch.cat([biases.unsqueeze(-1), keys], -1), values
+        return torch.cat([biases.unsqueeze(-1), keys], -1).to(self.device), values.to(self.device)
 
     def loss(self, theta: Tensor, rep: Tensor) -> Tensor:
         """(B, P), (B,) -> (B,)."""
         gate, values = self._prefix_parts(theta)
-        total = torch.zeros(theta.shape[0], dtype=DTYPE)
+        total = torch.zeros(theta.shape[0], dtype=DTYPE, device=self.device)
         for part in self._chunks(theta.shape[0], 3 * self.n_atoms + 3 * self.m + self.structure.d + 2):
             residual = self._forward(gate, values, rep, part)[-1]
             total += residual.square().sum(dim=(-1, -2))
-        return total / self.n
+        return total.cpu() / self.n
 
     def _prefix_terms(self, theta: Tensor, rep: Tensor, exact: bool):
         """Sums over samples in prefix space: loss (B,), gradient g_z (B, Pz), J^T J and the residual
@@ -174,13 +270,14 @@ class PrefixSpaceTerms:
         B, L, d, m = theta.shape[0], self.n_atoms, self.structure.d, self.m
         q, Pz = d + 1, self.n_atoms * (d + 1 + m)
         gate, values = self._prefix_parts(theta)
-        JtJ = torch.zeros(B, Pz, Pz, dtype=DTYPE)
-        Rgg = torch.zeros(B, L * q, L * q, dtype=DTYPE)
-        Rgv = torch.zeros(B, L * q, L * m, dtype=DTYPE)
-        g_gate = torch.zeros(B, L, q, dtype=DTYPE)
-        g_val = torch.zeros(B, L * m, dtype=DTYPE)
-        total = torch.zeros(B, dtype=DTYPE)
-        eye_m = torch.eye(m, dtype=DTYPE)
+        dev = self.device
+        JtJ = torch.zeros(B, Pz, Pz, dtype=DTYPE, device=dev)
+        Rgg = torch.zeros(B, L * q, L * q, dtype=DTYPE, device=dev)
+        Rgv = torch.zeros(B, L * q, L * m, dtype=DTYPE, device=dev)
+        g_gate = torch.zeros(B, L, q, dtype=DTYPE, device=dev)
+        g_val = torch.zeros(B, L * m, dtype=DTYPE, device=dev)
+        total = torch.zeros(B, dtype=DTYPE, device=dev)
+        eye_m = torch.eye(m, dtype=DTYPE, device=dev)
         width = (Pz + 3 * L * q) * m + 3 * L + 4 * m + q
         for part in self._chunks(B, width):
             A, w, f, r = self._forward(gate, values, rep, part)
@@ -211,9 +308,9 @@ class PrefixSpaceTerms:
         grad_z = torch.cat([g_gate.reshape(B, -1), g_val], dim=1)
         resid = None
         if exact:
-            zeros = torch.zeros(B, L * m, L * m, dtype=DTYPE)
-            resid = torch.cat([torch.cat([Rgg, Rgv], 2), torch.cat([Rgv.transpose(1, 2), zeros], 2)], 1)
-        return total, grad_z, JtJ, resid
+            zeros = torch.zeros(B, L * m, L * m, dtype=DTYPE, device=dev)
+            resid = torch.cat([torch.cat([Rgg, Rgv], 2), torch.cat([Rgv.transpose(1, 2), zeros], 2)], 1).cpu()
+        return total.cpu(), grad_z.cpu(), JtJ.cpu(), resid
 
     def gauss_newton(self, theta: Tensor, rep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B, P), (B,) -> loss (B,), gradient (B, P), Gauss-Newton matrix 2/n J^T J (B, P, P)."""
@@ -245,7 +342,8 @@ class FitState:
     loss: Tensor
     n_iter: Tensor
     converged: Tensor
-    status: list[str]  # "converged", "max_iter", "stalled" or "nonfinite"
+    status: list[str]  # "converged", "max_iter", "stalled", "nonfinite" or "pruned"
+    pruned: Tensor
 
 
 def _curvature(terms: PrefixSpaceTerms, theta: Tensor, rep: Tensor, method: str):
@@ -255,12 +353,27 @@ def _curvature(terms: PrefixSpaceTerms, theta: Tensor, rep: Tensor, method: str)
     return loss, grad, gn, gn
 
 
+def stopping_tolerance(loss: Tensor, n: int, m: int, config: SolverConfig) -> Tensor:
+    """Largest Newton decrement at which a fit may stop (see SolverConfig): (B,) -> (B,)."""
+    strict = config.ftol * loss.abs()
+    if config.stop == "strict":
+        return strict
+    return torch.maximum(strict, config.stat_tol * loss.abs() / (m * n))  # tau * sigma_hat^2 / n
+
+
+def _prune_checkpoint(iteration: int, config: SolverConfig) -> bool:
+    """Successive halving: prune at prune_after * 2^j."""
+    k = iteration / config.prune_after
+    return k >= 1 and k == int(k) and (int(k) & (int(k) - 1)) == 0
+
+
 def levenberg_marquardt(terms: PrefixSpaceTerms, theta0: Tensor, rep: Tensor, config: SolverConfig) -> FitState:
     """Minimise terms.loss for every row of theta0 (B, P); row b uses the data of replicate rep[b].
 
     Per iteration and fit: scale by D = running max of diag(GN); eigendecompose the scaled curvature
     H' = V diag(lam) V^T; test convergence (SolverConfig); step s' = -V (lam + sigma)^-1 V^T g' with
-    sigma = mu + max(0, -lam_min); accept when the loss drops; update mu from the gain ratio (Nielsen)."""
+    sigma = mu + max(0, -lam_min); accept when the loss drops; update mu from the gain ratio (Nielsen).
+    With several rows per replicate, clearly worse rows are pruned at the checkpoints of SolverConfig."""
     theta = theta0.clone().to(DTYPE)
     B, P = theta.shape
     mu = torch.full((B,), config.damping0, dtype=DTYPE)
@@ -268,6 +381,7 @@ def levenberg_marquardt(terms: PrefixSpaceTerms, theta0: Tensor, rep: Tensor, co
     n_iter = torch.zeros(B, dtype=torch.long)
     done = torch.zeros(B, dtype=torch.bool)
     converged = torch.zeros(B, dtype=torch.bool)
+    pruned = torch.zeros(B, dtype=torch.bool)
     status = ["max_iter"] * B
     loss = torch.full((B,), float("nan"), dtype=DTYPE)
     grad = torch.zeros(B, P, dtype=DTYPE)
@@ -278,14 +392,26 @@ def levenberg_marquardt(terms: PrefixSpaceTerms, theta0: Tensor, rep: Tensor, co
     if idx.numel():
         loss[idx], grad[idx], H[idx], gn = _curvature(terms, theta[idx], rep[idx], config.method)
         scale[idx] = torch.diagonal(gn, dim1=-2, dim2=-1)
+    n_reps = int(rep.max()) + 1 if B else 0
+    multi_start = config.prune and B > n_reps
 
     def mark_nonfinite():
         bad = ~done & (~torch.isfinite(loss) | ~torch.isfinite(grad).all(-1) | ~torch.isfinite(H).flatten(1).all(-1))
         for b in bad.nonzero().flatten().tolist():
             status[b], done[b], converged[b] = "nonfinite", True, False
 
+    def prune():
+        finite = torch.where(torch.isfinite(loss), loss, torch.full_like(loss, float("inf")))
+        best = torch.full((n_reps,), float("inf"), dtype=DTYPE).scatter_reduce(0, rep, finite, "amin")
+        margin = config.prune_margin * best.abs() / (terms.m * terms.n)  # prune_margin * sigma_hat^2 / n
+        worse = ~done & (finite > best[rep] + margin[rep])
+        for b in worse.nonzero().flatten().tolist():
+            status[b], done[b], pruned[b] = "pruned", True, True
+
     mark_nonfinite()
-    for _ in range(config.max_iter + 1):
+    for iteration in range(config.max_iter + 1):
+        if multi_start and _prune_checkpoint(iteration, config):
+            prune()
         active = (~done).nonzero().flatten()
         if active.numel() == 0:
             break
@@ -299,7 +425,7 @@ def levenberg_marquardt(terms: PrefixSpaceTerms, theta0: Tensor, rep: Tensor, co
         lam_max = lam.abs().amax(-1).clamp_min(1e-300)
         floor = 1e-14 * lam_max
         decrement = 0.5 * (coef.square() / lam.clamp_min(floor.unsqueeze(-1))).sum(-1)
-        ok = (lam[:, 0] >= -config.psd_tol * lam_max) & (decrement <= config.ftol * f0.abs())
+        ok = (lam[:, 0] >= -config.psd_tol * lam_max) & (decrement <= stopping_tolerance(f0, terms.n, terms.m, config))
         for b in active[ok].tolist():
             status[b] = "converged"
         converged[active[ok]] = True
@@ -309,7 +435,7 @@ def levenberg_marquardt(terms: PrefixSpaceTerms, theta0: Tensor, rep: Tensor, co
             status[b] = "stalled"
         done[active[stalled]] = True
         go = ~ok & ~stalled
-        if n_iter[active].max() >= config.max_iter:  # budget spent: stop the rest as max_iter
+        if iteration >= config.max_iter:  # budget spent: stop the rest as max_iter
             done[active[go]] = True
             break
         active, lam, coef, D, lam_mu, f0 = active[go], lam[go], coef[go], D[go], lam_mu[go], f0[go]
@@ -335,7 +461,7 @@ def levenberg_marquardt(terms: PrefixSpaceTerms, theta0: Tensor, rep: Tensor, co
             loss[idx_acc], grad[idx_acc], H[idx_acc], gn = _curvature(terms, theta[idx_acc], rep[idx_acc], config.method)
             scale[idx_acc] = torch.maximum(scale[idx_acc], torch.diagonal(gn, dim1=-2, dim2=-1))
         mark_nonfinite()
-    return FitState(theta=theta, loss=loss, n_iter=n_iter, converged=converged, status=status)
+    return FitState(theta=theta, loss=loss, n_iter=n_iter, converged=converged, status=status, pruned=pruned)
 
 
 @contextlib.contextmanager
@@ -355,18 +481,21 @@ class PrefixLeastSquares:
     """Least-squares estimator of the prompt part of f_G, scikit-learn style.
 
     Parameters are stored untouched by the constructor; `fit(X, Y, starts)` runs every start of every
-    replicate as one batched program and returns self. Fitted state:
+    replicate as one batched program and returns self. `device` ('cpu' or 'cuda') is where the
+    sample-space pass runs (inputs may live anywhere; fitted state is on the host). Fitted state:
         theta_ (R, S, P), loss_ (R, S), converged_ (R, S), n_iter_ (R, S), status_ (R x S nested list),
+        pruned_ (R, S): starts stopped early by multi-start pruning (status "pruned"),
         best_start_ (R,): index of the lowest final loss among the finite starts of each replicate,
         best_theta_ (R, P), best_loss_ (R,).
     """
 
     def __init__(self, structure: Structure, experts: PretrainedExperts, n_atoms: int,
-                 solver: SolverConfig | None = None):
+                 solver: SolverConfig | None = None, device: str = "cpu"):
         self.structure = structure
         self.experts = experts
         self.n_atoms = n_atoms
         self.solver = solver
+        self.device = device
 
     def _check(self, X: Tensor, Y: Tensor, starts: Tensor) -> None:
         d, m = self.structure.d, self.structure.m
@@ -385,18 +514,20 @@ class PrefixLeastSquares:
             raise ValueError(f"starts must have shape ({X.shape[0]}, n_starts, {P}), got {tuple(starts.shape)}")
 
     def fit(self, X: Tensor, Y: Tensor, starts: Tensor) -> "PrefixLeastSquares":
-        X, Y, starts = (torch.as_tensor(t, dtype=DTYPE) for t in (X, Y, starts))
+        X, Y, starts = (torch.as_tensor(t, dtype=DTYPE).cpu() for t in (X, Y, starts))
         self._check(X, Y, starts)
+        device = check_device(self.device)
         solver = self.solver or SolverConfig()
         R, S, P = starts.shape
         with _threads(solver.num_threads):
-            terms = PrefixSpaceTerms(self.structure, self.experts, self.n_atoms, X, Y, solver.chunk_elements)
+            terms = PrefixSpaceTerms(self.structure, self.experts, self.n_atoms, X, Y, solver.chunk_elements, device)
             rep = torch.arange(R).repeat_interleave(S)
             state = levenberg_marquardt(terms, starts.reshape(R * S, P), rep, solver)
         self.theta_ = state.theta.reshape(R, S, P)
         self.loss_ = state.loss.reshape(R, S)
         self.converged_ = state.converged.reshape(R, S)
         self.n_iter_ = state.n_iter.reshape(R, S)
+        self.pruned_ = state.pruned.reshape(R, S)
         self.status_ = [state.status[r * S:(r + 1) * S] for r in range(R)]
         ranked = torch.where(torch.isfinite(self.loss_), self.loss_, torch.full_like(self.loss_, float("inf")))
         self.best_start_ = ranked.argmin(dim=1)

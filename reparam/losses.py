@@ -31,7 +31,8 @@ def voronoi_cells(theta_hat, theta_true) -> torch.Tensor:
 
 def _cell_distances(theta_hat: torch.Tensor, theta_true: torch.Tensor):
     """Cells, and for every fitted atom: distance to its true atom and whether its cell is over-specified."""
-    batch = torch.broadcast_shapes(theta_hat.shape[:-2], theta_true.shape[:-2])
+    # numpy's broadcast rule: torch.broadcast_shapes imports sympy on first use (~1 s per process)
+    batch = np.broadcast_shapes(tuple(theta_hat.shape[:-2]), tuple(theta_true.shape[:-2]))
     theta_hat = theta_hat.expand(*batch, *theta_hat.shape[-2:])
     theta_true = theta_true.expand(*batch, *theta_true.shape[-2:])
     cells = voronoi_cells(theta_hat, theta_true)  # (..., L_hat)

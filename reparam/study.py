@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .fit import PrefixLeastSquares, SolverConfig
+from .fit import PrefixLeastSquares, SolverConfig, check_device
 from .losses import cell_atom_errors, l2_error, voronoi_loss, voronoi_r
 from .structures import ACTIVATIONS, STRUCTURES
 from .truth import GroundTruth, make_truth
@@ -67,6 +67,7 @@ class Setting:
     structure: registry name (reparam.structures.STRUCTURES).
     regime: 'exact' (L' = L*) or 'over' (L' = L* + extra_atoms).
     activation: sigma of shared_mlp / shared_learned.
+    device: where the solver's sample-space pass runs, 'cpu' or 'cuda' (float64 on both; see reparam.fit).
     """
 
     structure: str = "shared_mlp"
@@ -77,6 +78,7 @@ class Setting:
     init: InitConfig = field(default_factory=InitConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     n_eval: int = 100_000
+    device: str = "cpu"
 
 
 def validate_setting(setting: Setting) -> None:
@@ -102,6 +104,7 @@ def validate_setting(setting: Setting) -> None:
         if not ok:
             raise ValueError(f"{name}={getattr_path(setting, name)!r} is invalid: must be {allowed}")
     SolverConfig(**asdict(setting.solver))  # re-runs the solver's own checks on Hydra-built objects
+    check_device(setting.device)  # names `device`; refuses 'cuda' where torch sees no GPU
 
 
 def getattr_path(obj, dotted: str):
@@ -161,7 +164,8 @@ def run_cell(setting: Setting, n: int, replicates: list[int], base_seed: int = 0
     Row fields beside the errors: `valid` (basic inequality, rel_gap <= gap_tol: the filter of every mean,
     slope and figure), `converged` and `status` (solver diagnostics only), `certified` (valid AND converged,
     kept as a diagnostic), `best_start` (index of the lowest-loss start) and `n_valid_starts` (how many of
-    the `n_starts` starts ended with a valid gap)."""
+    the `n_starts` starts ended with a valid gap), `n_pruned_starts` (how many the solver stopped early as
+    clearly worse than another start of the replicate) and `device`."""
     validate_setting(setting)
     if int(n) != n or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n}")
@@ -175,7 +179,7 @@ def run_cell(setting: Setting, n: int, replicates: list[int], base_seed: int = 0
     tic = time.perf_counter()
     X, Y = truth.sample_replicates(n, seeds)
     starts = torch.stack([make_starts(setting, truth, L, n, sd) for sd in seeds])
-    est = PrefixLeastSquares(s, truth.experts, L, setting.solver).fit(X, Y, starts)
+    est = PrefixLeastSquares(s, truth.experts, L, setting.solver, device=setting.device).fit(X, Y, starts)
     truth_loss = (Y - truth.regression(X)).square().sum(-1).mean(-1)  # L_n(G*): the truth is feasible
     R = len(replicates)
     best = est.best_theta_
@@ -214,9 +218,9 @@ def run_cell(setting: Setting, n: int, replicates: list[int], base_seed: int = 0
             init_scale=setting.init.scale * (n / 1000.0) ** (-setting.init.shrink), best_start=j,
             **{k: float(v[i]) for k, v in metrics.items()},
             loss=float(est.best_loss_[i]), truth_loss=float(truth_loss[i]), gap=float(gap[i]), rel_gap=float(rel_gap[i]),
-            n_valid_starts=int(start_valid[i].sum()),
+            n_valid_starts=int(start_valid[i].sum()), n_pruned_starts=int(est.pruned_[i].sum()),
             valid=bool(valid[i]), converged=converged, certified=converged and bool(valid[i]), status=status,
-            n_iter=int(est.n_iter_[i, j]), seconds=seconds,
+            n_iter=int(est.n_iter_[i, j]), device=setting.device, seconds=seconds,
         )
         rows.append(row)
     return rows

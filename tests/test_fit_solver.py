@@ -66,7 +66,7 @@ def test_converged_flag_means_a_local_minimum():
     seeds = [1, 2, 3, 4]
     X, Y = truth.sample_replicates(3000, seeds)
     starts = torch.stack([make_starts(Setting(), truth, 2, 3000, sd) for sd in seeds])
-    est = PrefixLeastSquares(truth.structure, truth.experts, 2).fit(X, Y, starts)
+    est = PrefixLeastSquares(truth.structure, truth.experts, 2, SolverConfig(stop="strict")).fit(X, Y, starts)
     assert est.converged_.all(), est.status_
     _, grad, H, _ = est.terms_.hessian(est.theta_[:, 0], torch.arange(4))
     assert grad.norm(dim=-1).max() < 1e-6
