@@ -45,7 +45,8 @@ PENDING_REASONS = {
 @dataclass
 class SlurmConf(SlurmQueueConf):
     """`hydra/launcher=slurm`. One job per sweep point, each asking for `cpus_per_task` CPUs (the app's
-    `threads`, 2 by default) and `mem_gb` GB (a job of the study uses well under 1 GB), `timeout_min` minutes.
+    `threads`, 2 by default) and `mem_gb` GB (a job at n = 1e5 with every structure and regime peaks at 0.4 GB
+    resident), `timeout_min` minutes.
     pending_notice_s: after this many seconds a job still pending has its reason printed (0: never)."""
 
     _target_: str = "hydra_plugins.reparam_slurm_launcher.slurm_launcher.WatchedSlurmLauncher"
