@@ -43,7 +43,10 @@ class RegimeConf:
 @dataclass
 class StudyConf:
     """The whole study. `n` (if set) replaces n_grid by one size: handy for `-m n=1000,10000`.
-    threads: torch threads of this process. figures/progress: switch outputs off (e.g. in tests)."""
+    threads: torch threads of this process (with workers > 1: shared among the workers, at least 1 each).
+    workers: processes that run cells in parallel (rows do not depend on it; see reparam.sweep.run_plan).
+    device: where the solver's sample-space pass runs, 'cpu' or 'cuda' (float64; 'cuda' needs a GPU).
+    figures/progress: switch outputs off (e.g. in tests)."""
 
     truth: TruthConfig = field(default_factory=TruthConfig)
     structure: StructureConf = field(default_factory=StructureConf)
@@ -56,6 +59,8 @@ class StudyConf:
     seed: int = 0
     n_eval: int = 100_000
     threads: int = 2
+    workers: int = 2
+    device: str = "cpu"
     figures: bool = True
     progress: bool = True
     allow_large: bool = False  # run even when the up-front estimate exceeds this machine's memory or 24 h
@@ -129,13 +134,15 @@ def plan_from_cfg(cfg: Any) -> tuple[StudyPlan, int]:
     if cfg.n is not None and cfg.n < 1:
         raise PlanError(f"n={cfg.n!r} is invalid: must be an integer >= 1")
     setting = Setting(extra_atoms=cfg.regime.extra_atoms, activation=cfg.structure.activation, truth=truth,
-                      init=init, solver=solver, n_eval=cfg.n_eval)
+                      init=init, solver=solver, n_eval=cfg.n_eval, device=cfg.device)
     plan = StudyPlan(structures=list(cfg.structure.names), regimes=list(cfg.regime.names), n_grid=grid,
                      replicates=cfg.replicates, seed=cfg.seed, setting=setting)
     from reparam.sweep import check_resources, validate_plan
     validate_plan(plan)
     if cfg.threads < 1:
         raise PlanError(f"threads={cfg.threads!r} is invalid: must be an integer >= 1")
+    if cfg.workers < 1:
+        raise PlanError(f"workers={cfg.workers!r} is invalid: must be an integer >= 1")
     return plan, int(cfg.threads)
     check_resources(plan, bool(cfg.get("allow_large", False)), n_field="n" if cfg.n is not None else "n_grid")
 
