@@ -108,7 +108,7 @@ def summarize(results: pd.DataFrame, errors: list[str] | None = None, n_boot: in
             law = {}
             if len(means) >= 3:
                 law = power_vs_log_law(means.index.to_numpy(), means.to_numpy())
-            v = verdict(s["slope_lo"], s["slope_hi"], pred, s["slope"]) if pred else "n/a"
+            v = verdict(s["slope_lo"], s["slope_hi"], pred, s["slope"], s["min_replicates"]) if pred else "n/a"
             rows.append({
                 **ident, "error": error, "theory_row": row_name or "(no THEORY row)",
                 "predicted": (np.nan if pred is None else pred.value),
@@ -116,7 +116,7 @@ def summarize(results: pd.DataFrame, errors: list[str] | None = None, n_boot: in
                 "tolerance": (np.nan if pred is None or pred.kind != "equal" else pred.tolerance),
                 "slope": s["slope"], "slope_lo": s["slope_lo"], "slope_hi": s["slope_hi"], "verdict": v,
                 "intercept": s["intercept"], "n_min": s["n_min"], "n_max": s["n_max"], "n_sizes": s["n_sizes"],
-                "n_replicates": s["n_replicates"],
+                "n_replicates": s["n_replicates"], "min_replicates": s["min_replicates"],
                 "median_slope": med["slope"], "median_slope_lo": med["slope_lo"], "median_slope_hi": med["slope_hi"],
                 "mean_at_n_max": float(means.iloc[-1]), "median_at_n_max": float(medians.iloc[-1]),
                 "better_law": law.get("better_law", ""),
@@ -133,7 +133,7 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
     s["slope (95% CI)"] = [f"{a:+.3f} [{b:+.3f}, {c:+.3f}]" for a, b, c in zip(s.slope, s.slope_lo, s.slope_hi)]
     s["predicted"] = [(f"{p:+.2f}" if k == "equal" else f"> {p:+.2f}") for p, k in zip(s.predicted, s.prediction)]
     s["valid"] = [f"{v}/{t}" for v, t in zip(s.n_valid, s.n_fits)]
-    cols = [c for c in ["truth"] if c in s.columns] + ["structure", "regime", "error", "predicted",
+    cols = [c for c in ["setting_id", "truth"] if c in s.columns] + ["structure", "regime", "error", "predicted",
                                                          "slope (95% CI)", "verdict", "valid", "better_law"]
     return s[cols].reset_index(drop=True)
 
@@ -192,6 +192,8 @@ CHECKS: dict[str, Check] = {c.name: c for c in [
 def overall_verdict(verdicts: list[str]) -> str:
     if any(v == "disagree" for v in verdicts):
         return "disagree"
+    if any(v == "insufficient" for v in verdicts):
+        return "insufficient"
     if verdicts and all(v == "agree" for v in verdicts):
         return "agree"
     return "inconclusive"
@@ -214,7 +216,8 @@ def check_lines(check: Check, summary: pd.DataFrame) -> tuple[list[dict], str]:
                                 predicted=pred.value, kind=pred.kind, slope=r["slope"], slope_lo=r["slope_lo"],
                                 slope_hi=r["slope_hi"], n_excluded=int(r["n_excluded"]), n_fits=int(r["n_fits"]),
                                 better_law=r["better_law"],
-                                line=describe_verdict(r["slope"], r["slope_lo"], r["slope_hi"], pred)))
+                                line=describe_verdict(r["slope"], r["slope_lo"], r["slope_hi"], pred,
+                                                      min_replicates=r.get("min_replicates"))))
     return out, overall_verdict([o["verdict"] for o in out])
 
 
@@ -259,7 +262,7 @@ def robustness_tables(results: pd.DataFrame, n_boot: int = 300) -> tuple[pd.Data
             slope_median=s.median(), slope_q25=s.quantile(0.25), slope_q75=s.quantile(0.75), slope_min=s.min(),
             slope_max=s.max(), slope_mean=s.mean(), slope_sd=s.std(),
             agree=int(counts.get("agree", 0)), disagree=int(counts.get("disagree", 0)),
-            inconclusive=int(counts.get("inconclusive", 0)),
+            inconclusive=int(counts.get("inconclusive", 0)), insufficient=int(counts.get("insufficient", 0)),
             fits=int(g["n_fits"].sum()), excluded_fits=int(g["n_excluded"].sum()),
         ))
     return per_truth, pd.DataFrame(rows)

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-SLOPE_COLUMNS = ["error", "slope", "slope_lo", "slope_hi", "intercept", "n_min", "n_max", "n_sizes", "n_replicates"]
+SLOPE_COLUMNS = ["error", "slope", "slope_lo", "slope_hi", "intercept", "n_min", "n_max", "n_sizes", "n_replicates",
+                 "min_replicates"]
+
+#: Fewest replicates (finite error values) at every n for a slope interval and a verdict. With fewer, the
+#: bootstrap cannot see the spread between replicates (with one replicate the "interval" has width zero), so
+#: the interval is left empty (NaN) and every verdict says "insufficient".
+MIN_REPLICATES = 3
 
 
 def _loglog_slope(log_n: np.ndarray, log_err: np.ndarray) -> tuple[float, float]:
@@ -37,7 +43,8 @@ def slope_with_interval(table: pd.DataFrame, error: str, n_col: str = "n", repli
     values = wide.to_numpy(dtype=float)
     out = dict(error=error, slope=np.nan, slope_lo=np.nan, slope_hi=np.nan, intercept=np.nan,
                n_min=sizes.min() if len(sizes) else np.nan, n_max=sizes.max() if len(sizes) else np.nan,
-               n_sizes=len(sizes), n_replicates=values.shape[0])
+               n_sizes=len(sizes), n_replicates=values.shape[0],
+               min_replicates=int(np.isfinite(values).sum(axis=0).min()) if len(sizes) else 0)
     if len(sizes) < 2:
         return out
     means = centre(values, axis=0)
@@ -45,6 +52,8 @@ def slope_with_interval(table: pd.DataFrame, error: str, n_col: str = "n", repli
         return out
     log_n = np.log(sizes)
     out["slope"], out["intercept"] = _loglog_slope(log_n, np.log(means))
+    if out["min_replicates"] < MIN_REPLICATES:
+        return out  # point estimate only: no interval from fewer than MIN_REPLICATES replicates at some n
     rng = np.random.default_rng(seed)
     boot = np.empty(n_boot)
     for k in range(n_boot):
@@ -106,13 +115,19 @@ class Prediction:
             raise ValueError(f"kind={self.kind!r} is unknown; choose 'equal' or 'flatter_than'")
 
 
-def verdict(slope_lo: float, slope_hi: float, prediction: Prediction, slope: float | None = None) -> str:
-    """'agree', 'disagree' or 'inconclusive' for a measured interval against a prediction.
+def verdict(slope_lo: float, slope_hi: float, prediction: Prediction, slope: float | None = None,
+            min_replicates: int | None = None) -> str:
+    """'agree', 'disagree', 'inconclusive' or 'insufficient' for a measured interval against a prediction.
+
+    'insufficient' when `min_replicates` (the fewest valid replicates at any n, if given) is below
+    MIN_REPLICATES: too few replicates to measure an interval, whatever the numbers say.
 
     For kind 'equal': 'disagree' when the interval excludes value +- tolerance; 'agree' only when the
     interval overlaps that band, is at most `max_width` wide AND the point estimate `slope` (if given)
     lies inside the band; anything else is 'inconclusive' (an interval that merely grazes the band
     does not count as agreement)."""
+    if min_replicates is not None and min_replicates < MIN_REPLICATES:
+        return "insufficient"
     if not (np.isfinite(slope_lo) and np.isfinite(slope_hi)):
         return "inconclusive"
     if prediction.kind == "flatter_than":
@@ -129,9 +144,13 @@ def verdict(slope_lo: float, slope_hi: float, prediction: Prediction, slope: flo
     return "agree"
 
 
-def describe_verdict(slope: float, slope_lo: float, slope_hi: float, prediction: Prediction, level: float = 0.95) -> str:
+def describe_verdict(slope: float, slope_lo: float, slope_hi: float, prediction: Prediction, level: float = 0.95,
+                     min_replicates: int | None = None) -> str:
     """One line a reader can cite."""
     target = (f"{prediction.value:+.2f} +- {prediction.tolerance:.2f}" if prediction.kind == "equal"
               else f"flatter than {prediction.value:+.2f}")
+    if min_replicates is not None and min_replicates < MIN_REPLICATES:
+        return (f"measured slope {slope:+.3f} (no interval: {int(min_replicates)} valid replicate(s) at some n, "
+                f"need >= {MIN_REPLICATES}), predicted {target}: INSUFFICIENT")
     return (f"measured slope {slope:+.3f} [{slope_lo:+.3f}, {slope_hi:+.3f}] ({level:.0%} bootstrap CI), "
             f"predicted {target}: {verdict(slope_lo, slope_hi, prediction, slope).upper()}")

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 from reparam.checks import CHECKS, check_lines, check_report, summarize
-from reparam.sweep import PlanError, run_plan, set_threads, write_results
+from reparam.sweep import check_resources, run_plan, set_threads, write_results
+from reparam.validation import InputError, check_output_dir, check_output_file
+from sims.aggregate import read_study_log
 from reparam.results import write_table
 
 
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replicates", type=int, default=None, help="override the documented replicates")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true", help="no per-cell progress")
+    ap.add_argument("--allow-large", action="store_true",
+                    help="run even when the up-front estimate exceeds this machine's memory or 24 h")
     args = ap.parse_args(argv)
     if args.list:
         for c in CHECKS.values():
@@ -51,17 +55,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.log is not None and not args.log.parent.is_dir():
         print(f"error: log={str(args.log)!r} is invalid: its directory must exist", file=sys.stderr)
         return 2
-    try:
+    log = args.log or args.out / "results.jsonl"
+    try:  # every path and size is checked before the first fit
         set_threads(args.threads)
-    except PlanError as err:
+        check_output_dir("out", args.out)
+        check_output_file("log", log)
+        if log.is_file():
+            read_study_log(log)  # a foreign file (e.g. an LM experiment log) is refused, not extended
+        for name in names:
+            check = CHECKS[name]
+            if args.replicates is not None:
+                check.replicates = args.replicates
+            check_output_dir("out", args.out / name)
+            check_resources(check.plan(), args.allow_large, flag="--allow-large")
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    log = args.log or args.out / "results.jsonl"
     sections, verdicts = [], {}
     for name in names:
         check = CHECKS[name]
-        if args.replicates is not None:
-            check.replicates = args.replicates
         tic = time.perf_counter()
         print(f"== check {name}: {check.theory_row}", flush=True)
         results = run_plan(check.plan(), log, progress=not args.quiet)

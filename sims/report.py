@@ -16,10 +16,13 @@ def write_outputs(results: pd.DataFrame, out_dir: Path, figures: bool = True, st
     out_dir = Path(out_dir)
     write_results(results, out_dir / "results.csv")
     by = ("truth", "structure", "regime") if results["truth"].nunique() > 1 else ("structure", "regime")
+    several = "setting_id" in results.columns and results["setting_id"].nunique() > 1
+    if several:  # fits of different settings are summarized apart, never pooled
+        by = ("setting_id",) + by
     summary = summarize(results, by=by)
     write_table(summary, out_dir / "summary.csv")
     paths = []
-    if figures and results["truth"].nunique() == 1:
+    if figures and results["truth"].nunique() == 1 and not several:
         paths = study_figures(results, summary, out_dir)
     print_summary(results, summary, stream)
     print(f"\nwrote {out_dir / 'results.csv'} ({len(results)} rows), {out_dir / 'summary.csv'}", file=stream)
@@ -47,7 +50,8 @@ def print_summary(results: pd.DataFrame, summary: pd.DataFrame, stream=sys.stdou
         print("\nTHEORY checks (slope of log mean error vs log n, valid fits; 95% bootstrap CI over replicates):",
               file=stream)
         print(headline(summary).to_string(index=False), file=stream)
-        big = summary[summary.error == "voronoi_prefix"][[c for c in ["truth", "structure", "regime", "n_max",
+        shown = ["setting_id", "truth", "structure", "regime", "n_max"]
+        big = summary[summary.error == "voronoi_prefix"][[c for c in shown + [
                                                                        "mean_at_n_max", "median_at_n_max", "slope",
                                                                        "median_slope"] if c in summary]]
         print("\nvoronoi_prefix at the largest n (mean and median of valid fits):", file=stream)

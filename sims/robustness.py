@@ -17,7 +17,9 @@ from reparam.checks import robustness_tables
 from reparam.plots import robustness_figure, save_figure
 from reparam.results import ResultLog, write_table
 from reparam.study import STUDY_INIT, Setting, TruthConfig
-from reparam.sweep import PlanError, StudyPlan, run_plan, set_threads, tidy, validate_plan, write_results
+from reparam.sweep import StudyPlan, check_resources, run_plan, set_threads, tidy, validate_plan, write_results
+from reparam.validation import InputError, check_output_dir, check_output_file
+from sims.aggregate import read_study_log
 
 DEFAULT_GRID = [300, 1000, 3000, 10000, 30000]
 
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("outputs/robustness"))
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--allow-large", action="store_true",
+                    help="run even when the up-front estimate exceeds this machine's memory or 24 h")
     args = ap.parse_args(argv)
     if args.truths < 1:
         print(f"error: truths={args.truths!r} is invalid: must be an integer >= 1", file=sys.stderr)
@@ -47,11 +51,18 @@ def main(argv: list[str] | None = None) -> int:
                        replicates=args.replicates, seed=args.seed,
                        setting=Setting(truth=TruthConfig(kind="random", seed=t), init=copy.deepcopy(STUDY_INIT)))
              for t in range(args.first_truth, args.first_truth + args.truths)]
-    try:
+    try:  # every value, path and size is checked before the first fit
         for p in plans:
             validate_plan(p)
+            check_resources(p, args.allow_large, flag="--allow-large", n_field="--n-grid")
         set_threads(args.threads)
-    except PlanError as err:
+        check_output_dir("out", args.out)
+        for name in ("results.jsonl", "results.csv", "robustness.csv", "robustness_summary.csv", "robustness.png",
+                     "robustness.pdf"):
+            check_output_file(f"out ({name})", args.out / name)
+        if (args.out / "results.jsonl").is_file():
+            read_study_log(args.out / "results.jsonl")
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     tic = time.perf_counter()

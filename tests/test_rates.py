@@ -50,3 +50,28 @@ def test_interval_grazing_the_band_with_a_point_estimate_outside_is_not_agreemen
 def test_unknown_column_is_named():
     with pytest.raises(ValueError, match="error='nope'"):
         fit_slopes(synthetic_table(lambda n: n ** -0.5), "nope", by=["structure"])
+
+
+@pytest.mark.parametrize("replicates", [1, 2])
+def test_too_few_replicates_give_no_interval_and_an_insufficient_verdict(replicates):
+    """One replicate used to give a zero-width '95% CI' (every bootstrap draw is the same replicate) and a
+    confident verdict; below MIN_REPLICATES valid replicates per n there is no interval and no verdict."""
+    from reparam.rates import MIN_REPLICATES, describe_verdict
+
+    table = synthetic_table(lambda n: 3.0 * n ** -0.5, replicates=replicates)
+    row = fit_slopes(table, "err", by=["structure"], n_boot=200).iloc[0]
+    assert row.min_replicates == replicates < MIN_REPLICATES == 3
+    assert row.slope == pytest.approx(-0.5, abs=0.15)  # the point estimate is still reported
+    assert np.isnan(row.slope_lo) and np.isnan(row.slope_hi)
+    assert verdict(row.slope_lo, row.slope_hi, Prediction(-0.5), row.slope, row.min_replicates) == "insufficient"
+    assert describe_verdict(row.slope, row.slope_lo, row.slope_hi, Prediction(-0.5),
+                            min_replicates=row.min_replicates).endswith("INSUFFICIENT")
+
+
+def test_replicates_are_counted_per_n_and_the_minimum_decides():
+    table = synthetic_table(lambda n: 3.0 * n ** -0.5, replicates=5)
+    table = table[~((table.n == table.n.max()) & (table.replicate >= 2))]  # only 2 valid replicates at the largest n
+    row = fit_slopes(table, "err", by=["structure"], n_boot=200).iloc[0]
+    assert row.min_replicates == 2 and np.isnan(row.slope_lo)
+    full = fit_slopes(synthetic_table(lambda n: 3.0 * n ** -0.5, replicates=3), "err", by=["structure"], n_boot=200)
+    assert full.min_replicates.iloc[0] == 3 and full.slope_hi.iloc[0] > full.slope_lo.iloc[0]

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reparam.validation import DataError
+
 from .models import data_root
 
 SEP = " ||"  # prompt/continuation separator (plain text: works with any tokenizer)
@@ -55,20 +57,37 @@ def _e2e_file(split: str, root: str | None) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"E2E file {path} is missing: put the official E2E release (trainset.csv, devset.csv, "
-            f"testset_w_refs.csv) in {path.parent}, or point data.root / REPARAM_DATA at a folder holding e2e/."
+            f"testset_w_refs.csv) in {path.parent}, or point data_root=... (or REPARAM_DATA) at a folder holding e2e/."
         )
     return path
 
 
+def _decode_error(path: Path, err: UnicodeDecodeError) -> DataError:
+    """A DataError naming the file and the line of the first byte that is not UTF-8."""
+    line = path.read_bytes()[:err.start].count(b"\n") + 1 if err.start is not None else "?"
+    return DataError(f"{path} line {line}: not UTF-8 text ({err.reason} at byte {err.start}); re-copy the file "
+                     f"from the release")
+
+
 def _read_e2e_rows(split: str, root: str | None) -> list[tuple[str, str]]:
     path = _e2e_file(split, root)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"mr", "ref"} <= set(reader.fieldnames):
-            raise ValueError(f"E2E file {path} must have columns 'mr,ref'; found {reader.fieldnames}")
-        rows = [(r["mr"], r["ref"]) for r in reader]
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not {"mr", "ref"} <= set(reader.fieldnames):
+                raise DataError(f"E2E file {path} must have columns 'mr,ref'; found {reader.fieldnames}")
+            for r in reader:
+                if r["mr"] is None or r["ref"] is None or None in r:  # a truncated or over-long row
+                    raise DataError(f"{path} line {reader.line_num}: a row must have exactly the 2 fields mr,ref; "
+                                    f"found {[v for v in r.values() if v is not None]}")
+                rows.append((r["mr"], r["ref"]))
+    except UnicodeDecodeError as err:
+        raise _decode_error(path, err) from None
+    except csv.Error as err:
+        raise DataError(f"{path} is not a readable CSV file ({err})") from None
     if not rows:
-        raise ValueError(f"E2E file {path} has no rows")
+        raise DataError(f"E2E file {path} has no rows")
     return rows
 
 
@@ -106,7 +125,7 @@ def _webnlg_files(split: str, root: str | None) -> list[Path]:
     if not files:
         raise FileNotFoundError(
             f"no WebNLG 2017 XML for split {split!r} under {base}: expected train/{{1..7}}triples/*.xml, "
-            f"dev/..., test/testdata_with_lex.xml (see ../shared/data/SOURCES.md), or set data.root / REPARAM_DATA."
+            f"dev/..., test/testdata_with_lex.xml (see ../shared/data/SOURCES.md), or set data_root=... (or REPARAM_DATA)."
         )
     return files
 
@@ -116,8 +135,9 @@ def _read_webnlg(split: str, root: str | None) -> list[Example]:
     for f in _webnlg_files(split, root):
         try:
             tree = ET.parse(f)
-        except ET.ParseError as e:
-            raise ValueError(f"WebNLG file {f} is not valid XML ({e}); re-copy it from the release") from e
+        except ET.ParseError as e:  # also raised for bytes that are not in the declared encoding
+            raise DataError(f"WebNLG file {f} line {e.position[0]}: not valid XML ({e}); re-copy it from the "
+                            f"release") from None
         for entry in tree.getroot().iter("entry"):
             triples = [t.text or "" for t in entry.iter("mtriple")]
             src = linearize_triples(triples)

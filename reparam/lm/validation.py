@@ -18,6 +18,7 @@ API (cfg is the composed Hydra config of an experiment; `section` is its own blo
                                                repeats; n_test >= 1 (each only when present)
     validate_planted(cfg) / validate_low_data(cfg)   everything above for one experiment + its own fields
                                                (planted.truth in TRUTHS, scale, seq_len; datasets, max_len, ...)
+                                               + the data files it reads exist (check_data_files)
     check_pool_size(field, n, available)       after the data are loaded: n <= available examples
 
 Result-log key:
@@ -156,6 +157,7 @@ def validate_planted(cfg: Any) -> None:
     validate_prefix("planted", p)
     validate_sizes("planted", p)
     validate_train("planted.train", _get(p, "train", {}))
+    check_data_files(_get(cfg, "data_root"), {"e2e": ("train", "dev")})
 
 
 def validate_low_data(cfg: Any) -> None:
@@ -174,6 +176,20 @@ def validate_low_data(cfg: Any) -> None:
     validate_prefix("low_data", p)
     validate_sizes("low_data", p)
     validate_train("low_data.train", _get(p, "train", {}))
+    check_data_files(_get(cfg, "data_root"), {name: ("train", "test") for name in _get(p, "datasets")})
+
+
+def check_data_files(root: str | None, splits: dict[str, tuple[str, ...]]) -> None:
+    """The files of every (dataset, split) exist under data_root (read errors come later, as DataError)."""
+    from .data import _e2e_file, _webnlg_files
+
+    finders = {"e2e": _e2e_file, "webnlg": _webnlg_files}
+    for dataset, names in splits.items():
+        for split in names:
+            try:
+                finders[dataset](split, root)
+            except FileNotFoundError as err:
+                raise ConfigError(f"data_root={root!r} is invalid: {err}") from None
 
 
 def check_pool_size(field: str, n: int, available: int) -> None:
