@@ -41,7 +41,8 @@ RESULT_COLUMNS = [
     "best_start",
     "voronoi_prefix", "voronoi_native", "voronoi_r1_prefix", "voronoi_r2_prefix",
     "atom_error_single", "atom_error_multi", "l2_error",
-    "loss", "truth_loss", "gap", "rel_gap", "converged", "certified", "status", "n_iter", "seconds",
+    "n_valid_starts", "loss", "truth_loss", "gap", "rel_gap", "valid", "converged", "certified", "status", "n_iter",
+    "seconds",
 ]
 SORT_KEYS = ["truth", "structure", "regime", "n", "base_seed", "replicate"]
 TIMING_COLUMNS = ["seconds"]

@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from reparam.fit import SolverConfig
-from reparam.study import InitConfig, Setting, TruthConfig
+from reparam.study import STUDY_INIT, InitConfig, Setting, TruthConfig
 from reparam.sweep import PlanError, StudyPlan
 from reparam.validation import ConfigError, check_unknown_keys
 
@@ -52,7 +52,7 @@ class StudyConf:
     structure: StructureConf = field(default_factory=StructureConf)
     regime: RegimeConf = field(default_factory=RegimeConf)
     optimiser: SolverConfig = field(default_factory=SolverConfig)
-    init: InitConfig = field(default_factory=InitConfig)
+    init: InitConfig = field(default_factory=lambda: InitConfig(**vars(STUDY_INIT)))
     n_grid: List[int] = field(default_factory=lambda: list(DEFAULT_N_GRID))
     n: Optional[int] = None
     replicates: int = 10
@@ -97,8 +97,9 @@ def register() -> None:
         cs.store(group="regime", name=name, node=RegimeConf(names=names))
     cs.store(group="optimiser", name="lm", node=SolverConfig())
     cs.store(group="optimiser", name="lm_long", node=SolverConfig(max_iter=1000))
-    for mode in ("near_truth", "random", "mixed"):
-        cs.store(group="init", name=mode, node=InitConfig(mode=mode, n_starts=1 if mode == "near_truth" else 4))
+    for mode in ("near_truth", "random", "mixed"):  # `mixed` (the default) is reparam.study.STUDY_INIT
+        n_starts = 1 if mode == "near_truth" else STUDY_INIT.n_starts
+        cs.store(group="init", name=mode, node=InitConfig(mode=mode, n_starts=n_starts))
     cs.store(group="hydra/launcher", name="local_parallel", node=LocalParallelConf, provider="reparam")
     try:
         from hydra_plugins.reparam_slurm_launcher.slurm_launcher import SlurmConf  # sized for a small node
@@ -143,13 +144,13 @@ def plan_from_cfg(cfg: Any) -> tuple[StudyPlan, int]:
         raise PlanError(f"threads={cfg.threads!r} is invalid: must be an integer >= 1")
     if cfg.workers < 1:
         raise PlanError(f"workers={cfg.workers!r} is invalid: must be an integer >= 1")
-    return plan, int(cfg.threads)
     check_resources(plan, bool(cfg.get("allow_large", False)), n_field="n" if cfg.n is not None else "n_grid")
+    return plan, int(cfg.threads)
 
 
-register()
 def validate_cfg(cfg: Any) -> None:
     """The validator of the Hydra preflight callback (conf/convergence.yaml): every check of plan_from_cfg."""
     plan_from_cfg(cfg)
 
 
+register()
