@@ -20,6 +20,12 @@ estimator's parameterisation differs, which is exactly the comparison the theory
 The exact- and over-specified regimes share the truth and differ in the number of fitted atoms
 (L' = L* = 2, or L' = 3).
 
+Latent dimension r > d (`canonical_truth(..., latent_dim=3)`, THEORY section 7): the key map of the
+shared structures is then NOT injective. The third latent coordinate gets the key column
+W_K (0.5, 0.5)^T = (0.4, 0.75)^T (so z = (0.5, 0.5, -1) spans the null space of W_K) and the value entry 0.7
+(so W_V z = -0.8 != 0), and p*_i gets a third coordinate 0: the true prefix, hence f*, is exactly the r = 2
+one. Only the fitted parameterisation changes; the truth is named "canonical-r3".
+
 Random truths follow the same recipe with every number drawn from a seed, rejecting draws whose true
 prefix atoms are closer than `min_separation` (THEORY's atoms must be distinct).
 """
@@ -156,17 +162,29 @@ def _structure_for_truth(structure: str, d: int, m: int, W_K, W_V, activation: s
     )
 
 
-def canonical_truth(structure: str, activation: str = "tanh", noise: float | None = None) -> GroundTruth:
+LATENT_EXTRA = dict(W_K_mix=[0.5, 0.5], W_V=0.7)  # the third latent coordinate of latent_dim=3 (module docstring)
+
+
+def canonical_truth(structure: str, activation: str = "tanh", noise: float | None = None,
+                    latent_dim: int = 2) -> GroundTruth:
     """The documented canonical truth for `structure` (see the module docstring).
 
-    A shared_mlp with another `activation` keeps p*, W_K, W_V and so has its own regression function."""
+    A shared_mlp with another `activation` keeps p*, W_K, W_V and so has its own regression function.
+    latent_dim: r = 2 (W_K of full column rank: injective key map) or 3 (r > d = 2: W_K has the null direction
+    z = (0.5, 0.5, -1); same true prefix and f*, named "canonical-r3")."""
+    if latent_dim not in (2, 3):
+        raise ValueError(f"latent_dim={latent_dim!r} is invalid: must be 2 or 3")
     c = CANONICAL
-    W_K, W_V = np.array(c["W_K"]), np.array(c["W_V"])
+    W_K, W_V, p = np.array(c["W_K"]), np.array(c["W_V"]), np.array(c["p"])
+    if latent_dim == 3:
+        W_K = np.concatenate([W_K, W_K @ np.array(LATENT_EXTRA["W_K_mix"])[:, None]], axis=1)  # (2, 3), rank 2
+        W_V = np.concatenate([W_V, [[LATENT_EXTRA["W_V"]]]], axis=1)  # (1, 3)
+        p = np.concatenate([p, np.zeros((len(p), 1))], axis=1)  # same prefix as r = 2
     s = _structure_for_truth(structure, 2, 1, W_K, W_V, activation, None)
-    theta = _latent_truth_theta(s, np.array(c["p"]), np.array(c["b"]), W_K, W_V)
+    theta = _latent_truth_theta(s, p, np.array(c["b"]), W_K, W_V)
     experts = PretrainedExperts(A=c["A"], a=c["a"], H=c["H"])
-    return GroundTruth(name="canonical", structure=s, experts=experts, theta=theta, n_atoms=2,
-                       noise=c["noise"] if noise is None else noise)
+    return GroundTruth(name="canonical" if latent_dim == 2 else f"canonical-r{latent_dim}", structure=s,
+                       experts=experts, theta=theta, n_atoms=2, noise=c["noise"] if noise is None else noise)
 
 
 def random_truth(
