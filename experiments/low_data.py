@@ -1,105 +1,342 @@
-"""Experiment 2: low-data table-to-text (E2E, WebNLG 2017) with each prefix structure (THEORY section 6).
+"""Experiment 2: a fair low-data table-to-text comparison of the prefix structures (THEORY section 6).
 
-For each dataset, n (nested training subsets drawn by seed), seed and structure: fit a fresh prefix on
-the n examples (LM loss on the text only, same optimiser budget for every n and structure), then on a
-fixed held-out test subset measure the test NLL of the references and the quality of greedy
-generations (BLEU, ROUGE-L; METEOR/CIDEr when pycocoevalcap is installed).
+The protocol (README, "Low-data protocol"; every number in experiments/conf/low_data.yaml):
 
-Run:  python -m experiments.low_data                  (real setting, SmolLM2-135M, E2E)
-      python -m experiments.low_data setting=smoke    (tiny model, < 1 minute)
+* cells: dataset (E2E, WebNLG 2017) x n training examples x replicate. Replicate r draws training subset
+  r (nested in n) and seeds every structure's initialisation and batch order with r: structures are
+  compared PAIRED, on the same examples in the same order.
+* in each cell, every structure x initialisation (random, real-word activations) x learning rate of its
+  grid is trained at once, in one forward pass per step (`reparam.lm.multiprefix`), with AdamW and a linear
+  decay, early stopping on the dev loss; per structure and initialisation the lr with the best dev loss is
+  selected (every candidate's dev loss is recorded in selection.jsonl);
+* the selected configurations get the test NLL of every (test item, reference) pair and beam-search
+  outputs on the full test set (saved: generations/...).
+
+Stages (a GPU is needed only for `train`):
+
+    python -m experiments.low_data stage=train [device=cuda] [low_data.datasets=[e2e]] [low_data.ns=[50]] ...
+    python -m experiments.low_data stage=score      # E2E metrics of the saved outputs (CPU, Java)
+    python -m experiments.low_data stage=report     # tables, paired differences, figures
+    python -m experiments.low_data setting=smoke stage=all   # everything on a tiny model, < 1 minute
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 import hydra
-import numpy as np
-import torch
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from reparam.lm.data import Example, encode_examples, load_dataset, nested_subset
-from reparam.lm.metrics import text_metrics
-from reparam.lm.prefix import PrefixConfig, PrefixModel
-from reparam.lm.runner import Log, prepare_model, repo_path, stamp, summary_table, write_outputs
-from reparam.lm.train import TrainConfig, evaluate_nll, generate_texts, lm_loss, train
+from reparam.lm.compare import paired_differences
+from reparam.lm.data import SEP, Example, load_dataset, nested_subset
+from reparam.lm.metrics import E2E_METRICS, E2EScorer
+from reparam.lm.multiprefix import (INITS, STRUCTURES, FitConfig, Member, MultiPrefix, encode_prompts, encode_split,
+                                    fit, word_ids)
+from reparam.lm.runner import prepare_model, repo_path
+from reparam.results import ResultLog, write_table
+from reparam.validation import check_choice, check_int, check_list, check_number, exit_on_input_error, fingerprint, require
 
-KEY = ["dataset", "structure", "n", "replicate"]
+KEY = ["dataset", "n", "replicate", "structure", "init"]
+STAGES = ("train", "score", "report", "all")
+#: low_data settings that choose cells or only change speed: not part of the result fingerprint
+NOT_RESULT = ("datasets", "ns", "replicates", "metrics", "fit.eval_rows", "test.gen_rows", "test.nll_rows")
+METRIC_LABELS = {"test_nll": "test NLL [nats/token]", "bleu": "BLEU", "nist": "NIST", "meteor": "METEOR",
+                 "rouge_l": "ROUGE-L", "cider": "CIDEr"}
 
 
-def run(cfg: DictConfig) -> None:
+# ----------------------------------------------------------------------------- config
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every field the protocol reads, before a model or data file is touched (ConfigError names the field)."""
+    from reparam.lm.validation import validate_common, validate_model
+
+    check_choice("stage", cfg.stage, STAGES)
+    validate_common(cfg)  # data_root, device (cuda needs a GPU), threads, n_boot, run_dir/out_dir, progress
+    if cfg.stage in ("train", "all"):
+        validate_model(cfg.model, cfg.data_root)
+    if cfg.max_minutes is not None:
+        check_number("max_minutes", cfg.max_minutes, low=0, low_open=True)
     p = cfg.low_data
-    base, tok, dev = prepare_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.device, cfg.threads)
-    pad = tok.pad_token_id
-    run_dir = repo_path(cfg.run_dir) / "low_data"
-    log = Log(run_dir / "results.jsonl", KEY)
-    t_all = time.time()
-    for dataset in p.datasets:
-        train_pool = load_dataset(dataset, "train", cfg.data_root)
-        test_items = nested_subset(load_dataset(dataset, "test", cfg.data_root, grouped=True), p.n_test, seed=12345)
-        test_rows = encode_examples(tok, [Example(t.source, r) for t in test_items for r in t.refs], p.max_len)
-        for seed in p.seeds:
-            for n in sorted(p.ns):
-                train_rows = encode_examples(tok, nested_subset(train_pool, int(n), seed=seed), p.max_len)
-                for structure in p.structures:
-                    key = {"dataset": dataset, "structure": structure, "n": int(n), "replicate": int(seed)}
-                    if log.has(key):
-                        continue
-                    pcfg = PrefixConfig(structure=structure, prefix_len=p.prefix_len, embed_dim=p.embed_dim,
-                                        hidden=p.hidden, seed=10_000 + seed)
-                    model = PrefixModel(base, pcfg).to(dev)
-                    tcfg = TrainConfig(**OmegaConf.to_container(p.train, resolve=True), seed=seed,
-                                       progress=cfg.progress)
-                    ckpt = run_dir / "ckpt" / f"{dataset}_{structure}_n{n}_s{seed}.pt"
-                    res = train(model, train_rows, lm_loss, tcfg, pad, checkpoint=ckpt,
-                                desc=f"{dataset} {structure} n={n} s={seed}")
-                    if not res["finished"]:
-                        print(f"stopped early at step {res['steps']} (stop_after); rerun to resume from {ckpt}")
-                        return
-                    t_eval = time.time()
-                    nll = evaluate_nll(model, test_rows, pad, progress=cfg.progress)
-                    hyps = generate_texts(model, tok, [t.source for t in test_items], p.max_new_tokens,
-                                          progress=cfg.progress)
-                    scores = text_metrics(hyps, [t.refs for t in test_items])
-                    samples = run_dir / "generations" / f"{dataset}_{structure}_n{n}_s{seed}.jsonl"
-                    samples.parent.mkdir(parents=True, exist_ok=True)
-                    with open(samples, "w") as f:
-                        for t, h in zip(test_items, hyps):
-                            f.write(json.dumps({"source": t.source, "hyp": h, "refs": t.refs}) + "\n")
-                    row = {**key, "experiment": "low_data", "model": cfg.model.name, "prefix_len": p.prefix_len,
-                           "steps": res["steps"], "train_loss_final": float(np.mean(res["losses"][-10:])),
-                           "test_nll": nll, **scores, "n_test": len(test_items), "wall_s": res["wall_s"],
-                           "eval_s": time.time() - t_eval, "device": str(dev), **stamp(OmegaConf.to_container(p))}
-                    log.append(row)
-                    ckpt.unlink(missing_ok=True)
-                    print(f"[low_data] {dataset} {structure:12s} n={n:5d} seed={seed} nll={nll:.4f} "
-                          f"bleu={scores['bleu']:.2f} rougeL={scores['rouge_l']:.2f} e.g. {hyps[0]!r}")
-    print(f"[low_data] fits done in {time.time() - t_all:.0f}s")
-    draw(cfg)
+    check_list("low_data.datasets", p.datasets, item_check=lambda f, v: check_choice(f, v, ("e2e", "webnlg")), unique=True)
+    check_list("low_data.ns", p.ns, item_check=lambda f, v: check_int(f, v, low=1), unique=True)
+    check_list("low_data.replicates", p.replicates, item_check=lambda f, v: check_int(f, v, low=0), unique=True)
+    check_list("low_data.structures", p.structures, item_check=lambda f, v: check_choice(f, v, STRUCTURES), unique=True)
+    check_list("low_data.inits", p.inits, item_check=lambda f, v: check_choice(f, v, INITS), unique=True)
+    for s in p.structures:
+        require(s in p.lr_grid, f"low_data.lr_grid.{s}", None, "a list of learning rates (the structure is in low_data.structures)")
+        check_list(f"low_data.lr_grid.{s}", p.lr_grid[s], item_check=lambda f, v: check_number(f, v, low=0, low_open=True),
+                   unique=True)
+    if "words" in p.inits:
+        for d in p.datasets:
+            require(isinstance(p.init_text.get(d), str) and p.init_text.get(d).strip() != "", f"low_data.init_text.{d}",
+                    p.init_text.get(d), "a non-empty text (init=words needs real task words)")
+    check_int("low_data.prefix_len", p.prefix_len, low=1)
+    check_int("low_data.hidden", p.hidden, low=1)
+    if p.embed_dim is not None:
+        check_int("low_data.embed_dim", p.embed_dim, low=1)
+    check_int("low_data.n_dev", p.n_dev, low=1)
+    if p.n_test is not None:
+        check_int("low_data.n_test", p.n_test, low=1)
+    check_int("low_data.max_len", p.max_len, low=4)
+    f = p.fit
+    for name, low in (("max_steps", 1), ("batch_size", 1), ("eval_every", 1), ("patience", 1), ("eval_rows", 1), ("warmup", 0)):
+        check_int(f"low_data.fit.{name}", f[name], low=low)
+    require(f.warmup < f.max_steps, "low_data.fit.warmup", f.warmup, f"smaller than low_data.fit.max_steps={f.max_steps}")
+    check_number("low_data.fit.weight_decay", f.weight_decay, low=0)
+    check_number("low_data.fit.grad_clip", f.grad_clip, low=0)
+    t = p.test
+    for name in ("num_beams", "max_new_tokens", "gen_rows", "nll_rows"):
+        check_int(f"low_data.test.{name}", t[name], low=1)
+    check_number("low_data.test.length_penalty", t.length_penalty)
+    check_list("low_data.metrics", p.metrics, item_check=lambda f_, v: check_choice(f_, v, E2E_METRICS), unique=True)
 
 
-def draw(cfg: DictConfig) -> None:
+def setting_id(cfg: DictConfig) -> str:
+    """Fingerprint of every result-affecting setting (model and protocol, not the choice of cells)."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.pop("data_root", None)
+    block = OmegaConf.to_container(cfg.low_data, resolve=True)
+    return fingerprint({"model": model, "low_data": block}, ignore=[f"low_data.{k}" for k in NOT_RESULT])
+
+
+def cells(cfg: DictConfig) -> list[tuple[str, int, int]]:
+    """Selected cells in run order: dataset (as listed), then replicate, then n."""
+    p = cfg.low_data
+    return [(d, int(n), int(r)) for d in p.datasets for r in sorted(p.replicates) for n in sorted(p.ns)]
+
+
+def _paths(cfg: DictConfig, sid: str) -> dict[str, Path]:
+    run = repo_path(cfg.run_dir) / "low_data"
+    return {"run": run, "results": run / "results.jsonl", "selection": run / "selection.jsonl",
+            "scores": run / "scores.jsonl", "generations": run / "generations" / sid}
+
+
+def _rows_of(log: ResultLog, sid: str) -> list[dict]:
+    return [r for r in log.rows() if r.get("setting_id") == sid]
+
+
+# ----------------------------------------------------------------------------- stage: train
+
+
+class _Pool:
+    """One dataset's encoded dev rows, test rows and prompts, and its training examples (loaded once)."""
+
+    def __init__(self, dataset: str, cfg: DictConfig, tok):
+        p = cfg.low_data
+        self.train = load_dataset(dataset, "train", cfg.data_root)
+        for n in p.ns:
+            require(int(n) <= len(self.train), "low_data.ns", int(n), f"at most the {len(self.train)} {dataset} training examples")
+        dev = load_dataset(dataset, "dev", cfg.data_root)
+        require(p.n_dev <= len(dev), "low_data.n_dev", p.n_dev, f"at most the {len(dev)} {dataset} dev examples")
+        self.dev_rows = encode_split(tok, nested_subset(dev, p.n_dev, seed=9_999), p.max_len, SEP)
+        items = load_dataset(dataset, "test", cfg.data_root, grouped=True)
+        self.items = items if p.n_test is None else nested_subset(items, min(p.n_test, len(items)), seed=12_345)
+        self.test_rows = encode_split(tok, [Example(t.source, r) for t in self.items for r in t.refs], p.max_len, SEP)
+        self.prompts = encode_prompts(tok, [t.source for t in self.items], SEP)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, path)  # a killed run never leaves a half-written file that looks complete
+
+
+def run_cell(cfg: DictConfig, base, tok, device, pool: _Pool, dataset: str, n: int, rep: int, sid: str) -> list[dict]:
+    """Train every configuration of one cell, select the lr per (structure, init), test; returns the result rows."""
+    p, paths = cfg.low_data, _paths(cfg, sid)
+    t_cell = time.perf_counter()
+    train_rows = encode_split(tok, nested_subset(pool.train, n, seed=rep), p.max_len, SEP)
+    members = [Member(s, float(lr), init, seed=rep) for s in p.structures for init in p.inits for lr in p.lr_grid[s]]
+    init_ids = word_ids(tok, p.init_text[dataset], p.prefix_len) if "words" in p.inits else None
+    model = MultiPrefix(base, members, prefix_len=p.prefix_len, hidden=p.hidden, embed_dim=p.embed_dim, init_ids=init_ids)
+    log = (lambda msg: print(f"[low_data] {dataset} n={n} r={rep} {msg}", flush=True)) if cfg.progress else None
+    fits, timing = fit(model, train_rows, pool.dev_rows, FitConfig(**OmegaConf.to_container(p.fit), seed=rep),
+                       tok.pad_token_id, log=log)
+
+    chosen: dict[tuple[str, str], int] = {}
+    for k, m in enumerate(members):  # the lr with the lowest dev loss (ties: the smaller lr, listed first)
+        best = chosen.get((m.structure, m.init))
+        if best is None or fits[k].best_dev < fits[best].best_dev:
+            chosen[(m.structure, m.init)] = k
+    ks = sorted(chosen.values())
+    cell = {"dataset": dataset, "n": n, "replicate": rep, "setting_id": sid}
+    selection = [{**cell, "structure": m.structure, "init": m.init, "lr": m.lr, "best_dev": f.best_dev,
+                  "best_step": f.best_step, "stopped_step": f.stopped_step, "selected": k in ks,
+                  "dev_curve": json.dumps(f.dev_curve), "train_loss_first": f.train_losses[0] if f.train_losses else None,
+                  "train_loss_last": f.train_losses[-1] if f.train_losses else None}
+                 for k, (m, f) in enumerate(zip(members, fits))]
+
+    t0 = time.perf_counter()
+    nll = model.evaluate_nll(pool.test_rows, ks, tok.pad_token_id, p.test.nll_rows)
+    nll_s, t0 = time.perf_counter() - t0, time.perf_counter()
+    texts = model.generate(pool.prompts, ks, tok, max_new_tokens=p.test.max_new_tokens, num_beams=p.test.num_beams,
+                           length_penalty=p.test.length_penalty, max_rows=p.test.gen_rows)
+    gen_s = time.perf_counter() - t0
+    gen_file = paths["generations"] / f"{dataset}_n{n}_r{rep}.jsonl"
+    _write_jsonl(gen_file, [{"structure": members[k].structure, "init": members[k].init, "lr": members[k].lr,
+                             "item": i, "hyp": h} for k in ks for i, h in enumerate(texts[k])])
+    refs_file = paths["generations"] / f"{dataset}_refs.jsonl"
+    if not refs_file.is_file():
+        _write_jsonl(refs_file, [{"item": i, "source": t.source, "refs": t.refs} for i, t in enumerate(pool.items)])
+    wall = time.perf_counter() - t_cell
+    results = [{**cell, "structure": members[k].structure, "init": members[k].init, "lr": members[k].lr,
+                "test_nll": float(v), "best_dev": fits[k].best_dev, "best_step": fits[k].best_step,
+                "stopped_step": fits[k].stopped_step, "cell_steps": timing["steps"], "members": len(members),
+                "n_test_items": len(pool.items), "n_test_pairs": len(pool.test_rows), "train_s": timing["train_s"],
+                "dev_eval_s": timing["eval_s"], "test_nll_s": nll_s, "generate_s": gen_s, "cell_wall_s": wall,
+                "generations": str(gen_file.relative_to(paths["run"])), "device": str(device), "model": cfg.model.name}
+               for k, v in zip(ks, nll)]
+    ResultLog(paths["selection"]).extend(selection)
+    ResultLog(paths["results"]).extend(results)  # last: a cell counts as done only once its results are written
+    return results
+
+
+def train_stage(cfg: DictConfig) -> None:
+    sid = setting_id(cfg)
+    paths = _paths(cfg, sid)
+    p = cfg.low_data
+    done = {tuple(r[k] for k in KEY) for r in _rows_of(ResultLog(paths["results"]), sid)}
+    wanted = [(s, i) for s in p.structures for i in p.inits]
+    todo = [c for c in cells(cfg) if any((*c, s, i) not in done for s, i in wanted)]
+    print(f"[low_data] setting {sid}: {len(cells(cfg)) - len(todo)} of {len(cells(cfg))} selected cells recorded, "
+          f"{len(todo)} to run; rows in {paths['run']}", flush=True)
+    if not todo:
+        return
+    base, tok, device = prepare_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.device, cfg.threads)
+    pools: dict[str, _Pool] = {}
+    t0 = time.perf_counter()
+    for i, (dataset, n, rep) in enumerate(todo):
+        if cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes:
+            print(f"[low_data] max_minutes={cfg.max_minutes} reached: {len(todo) - i} cell(s) left; rerun the same "
+                  f"command to continue", flush=True)
+            return
+        if dataset not in pools:
+            pools[dataset] = _Pool(dataset, cfg, tok)
+        rows = run_cell(cfg, base, tok, device, pools[dataset], dataset, n, rep, sid)
+        w = rows[0]
+        print(f"[low_data] cell {dataset} n={n} r={rep} done in {w['cell_wall_s']:.0f}s (train {w['train_s']:.0f}s, "
+              f"{w['cell_steps']} steps, {w['members']} configurations; test NLL {w['test_nll_s']:.0f}s; "
+              f"beam search {w['generate_s']:.0f}s)", flush=True)
+
+
+# ----------------------------------------------------------------------------- stage: score
+
+
+def score_stage(cfg: DictConfig) -> None:
+    """The E2E metrics of every recorded configuration not yet scored (reads the saved generations only)."""
+    sid = setting_id(cfg)
+    paths = _paths(cfg, sid)
+    metrics = list(cfg.low_data.metrics)
+    scored = {tuple(r[k] for k in KEY) for r in _rows_of(ResultLog(paths["scores"]), sid) if set(metrics) <= set(r)}
+    todo = [r for r in _rows_of(ResultLog(paths["results"]), sid) if tuple(r[k] for k in KEY) not in scored]
+    print(f"[low_data] scoring {len(todo)} configuration(s) with {metrics}", flush=True)
+    if not todo:
+        return
+    scorer = E2EScorer(metrics)
+    by_file: dict[str, list[dict]] = {}
+    for r in todo:
+        by_file.setdefault(r["generations"], []).append(r)
+    for rel, rows in by_file.items():
+        gen = [json.loads(line) for line in open(paths["run"] / rel, encoding="utf-8")]
+        refs_file = paths["run"] / Path(rel).parent / f"{rows[0]['dataset']}_refs.jsonl"
+        refs = [json.loads(line)["refs"] for line in open(refs_file, encoding="utf-8")]
+        systems = {}
+        for r in rows:
+            hyps = sorted((g for g in gen if (g["structure"], g["init"]) == (r["structure"], r["init"])), key=lambda g: g["item"])
+            if len(hyps) != len(refs):
+                raise ValueError(f"{paths['run'] / rel}: {len(hyps)} outputs of {r['structure']}/{r['init']} for "
+                                 f"{len(refs)} test items; delete the file and its rows to regenerate")
+            systems[f"{r['structure']}|{r['init']}"] = [g["hyp"] for g in hyps]
+        t0 = time.perf_counter()
+        scores = scorer.score_many(systems, refs)
+        ResultLog(paths["scores"]).extend(
+            [{**{k: r[k] for k in KEY}, "setting_id": sid, **scores[f"{r['structure']}|{r['init']}"],
+              "score_s": (time.perf_counter() - t0) / len(rows)} for r in rows])
+        print(f"[low_data] scored {rel} ({len(rows)} configurations, {time.perf_counter() - t0:.0f}s)", flush=True)
+
+
+# ----------------------------------------------------------------------------- stage: report
+
+
+def table(cfg: DictConfig) -> pd.DataFrame:
+    """One row per recorded (cell, structure, init): training record, test NLL and the metrics scored so far."""
+    sid = setting_id(cfg)
+    paths = _paths(cfg, sid)
+    res = pd.DataFrame(_rows_of(ResultLog(paths["results"]), sid))
+    if res.empty:
+        return res
+    res = res.drop_duplicates(KEY, keep="last")
+    sc = pd.DataFrame(_rows_of(ResultLog(paths["scores"]), sid))
+    if not sc.empty:
+        sc = sc.drop_duplicates(KEY, keep="last").drop(columns=["setting_id"])
+        res = res.merge(sc, on=KEY, how="left")
+    return res
+
+
+def report_stage(cfg: DictConfig) -> None:
     """Tables and figures from the recorded rows only."""
-    run_dir, out_dir = repo_path(cfg.run_dir) / "low_data", repo_path(cfg.out_dir)
-    df = Log(run_dir / "results.jsonl", KEY).frame()
-    metrics = {"test_nll": "test NLL [nats/token]", "bleu": "BLEU", "rouge_l": "ROUGE-L"}
-    metrics.update({k: k.upper() for k in ("meteor", "cider") if k in df.columns})
-    from reparam.results import write_table
+    from reparam.plots import low_data_paired_figure, low_data_scores_figure, save_figure
 
+    sid = setting_id(cfg)
+    df = table(cfg)
+    out = repo_path(cfg.out_dir)
+    if df.empty:
+        print(f"[low_data] no recorded rows for setting {sid}; run stage=train first")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = ["test_nll"] + [m for m in E2E_METRICS if m in df.columns and df[m].notna().any()]
+    sel = pd.DataFrame(_rows_of(ResultLog(_paths(cfg, sid)["selection"]), sid))
     for dataset, d in df.groupby("dataset"):
-        write_outputs(d, out_dir, f"low_data_{dataset}", metrics, n_boot=cfg.n_boot)
-        write_table(summary_table(d, list(metrics) + ["wall_s"], ["structure"]),
-                    out_dir / f"low_data_{dataset}_summary.csv")
-    print(f"[low_data] tables and figures in {out_dir}")
+        stem = f"low_data_{dataset}"
+        write_table(d, out / f"{stem}.csv")
+        g = d.groupby(["init", "structure", "n"])[metrics]
+        summary = pd.concat([g.mean().add_suffix("_mean"), g.std().add_suffix("_sd"), g.size().rename("replicates")],
+                            axis=1).reset_index()
+        write_table(summary, out / f"{stem}_summary.csv")
+        paired = paired_differences(d, metrics, baseline="independent", n_boot=cfg.n_boot)
+        write_table(paired, out / f"{stem}_paired.csv")
+        if not sel.empty:
+            s = sel[sel.dataset == dataset].drop_duplicates(["n", "replicate", "structure", "init", "lr"], keep="last")
+            lr_table = (s.groupby(["structure", "init", "n", "lr"])
+                        .agg(selected=("selected", "sum"), candidates=("selected", "size"), best_dev_mean=("best_dev", "mean"),
+                             best_step_mean=("best_step", "mean")).reset_index())
+            write_table(lr_table, out / f"{stem}_lr_selection.csv")
+        for m in metrics:
+            save_figure(low_data_scores_figure(summary, m, ylabel=METRIC_LABELS[m], title=f"{dataset}: {METRIC_LABELS[m]}"),
+                        out / f"{stem}_{m}")
+        save_figure(low_data_paired_figure(paired, metrics, labels=METRIC_LABELS,
+                                           title=f"{dataset}: paired difference vs independent (95% bootstrap CI)"),
+                    out / f"{stem}_paired")
+    print(f"[low_data] tables and figures in {out}")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="low_data")
+@exit_on_input_error
 def main(cfg: DictConfig) -> None:
-    if cfg.get("draw_only", False):
-        draw(cfg)
-    else:
-        run(cfg)
+    validate(cfg)
+    stage = cfg.stage
+    if stage in ("train", "all"):
+        train_stage(cfg)
+    if stage in ("score", "all"):
+        score_stage(cfg)
+    if stage in ("report", "all"):
+        report_stage(cfg)
+
+
+def run(cfg: DictConfig) -> None:
+    """Every stage, for a composed config (tests, notebooks)."""
+    validate(cfg)
+    train_stage(cfg)
+    score_stage(cfg)
+    report_stage(cfg)
 
 
 if __name__ == "__main__":

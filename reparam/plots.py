@@ -21,6 +21,8 @@ STRUCTURE_COLORS = {
     "shared_learned": "#e7298a",
     "shared": "#1b9e77",
     "deep_shared": "#66a61e",
+    "embedding_only": "#e6ab02",
+    "infix": "#1f78b4",
 }
 _EXTRA = ["#e6ab02", "#a6761d", "#666666", "#1f78b4"]
 
@@ -288,5 +290,141 @@ def robustness_figure(slopes: pd.DataFrame):
         n_truths = part.truth.nunique() if "truth" in part.columns else 0
         ax.set_title(f"{error}, {regime}\n({n_truths} random truths; dashed = THEORY {theory:+.2f})", fontsize=8)
         ax.grid(True, axis="y", alpha=0.25)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- low-data protocol (real transformers)
+
+def low_data_scores_figure(summary: pd.DataFrame, metric: str, ylabel: str | None = None, title: str | None = None,
+                           panel: str = "init"):
+    """Mean +- sd over replicates of `metric` against n, one line per structure, one panel per `panel` value.
+
+    summary: columns panel, structure, n, <metric>_mean, <metric>_sd, replicates. n on a log axis, the score
+    on a LINEAR axis (scores are bounded; a log axis would stretch the small differences at the top).
+    """
+    panels = sorted(summary[panel].unique())
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
+    for ax, value in zip(axes[0], panels):
+        d = summary[summary[panel] == value]
+        for structure, g in d.groupby("structure"):
+            g = g.sort_values("n")
+            mean, sd = g[f"{metric}_mean"].to_numpy(), g[f"{metric}_sd"].fillna(0).to_numpy()
+            ax.plot(g["n"], mean, "o-", color=color_for(structure), label=f"{structure}")
+            ax.fill_between(g["n"], mean - sd, mean + sd, color=color_for(structure), alpha=0.15, lw=0)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(d["n"].unique()))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel("training examples n")
+        ax.set_title(f"{panel} = {value}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel or metric)
+    axes[0][-1].legend(fontsize=7)
+    if title:
+        fig.suptitle(f"{title} (mean +- sd over replicates)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def low_data_paired_figure(paired: pd.DataFrame, metrics: list[str], labels: dict[str, str] | None = None,
+                           title: str | None = None, panel: str = "init"):
+    """Paired difference (structure - baseline) against n with its bootstrap interval; one row of panels per
+    metric, one column per `panel` value. paired: `reparam.lm.compare.paired_differences` output. n on a
+    log axis, the difference on a linear axis; the zero line is "no difference"."""
+    panels = sorted(paired[panel].unique())
+    fig, axes = plt.subplots(len(metrics), len(panels), figsize=(4.2 * len(panels), 2.6 * len(metrics)),
+                             squeeze=False, sharex=True)
+    for i, metric in enumerate(metrics):
+        for j, value in enumerate(panels):
+            ax = axes[i][j]
+            d = paired[(paired.metric == metric) & (paired[panel] == value)]
+            structures = sorted(d.structure.unique())
+            for s_i, (structure, g) in enumerate(d.groupby("structure")):
+                g = g.sort_values("n")
+                x = g["n"].to_numpy() * (1 + 0.04 * (s_i - (len(structures) - 1) / 2))  # dodge overlapping bars
+                err = np.vstack([g["mean_diff"] - g["ci_low"], g["ci_high"] - g["mean_diff"]]).clip(min=0)
+                ax.errorbar(x, g["mean_diff"], yerr=np.nan_to_num(err), fmt="o-", ms=3, capsize=2,
+                            color=color_for(structure), label=f"{structure} - {g['baseline'].iloc[0]}")
+            ax.axhline(0.0, color="k", lw=0.8)
+            ax.set_xscale("log")
+            if len(d):
+                ax.set_xticks(sorted(d["n"].unique()))
+                ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel(f"diff. {(labels or {}).get(metric, metric)}", fontsize=8)
+            if i == 0:
+                ax.set_title(f"{panel} = {value}", fontsize=9)
+            if i == len(metrics) - 1:
+                ax.set_xlabel("training examples n")
+    axes[0][-1].legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- identifiability (THEORY section 7)
+
+def inverse_bound_figure(curve: pd.DataFrame, floor: float = 1e-10):
+    """psi(delta) = min ||f_G - f*|| s.t. D(G, G*) = delta against delta, log-log, from the curve table of
+    reparam.identifiability.inverse_bound_study: one panel per regime, one colour per structure, solid = injective
+    key map (latent_dim <= d), dashed = latent_dim > d; the grey band is round-off (psi <= floor, psi = 0 there),
+    the dotted line psi = delta is the reference slope 1."""
+    regimes = [r for r in ("exact", "over") if r in set(curve.regime)]
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5.6 * len(regimes), 4.4), squeeze=False, sharey=True)
+    lowest = max(float(curve["psi"][curve["psi"] > 0].min()) / 10, 1e-18)
+    for ax, regime in zip(axes[0], regimes):
+        part = curve[curve.regime == regime]
+        for (structure, latent_dim), g in part.groupby(["structure", "latent_dim"], sort=True):
+            g = g.sort_values("delta")
+            injective = structure == "independent" or latent_dim <= 2
+            label = structure + ("" if structure == "independent" else f", r = {latent_dim}")
+            ax.plot(g["delta"], g["psi"].clip(lower=lowest), "o-" if injective else "s--", color=color_for(structure),
+                    label=label, lw=1.6, ms=4, mfc=None if injective else "none")
+        deltas = np.array([part["delta"].min(), part["delta"].max()])
+        ax.plot(deltas, deltas, "k:", lw=1, label="psi = delta (slope 1)")
+        ax.axhspan(lowest, floor, color="grey", alpha=0.15, lw=0)
+        ax.annotate(f"round-off (psi <= {floor:g}): psi = 0", (deltas[0], floor), xytext=(2, -10),
+                    textcoords="offset points", fontsize=7, color="dimgrey")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("D(G, G*) = delta")
+        ax.set_ylabel("psi(delta) = min ||f_G - f_G*||_L2(mu)")
+        ax.set_title(_REGIME_TITLES.get(regime, regime), fontsize=9)
+        ax.grid(True, which="both", alpha=0.25)
+        ax.legend(fontsize=6.5, loc="center right")
+    fig.suptitle("Inverse bound: psi / delta bounded away from 0 where it holds, psi = 0 where it fails", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def inverse_ratio_figure(results: pd.DataFrame, summary: pd.DataFrame | None = None):
+    """D / ||f_hat - f*|| of valid fits against n (the column `inverse_ratio`, reparam.identifiability.add_inverse_ratio),
+    one panel per regime, with its slope from `summary` in the legend: flat where the inverse bound holds."""
+    return study_error_figure(results, summary, "inverse_ratio", ["exact", "over"], {"flat": 0.0},
+                              "D / ||f_hat - f*||", "Inverse bound on the fits")
+
+
+# ----------------------------------------------------------------------------- planted prefix (real transformers)
+
+def prefix_error_vs_kl_figure(df: pd.DataFrame, error: str, kl: str = "kl", panel: str = "regime",
+                              group: str = "structure"):
+    """THEORY section 7's "flat valley": prefix-space error against held-out KL, one point per fit, one color per
+    structure, one panel per `panel` value (log-log). Where the inverse bound holds the points fall along a line
+    (error shrinks with KL); where it fails they stay high while KL goes to 0."""
+    panels = sorted(df[panel].unique())
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.0), squeeze=False, sharey=True)
+    for ax, value in zip(axes[0], panels):
+        part = df[(df[panel] == value) & np.isfinite(df[error]) & np.isfinite(df[kl]) & (df[kl] > 0)]
+        for name, g in part.groupby(group, sort=True):
+            ax.scatter(g[kl], g[error], s=14, alpha=0.7, color=color_for(name), label=str(name))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"held-out {kl}")
+        ax.set_title(f"{panel} = {value}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.25)
+    axes[0][0].set_ylabel(error)
+    axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig

@@ -83,18 +83,29 @@ def encode_split(tok, examples, max_len: int, sep: str) -> list[dict]:
     """Rows ``x + sep + (" " + target + eos)`` with labels on the text only and ``source_len = len(x)``.
 
     The three parts are tokenised separately so that the source/separator boundary is known exactly
-    (the infix goes there); every structure sees the same token ids.
+    (the infix goes there); every structure sees the same token ids. A row longer than `max_len` loses
+    the end of its text; a source that leaves fewer than 8 text tokens is cut at its end too. Either
+    is reported (with a count) in a warning: choose max_len so that the real runs never truncate.
     """
+    import warnings
+
     eos = tok.eos_token_id
-    rows = []
+    s = tok.encode(sep, add_special_tokens=False)
+    if max_len < len(s) + 9:
+        raise ValueError(f"max_len={max_len} must leave room for the separator and >= 8 text tokens")
+    rows, cut_text, cut_source = [], 0, 0
     for ex in examples:
         x = tok.encode(ex.source, add_special_tokens=False)
-        s = tok.encode(sep, add_special_tokens=False)
         y = tok.encode(" " + ex.target, add_special_tokens=False) + [eos]
-        ids = (x + s + y)[:max_len]
-        if len(x) + len(s) >= len(ids):
-            raise ValueError(f"max_len={max_len} leaves no target token for source {ex.source[:60]!r}...")
-        rows.append({"input_ids": ids, "labels": ([-100] * (len(x) + len(s)) + y)[:max_len], "source_len": len(x)})
+        room = max_len - len(s) - min(len(y), 8)
+        if len(x) > room:
+            x, cut_source = x[:room], cut_source + 1
+        if len(x) + len(s) + len(y) > max_len:
+            y, cut_text = y[:max_len - len(x) - len(s)], cut_text + 1
+        rows.append({"input_ids": x + s + y, "labels": [-100] * (len(x) + len(s)) + y, "source_len": len(x)})
+    if cut_text or cut_source:
+        warnings.warn(f"encode_split: max_len={max_len} cut the text of {cut_text} and the source of {cut_source} "
+                      f"of {len(examples)} examples", RuntimeWarning, stacklevel=2)
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Both experiments' smoke setting end to end (tiny model): tables, slope tables and figures are written."""
+"""The planted-prefix experiment's smoke setting end to end (tiny model): tables, slope tables and figures."""
 import pandas as pd
 from pathlib import Path
 
@@ -28,13 +28,4 @@ def test_planted_prefix_smoke(tmp_path):
     planted_prefix.run(cfg)  # resumable: everything recorded, nothing refitted
     assert len(pd.read_csv(tmp_path / "fig" / "planted_shared.csv")) == 6
 
-
-@needs_data
-def test_low_data_smoke(tmp_path):
-    from experiments import low_data
-
-    cfg = _cfg("low_data", tmp_path, ["low_data.seeds=[0]", "low_data.structures=[independent,shared]"])
-    low_data.run(cfg)
-    df = pd.read_csv(tmp_path / "fig" / "low_data_e2e.csv")
-    assert len(df) == 2 * 2 and {"bleu", "rouge_l", "test_nll"} <= set(df.columns)
-    assert (tmp_path / "fig" / "low_data_e2e_bleu.png").is_file()
+# the low-data protocol's smoke run: tests/lm/test_low_data_protocol.py

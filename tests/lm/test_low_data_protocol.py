@@ -1,0 +1,137 @@
+"""The low-data protocol: its smoke run end to end (train -> score -> report, resumable), the paired
+comparison on a known truth, the E2E metrics on hand-checkable cases, and its config errors."""
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from reparam.lm.compare import paired_differences
+from reparam.lm.metrics import E2EScorer, e2e_metrics
+from reparam.validation import ConfigError
+
+from .conftest import DATA, needs_data
+
+CONF = Path(__file__).resolve().parents[2] / "experiments" / "conf"
+HAS_WEBNLG = (DATA / "webnlg2017" / "test" / "testdata_with_lex.xml").is_file()
+HAS_COCO = shutil.which("java") is not None and __import__("importlib").util.find_spec("pycocoevalcap") is not None
+
+
+def _cfg(tmp_path, extra=()):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="low_data", overrides=["setting=smoke", f"run_dir={tmp_path}/runs",
+                                                          f"out_dir={tmp_path}/fig", *extra])
+
+
+@needs_data
+@pytest.mark.skipif(not HAS_COCO, reason="scoring ROUGE-L/CIDEr needs pycocoevalcap (reparam[lm-coco]) and Java")
+def test_protocol_smoke(tmp_path):
+    """Both datasets (WebNLG when present), every structure and init, lr selection, beam search, scoring,
+    paired table and figures; a second run recomputes nothing."""
+    from experiments import low_data
+
+    datasets = "[e2e,webnlg]" if HAS_WEBNLG else "[e2e]"
+    cfg = _cfg(tmp_path, [f"low_data.datasets={datasets}"])
+    assert cfg.model.name == "tiny" and not str(cfg.out_dir).startswith("figures")
+    t0 = time.perf_counter()
+    low_data.run(cfg)
+    wall = time.perf_counter() - t0
+    n_ds = 2 if HAS_WEBNLG else 1
+    df = low_data.table(cfg)
+    assert len(df) == n_ds * 2 * 5 * 2  # datasets x ns x structures x inits
+    assert set(df.structure) == {"independent", "shared", "deep_shared", "embedding_only", "infix"}
+    assert df[["test_nll", "bleu", "nist", "rouge_l", "cider"]].notna().all().all()
+    assert (df.test_nll > 0).all() and df.n_test_items.eq(2).all()
+    # shared had two candidate lrs: the selected one has the lower dev loss of the two, per cell and init
+    sel = pd.read_csv(tmp_path / "fig" / "low_data_e2e_lr_selection.csv")
+    assert set(sel[sel.structure == "shared"].lr) == {0.001, 0.01}
+    paired = pd.read_csv(tmp_path / "fig" / "low_data_e2e_paired.csv")
+    assert paired.verdict.str.startswith("insufficient").all()  # one replicate is never evidence
+    for name in ("low_data_e2e_bleu.png", "low_data_e2e_paired.png", "low_data_e2e_test_nll.png"):
+        assert (tmp_path / "fig" / name).is_file()
+    gens = list((tmp_path / "runs" / "low_data" / "generations").rglob("e2e_n4_r0.jsonl"))
+    assert len(gens) == 1 and len(gens[0].read_text().splitlines()) == 10 * 2
+    t0 = time.perf_counter()
+    low_data.train_stage(cfg)  # resumable: every cell and score recorded, nothing recomputed
+    low_data.score_stage(cfg)
+    assert len(low_data.table(cfg)) == len(df) and time.perf_counter() - t0 < 0.2 * wall
+    print(f"protocol smoke run: {wall:.1f}s")
+
+
+@needs_data
+def test_selection_of_the_dev_best_lr(tmp_path):
+    """In the recorded selection, each (cell, structure, init) marks exactly the candidate with the lowest dev loss."""
+    from experiments import low_data
+
+    cfg = _cfg(tmp_path, ["low_data.datasets=[e2e]", "low_data.ns=[4]", "low_data.structures=[shared,independent]",
+                          "low_data.inits=[random]", "low_data.metrics=[bleu]"])
+    low_data.train_stage(cfg)
+    from reparam.results import ResultLog
+
+    sel = pd.DataFrame(ResultLog(tmp_path / "runs" / "low_data" / "selection.jsonl").rows())
+    for _, g in sel.groupby(["structure", "init"]):
+        assert g.selected.sum() == 1
+        assert g.loc[g.selected, "best_dev"].iloc[0] == g.best_dev.min()
+
+
+def test_config_errors_name_the_field(tmp_path):
+    from experiments import low_data
+
+    for override, field in [("low_data.structures=[independent,prefix]", "low_data.structures"),
+                            ("low_data.lr_grid.shared=[0.0]", "low_data.lr_grid.shared"),
+                            ("low_data.fit.warmup=10", "low_data.fit.warmup"),
+                            ("stage=fit", "stage"), ("low_data.metrics=[bleu,spice]", "low_data.metrics")]:
+        with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+            low_data.validate(_cfg(tmp_path, [override]))
+
+
+def test_paired_differences_on_a_known_truth():
+    """Shared is 2 points better in every replicate: the interval is [2, 2]; a noisy zero effect is unclear."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for r in range(6):
+        base = rng.normal(50, 5)
+        rows += [{"init": "random", "n": 50, "replicate": r, "structure": "independent", "bleu": base, "test_nll": 2.0},
+                 {"init": "random", "n": 50, "replicate": r, "structure": "shared", "bleu": base + 2.0,
+                  "test_nll": 2.0 + rng.normal(0, 0.1)}]
+    p = paired_differences(pd.DataFrame(rows), ["bleu", "test_nll"], n_boot=500).set_index("metric")
+    assert p.loc["bleu", "mean_diff"] == pytest.approx(2.0) and p.loc["bleu", "ci_low"] == pytest.approx(2.0)
+    assert p.loc["bleu", "verdict"] == "shared better"
+    assert p.loc["test_nll", "ci_low"] < 0 < p.loc["test_nll", "ci_high"]
+    assert p.loc["test_nll", "verdict"] == "no clear difference"
+    p2 = paired_differences(pd.DataFrame(rows[:4]), ["bleu"], n_boot=100)
+    assert p2.verdict.iloc[0].startswith("insufficient")
+
+
+def test_e2e_metrics_hand_cases():
+    refs = [["The Vaults is a pub near Cafe Adriatic.", "There is a pub called The Vaults."], ["Hello there, friend!"]]
+    same = ["The Vaults is a pub near Cafe Adriatic.", "Hello there, friend!"]
+    m = e2e_metrics(same, refs, ("bleu", "nist"))
+    assert m["bleu"] == pytest.approx(100.0)
+    # case-insensitive, as the E2E script: lowercasing the outputs changes nothing
+    assert e2e_metrics([s.lower() for s in same], refs, ("bleu", "nist")) == pytest.approx(m)
+    assert e2e_metrics(["a dog", "xyz"], refs, ("bleu",))["bleu"] < 5
+    with pytest.raises(ValueError, match="spice"):
+        E2EScorer(("bleu", "spice"))
+
+
+@pytest.mark.skipif(not HAS_COCO, reason="needs pycocoevalcap (reparam[lm-coco]) and Java")
+def test_coco_metrics_perfect_and_worse():
+    refs = [["The Vaults is a pub near Cafe Adriatic.", "There is a pub called The Vaults."], ["Hello there, friend!"],
+            ["Alimentum serves cheap Chinese food."]]
+    same = [r[0] for r in refs]
+    other = ["The pub is near a cafe.", "Goodbye, friend.", "Chinese food is served."]
+    s = E2EScorer(("rouge_l", "cider")).score_many({"same": same, "other": other}, refs)
+    assert s["same"]["rouge_l"] == pytest.approx(100.0)
+    assert s["other"]["rouge_l"] < s["same"]["rouge_l"] and s["other"]["cider"] < s["same"]["cider"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_COCO, reason="needs pycocoevalcap (reparam[lm-coco]) and Java")
+def test_meteor_runs():
+    refs = [["The Vaults is a pub near Cafe Adriatic."], ["Hello there, friend!"]]
+    s = E2EScorer(("meteor",)).score_many({"same": [r[0] for r in refs], "other": ["A pub.", "Bye."]}, refs)
+    assert s["same"]["meteor"] > 90 and s["other"]["meteor"] < s["same"]["meteor"]
