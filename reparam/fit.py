@@ -108,7 +108,8 @@ class SolverConfig:
         damping0: initial damping mu (relative to the Marquardt scaling D = running max of diag J^T J).
         damping_max: damping above which the fit is stopped ("stalled" unless the test above passes).
         chunk_elements: samples are processed in chunks so that one chunk's temporaries hold at most
-            about this many numbers (bounds memory at large n).
+            about this many numbers (bounds memory at large n, and keeps the temporaries of the
+            memory-bound pass in cache: 2e6 numbers = 16 MB; at least 256 samples per chunk).
         gap_tol: a fit whose relative optimality gap (L_n(fit) - L_n(truth)) / L_n(truth) exceeds this
             is an optimiser failure.
         method: "newton" (exact Hessian, default) or "gauss_newton" (J^T J only: classic LM, kept for
@@ -128,7 +129,7 @@ class SolverConfig:
     stat_tol: float = 0.01
     damping0: float = 1e-3
     damping_max: float = 1e10
-    chunk_elements: int = 4_000_000
+    chunk_elements: int = 2_000_000
     gap_tol: float = 1e-8
     method: str = "newton"
     psd_tol: float = 1e-9
@@ -175,7 +176,7 @@ class PrefixSpaceTerms:
     """
 
     def __init__(self, structure: Structure, experts: PretrainedExperts, n_atoms: int, X: Tensor, Y: Tensor,
-                 chunk_elements: int = 4_000_000, device: str | torch.device = "cpu"):
+                 chunk_elements: int = 2_000_000, device: str | torch.device = "cpu"):
         self.structure, self.n_atoms = structure, n_atoms
         self.device = torch.device(device)
         self.X, self.Y = X, Y  # (R, n, d), (R, n, m), on the host
@@ -222,7 +223,7 @@ class PrefixSpaceTerms:
 
     # ---- sample-space pieces ------------------------------------------------------------------------
     def _chunks(self, batch: int, width: int):
-        size = max(1024, self.chunk_elements // max(1, batch * width))
+        size = max(256, self.chunk_elements // max(1, batch * width))
         for start in range(0, self.n, size):
             yield slice(start, min(self.n, start + size))
 
@@ -279,14 +280,17 @@ class PrefixSpaceTerms:
         total = torch.zeros(B, dtype=DTYPE, device=dev)
         eye_m = torch.eye(m, dtype=DTYPE, device=dev)
         width = (Pz + 3 * L * q) * m + 3 * L + 4 * m + q
+        J = None
         for part in self._chunks(B, width):
             A, w, f, r = self._forward(gate, values, rep, part)
             c = A.shape[-1]
             u = values.unsqueeze(-1) - f.unsqueeze(1)  # (B, L, m, c)
             wu = w.unsqueeze(2) * u  # (B, L, m, c): d f_b / d s_i
-            J_gate = wu.unsqueeze(2) * A.unsqueeze(1).unsqueeze(3)  # (B, L, q, m, c)
-            J_val = w[:, :, None, None, :] * eye_m[None, None, :, :, None]  # (B, L, m(b'), m(b), c)
-            J = torch.cat([J_gate.reshape(B, L * q, m * c), J_val.reshape(B, L * m, m * c)], dim=1)
+            if J is None or J.shape[-1] != m * c:  # Jacobian rows, written in place (no concatenation copy)
+                J = torch.empty(B, Pz, m * c, dtype=DTYPE, device=dev)
+            torch.mul(wu.unsqueeze(2), A.unsqueeze(1).unsqueeze(3), out=J[:, :L * q].view(B, L, q, m, c))  # gate rows
+            torch.mul(w[:, :, None, None, :], eye_m[None, None, :, :, None],
+                      out=J[:, L * q:].view(B, L, m, m, c))  # value rows (B, L, m(b'), m(b), c)
             JtJ += J @ J.transpose(1, 2)
             rho = (wu * r.unsqueeze(1)).sum(2)  # (B, L, c): w_i r . u_i
             g_gate += rho @ A.transpose(1, 2)
