@@ -1,153 +1,147 @@
-"""Experiment 1: planted prefix on a real transformer (THEORY section 6).
+"""The planted-prefix rate check in a real transformer (THEORY section 6), on CPU.
 
-A frozen LM plus a TRUE prefix is the teacher. The true prefix is planted either through a shared MLP
-from latent vectors (``planted.truth=shared``) or independently (``planted.truth=independent``), and
-rescaled per layer so that its keys/values have the RMS of the model's own keys/values (times
-``planted.scale``): the planted experts are then of the size real prompt experts have. Each student
-structure is fitted on n real-text sequences to the teacher's next-token distributions (KL), from its
-own random initialisation, with the same optimiser budget for every n and structure. Errors, against n:
+A frozen random-init GPT-2 (or Llama) plus a TRUE prefix is the teacher; students with each prefix structure
+(independent, shared_fixed, shared, embedding_only; exact and over-specified) are fitted by float64 full-batch
+L-BFGS to tokens SAMPLED from the teacher, and their prefixes are compared with the truth per (layer, head).
+All logic is in reparam.lm.planted; this app only loops, records and draws.
 
-* ``voronoi``   - Voronoi loss (THEORY section 4, weights 1: prefix keys have no bias) between learned
-                  and true prefix atoms, per layer, averaged over layers. An atom = one prefix position's
-                  [keys; values] over all KV heads of that layer (positions are exchangeable, hence matched).
-* ``rel_dist``  - sqrt(sum ||atom_hat - nearest true atom||^2 / sum ||true atom||^2) over all layers.
-* ``kl``        - held-out KL(teacher || student) per token (nats), on sequences never used in training.
-
-Run:  python -m experiments.planted_prefix                      (real setting, SmolLM2-135M)
-      python -m experiments.planted_prefix setting=smoke        (tiny model, < 1 minute)
+Run:   python -m experiments.planted_prefix                     (the CPU study: outputs/lm/planted)
+       python -m experiments.planted_prefix study=smoke         (seconds)
+       python -m experiments.planted_prefix check               (verdict table from the recorded fits)
+       python -m experiments.planted_prefix check check_table=figures/lm/planted/planted_fits.csv   (committed)
+       python -m experiments.planted_prefix draw                (tables + figures from the recorded fits)
+`check` / `draw` are shorthands for mode=check / mode=draw. Fits are recorded in <run_dir>/replicate_<r>.jsonl
+(one file per replicate, so replicates can run in separate processes) and a rerun only fits what is missing.
 """
-
 from __future__ import annotations
 
+import sys
 import time
-from dataclasses import asdict
+from pathlib import Path
 
 import hydra
-import numpy as np
+import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from reparam.losses import voronoi_loss
-from reparam.lm.data import encode_texts, load_e2e, nested_subset
-from reparam.lm.prefix import KVDims, PrefixConfig, PrefixEncoder, PrefixModel, fixed_prefix, prefix_atoms
-from reparam.lm.runner import Log, prepare_model, repo_path, stamp, summary_table, write_outputs
-from reparam.lm.train import TrainConfig, distill_loss, evaluate_kl, train
+from reparam.lm import planted as pl
+from reparam.lm.runner import repo_path
+from reparam.results import ResultLog, write_table
+from reparam.validation import DataError, exit_on_input_error
 
-KEY = ["truth", "structure", "n", "replicate"]
-
-
-@torch.no_grad()
-def natural_kv_rms(base, rows, pad_id, device) -> torch.Tensor:
-    """RMS of the model's own cached keys/values per (layer, key|value): (layers, 2)."""
-    from reparam.lm.data import collate
-
-    b = {k: v.to(device) for k, v in collate(rows, pad_id).items()}
-    cache = base(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=True).past_key_values
-    m = b["attention_mask"][:, None, :, None].float()  # (batch, 1, T, 1): only real tokens
-    out = []
-    for layer in cache.layers:
-        out.append([((t.float() ** 2 * m).sum() / (m.sum() * t.shape[1] * t.shape[-1])).sqrt()
-                    for t in (layer.keys, layer.values)])
-    return torch.tensor(out)
+FIT_KEY = ["setting_id", "structure", "regime", "n", "replicate"]
 
 
-def plant_truth(base, p: DictConfig, seed: int, rms: torch.Tensor) -> torch.Tensor:
-    """The true prefix kv (layers, 2, kv_heads, L, head_dim), per-layer RMS matched to `rms` * scale."""
-    dims = KVDims.from_config(base.config)
-    cfg = PrefixConfig(structure="shared" if p.truth == "shared" else "independent", prefix_len=p.prefix_len,
-                       embed_dim=p.embed_dim, hidden=p.hidden, init="normal", init_std=1.0, seed=100_000 + seed)
-    with torch.no_grad():
-        kv = PrefixEncoder(cfg, dims)().to(rms.device)  # shared: MLP(latent); independent: i.i.d. N(0, 1)
-        cur = kv.pow(2).mean(dim=(2, 3, 4)).sqrt()  # (layers, 2)
-        # per-(layer, k|v) rescaling keeps a shared truth inside the shared family (it rescales the last Linear)
-        kv = kv * (p.scale * rms / cur)[:, :, None, None, None]
-    return kv.detach()
+def _log(run_dir: Path, replicate: int) -> ResultLog:
+    return ResultLog(run_dir / f"replicate_{replicate}.jsonl")
 
 
-def prefix_errors(kv_hat: torch.Tensor, kv_true: torch.Tensor) -> dict:
-    a_hat, a_true = prefix_atoms(kv_hat.double().cpu()), prefix_atoms(kv_true.double().cpu())  # (layers, L, D)
-    w_hat, w_true = torch.ones(a_hat.shape[:2], dtype=torch.float64), torch.ones(a_true.shape[:2], dtype=torch.float64)
-    vor = voronoi_loss(a_hat, w_hat, a_true, w_true)  # (layers,)
-    d2 = torch.cdist(a_hat, a_true).pow(2).min(dim=-1).values.sum()  # nearest true atom = Voronoi cell
-    return {"voronoi": float(torch.as_tensor(vor).mean()), "rel_dist": float((d2 / a_true.pow(2).sum()).sqrt())}
-
-
-def run(cfg: DictConfig) -> None:
-    p = cfg.planted
-    base, tok, dev = prepare_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.device, cfg.threads)
-    pad = tok.pad_token_id
-    run_dir = repo_path(cfg.run_dir) / "planted"
-    log = Log(run_dir / "results.jsonl", KEY)
-
-    # real text: E2E references; training pool from train, held-out from dev (never trained on)
-    pool_text = sorted({ex.target for ex in load_e2e("train", cfg.data_root)})
-    test_text = sorted({ex.target for ex in load_e2e("dev", cfg.data_root)})
-    test_rows = encode_texts(tok, nested_subset(test_text, p.n_test, seed=12345), p.seq_len)
-    rms = natural_kv_rms(base, test_rows[:16], pad, dev).to(dev)
-    n_max = max(p.ns)
-
+def run(cfg: DictConfig, settings: dict) -> None:
+    base_cfg, pc, fc, sc, sid = (settings[k] for k in ("base", "planted", "fit", "study", "setting_id"))
+    torch.set_num_threads(cfg.threads)
+    run_dir = repo_path(cfg.run_dir)
+    base = pl.make_base(base_cfg)
     t_all = time.time()
-    for seed in p.seeds:
-        kv_true = plant_truth(base, p, seed, rms)
-        teacher = fixed_prefix(base, kv_true).to(dev)
-        pool = encode_texts(tok, nested_subset(pool_text, n_max, seed=seed), p.seq_len)  # nested in n
-        kl_base = None
-        for n in sorted(p.ns):
-            for structure in p.structures:
-                key = {"truth": p.truth, "structure": structure, "n": int(n), "replicate": int(seed)}
-                if log.has(key):
-                    continue
-                pcfg = PrefixConfig(structure=structure, prefix_len=p.prefix_len, embed_dim=p.embed_dim,
-                                    hidden=p.hidden, seed=10_000 + seed)
-                student = PrefixModel(base, pcfg).to(dev)
-                tcfg = TrainConfig(**OmegaConf.to_container(p.train, resolve=True), seed=seed, progress=cfg.progress)
-                kl_init = evaluate_kl(teacher, student, test_rows, pad, progress=cfg.progress)
-                if kl_base is None:
-                    kl_base = evaluate_kl(teacher, base, test_rows, pad, progress=False)  # how much the truth matters
-                ckpt = run_dir / "ckpt" / f"{p.truth}_{structure}_n{n}_s{seed}.pt"
-                res = train(student, pool[:n], distill_loss(teacher), tcfg, pad, checkpoint=ckpt,
-                            desc=f"{structure} n={n} s={seed}")
-                if not res["finished"]:
-                    print(f"stopped early at step {res['steps']} (stop_after); rerun to resume from {ckpt}")
-                    return
-                with torch.no_grad():
-                    errs = prefix_errors(student.prefix(), kv_true)
-                kl = evaluate_kl(teacher, student, test_rows, pad, progress=cfg.progress)
-                row = {**key, "experiment": "planted_prefix", "model": cfg.model.name, "prefix_len": p.prefix_len,
-                       "steps": res["steps"], "train_loss_final": float(np.mean(res["losses"][-10:])),
-                       **errs, "kl": kl, "kl_init": kl_init, "kl_teacher_vs_base": kl_base,
-                       "wall_s": res["wall_s"], "device": str(dev), **stamp(OmegaConf.to_container(p))}
-                log.append(row)
-                ckpt.unlink(missing_ok=True)  # the row is recorded; the optimiser state is no longer needed
-                print(f"[planted] {structure:12s} n={n:5d} seed={seed} voronoi={errs['voronoi']:.4g} "
-                      f"rel_dist={errs['rel_dist']:.4g} kl={kl:.4g} (init {kl_init:.3g}) {res['wall_s']:.0f}s")
+    for r in sc.replicates:
+        log = _log(run_dir, r)
+        done = log.completed_keys(FIT_KEY)
+        todo = [(n, s, g) for n in sorted(sc.ns) for s in pc.structures for g in pc.regimes
+                if (sid, s, g, n, r) not in done]
+        if not todo:
+            continue
+        study = pl.PlantedStudy(base, pc, fc, r, max(sc.ns))
+        for n, structure, regime in todo:
+            rows = study.fit(structure, regime, n)
+            log.extend([{**row, "setting_id": sid} for row in rows])  # all starts of a fit in one append
+            if cfg.progress:
+                best = next(row for row in rows if row["selected"])
+                print(f"[planted] r={r} n={n:4d} {structure:14s} {regime:5s} valid={best['valid']!s:5s} "
+                      f"gap={best['rel_gap']:+.1e} it={best['iterations']:3d} |g|={best['grad_max']:.0e} "
+                      f"vor={best['voronoi']:.3g} rel={best['rel_dist']:.3g} kl={best['kl']:.3g} "
+                      f"({sum(x['fit_s'] for x in rows):.1f}s)", flush=True)
     print(f"[planted] fits done in {time.time() - t_all:.0f}s")
-    draw(cfg)
 
 
-def draw(cfg: DictConfig) -> None:
-    """Tables and figures from the recorded rows only."""
-    run_dir, out_dir = repo_path(cfg.run_dir) / "planted", repo_path(cfg.out_dir)
-    df = Log(run_dir / "results.jsonl", KEY).frame()
-    df = df[df["truth"] == cfg.planted.truth]
-    write_outputs(df, out_dir, f"planted_{cfg.planted.truth}",
-                  {"voronoi": "Voronoi loss, prefix space (mean over layers)",
-                   "rel_dist": "relative prefix distance", "kl": "held-out KL(teacher || student) [nats/token]"},
-                  n_boot=cfg.n_boot)
-    from reparam.results import write_table
+def load_fits(cfg: DictConfig, settings: dict) -> pd.DataFrame:
+    """Every recorded fit (all starts) of this setting, from check_table or the run folder's logs."""
+    if cfg.check_table is not None:
+        fits = pd.read_csv(repo_path(cfg.check_table))
+    else:
+        rows = [row for f in sorted(repo_path(cfg.run_dir).glob("replicate_*.jsonl")) for row in ResultLog(f).rows()]
+        fits = pd.DataFrame(rows)
+    if fits.empty or "setting_id" not in fits.columns:
+        raise DataError(f"no recorded fits under {cfg.check_table or cfg.run_dir}; run the experiment first")
+    other = fits[fits["setting_id"] != settings["setting_id"]]
+    if len(other):
+        print(f"[planted] {len(other)} fit row(s) of other settings left out (this setting: {settings['setting_id']})")
+    fits = fits[fits["setting_id"] == settings["setting_id"]]
+    if fits.empty:
+        raise DataError(f"no recorded fits of setting {settings['setting_id']} under {cfg.check_table or cfg.run_dir}")
+    return fits.reset_index(drop=True)
 
-    write_table(summary_table(df, ["voronoi", "rel_dist", "kl", "kl_init", "wall_s"], ["structure"]),
-                out_dir / f"planted_{cfg.planted.truth}_summary.csv")
+
+def draw(cfg: DictConfig, settings: dict) -> pd.DataFrame:
+    """Tables and figures from the recorded fits only; returns the slope table."""
+    from reparam.lm.runner import summary_table
+    from reparam.plots import error_vs_n, prefix_error_vs_kl_figure, save_figure
+
+    out_dir = repo_path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fits = load_fits(cfg, settings)
+    est = pl.estimates(fits)
+    slopes = pl.slope_table(est, settings["study"], n_boot=cfg.n_boot)
+    write_table(fits, out_dir / "planted_fits.csv")  # every start of every fit, with its validity
+    write_table(est, out_dir / "planted_estimates.csv")  # the selected start of every fit
+    write_table(slopes, out_dir / "planted_slopes.csv")
+    valid = est[est["valid"].astype(bool)]
+    cols = list(pl.ERRORS) + ["iterations", "grad_max", "rel_gap", "fit_s"]
+    summary = summary_table(valid, cols, ["structure", "regime"])
+    share = est.groupby(["structure", "regime", "n"])["valid"].mean().rename("valid_share").reset_index()
+    write_table(summary.merge(share, on=["structure", "regime", "n"], how="right"), out_dir / "planted_summary.csv")
+    for error, label in pl.ERRORS.items():
+        sl = slopes[slopes["error"] == error]
+        fig = error_vs_n(valid, error, group="structure", panel="regime", slopes=sl,
+                         theory_slopes={"-1/2": -0.5} if error in ("voronoi", "rel_dist") else None,
+                         ylabel=label, title=f"planted prefix: {label}")
+        save_figure(fig, out_dir / f"planted_{error}")
+    save_figure(prefix_error_vs_kl_figure(valid, "rel_dist", "kl", panel="regime"), out_dir / "planted_valley")
+    report = pl.check_lines(slopes)
+    (out_dir / "planted_check.md").write_text(
+        f"# Planted-prefix check (setting {settings['setting_id']})\n\n{report}\n\n"
+        f"valid fits: {est['valid'].mean():.1%} of {len(est)} estimates "
+        f"({fits['valid'].mean():.1%} of {len(fits)} starts)\n")
     print(f"[planted] tables and figures in {out_dir}")
+    return slopes
+
+
+def check(cfg: DictConfig, settings: dict) -> pd.DataFrame:
+    est = pl.estimates(load_fits(cfg, settings))
+    slopes = pl.slope_table(est, settings["study"], n_boot=cfg.n_boot)
+    print(pl.check_lines(slopes))
+    print(f"valid fits: {est['valid'].mean():.1%} of {len(est)} estimates")
+    return slopes
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="planted_prefix")
+@exit_on_input_error
 def main(cfg: DictConfig) -> None:
-    if cfg.get("draw_only", False):
-        draw(cfg)
+    settings = pl.validate_study(cfg)  # every field, before a model is built or a file written
+    if cfg.mode == "run":
+        run(cfg, settings)
+        draw(cfg, settings)
+    elif cfg.mode == "draw":
+        draw(cfg, settings)
     else:
-        run(cfg)
+        check(cfg, settings)
+
+
+def _shorthand(argv: list[str]) -> list[str]:
+    """`check` / `draw` / `run` as the first argument mean mode=<that>."""
+    if len(argv) > 1 and argv[1] in pl.MODES:
+        return [argv[0], f"mode={argv[1]}", *argv[2:]]
+    return argv
 
 
 if __name__ == "__main__":
+    sys.argv = _shorthand(sys.argv)
     main()
