@@ -13,8 +13,8 @@ preempts or times out is requeued by submitit (`max_num_timeout` times for time-
 same directory, skipping recorded fits; after a killed sweep, rerun the same command with
 `hydra.sweep.dir=<that dir>`.
 """
-from __future__ import annotations
 
+import getpass
 import subprocess
 import threading
 import time
@@ -38,7 +38,8 @@ PENDING_REASONS = {
     "QOSMaxJobsPerUserLimit": "your QOS limits how many jobs may run at once; the rest wait their turn",
     "AssocGrpCpuLimit": "your account's CPU limit is reached; jobs start as others finish",
     "JobArrayTaskLimit": "hydra.launcher.array_parallelism limits how many jobs of the sweep run at once",
-    "BeginTime": "the job was requeued (preempted or timed out) and waits for its earliest start time",
+    "BeginTime": "the job was requeued (preempted or timed out) and waits for its earliest start time (SLURM "
+                 "holds a requeued job for its credential lifetime, 120 s by default)",
 }
 
 
@@ -76,7 +77,7 @@ class SqueueInfoWatcher(SlurmInfoWatcher):
     def _make_command(self) -> Optional[list]:
         if not self._registered - self._finished:
             return None
-        return ["squeue", "--noheader", "--me", "--states=all", "--array", "--format=%i|%T|%N"]
+        return ["squeue", "--noheader", f"--user={getpass.getuser()}", "--states=all", "--array", "--format=%i|%T|%N"]
 
     def read_info(self, string) -> dict:
         lines = string.decode() if isinstance(string, bytes) else string
@@ -104,16 +105,16 @@ class PendingWatch(threading.Thread):
 
     def pending(self) -> dict[str, list[str]]:
         """{reason: [job ids]} of this sweep's pending jobs (array tasks as 12_3)."""
-        jobs = self._job_dirs() - self.before
+        sweep_jobs = {job.split("_")[0] for job in self._job_dirs() - self.before}  # array ids: 12 of 12_3
         try:
-            out = subprocess.run(["squeue", "--noheader", "--me", "--array", "--states=PENDING", "--format=%i|%r"],
-                                 capture_output=True, text=True, timeout=30).stdout
+            out = subprocess.run(["squeue", "--noheader", f"--user={getpass.getuser()}", "--array", "--states=PENDING",
+                                  "--format=%i|%r"], capture_output=True, text=True, timeout=30).stdout
         except (OSError, subprocess.TimeoutExpired):
             return {}
         by_reason: dict[str, list[str]] = {}
         for line in out.splitlines():
             job, _, reason = line.strip().partition("|")
-            if job in jobs or job.split("_")[0] in {j.split("_")[0] for j in jobs}:
+            if job.split("_")[0] in sweep_jobs:
                 by_reason.setdefault(reason, []).append(job)
         return by_reason
 
