@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replicates", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--structures", nargs="+", default=["shared_linear", "shared_mlp", "independent"])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads, shared among the workers")
+    ap.add_argument("--workers", type=int, default=2, help="processes running cells in parallel (rows do not depend on it)")
     ap.add_argument("--out", type=Path, default=Path("outputs/robustness"))
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--allow-large", action="store_true",
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, plan in enumerate(plans):
         print(f"== truth random-{plan.setting.truth.seed} ({i + 1}/{len(plans)}), elapsed {time.perf_counter() - tic:.0f}s",
               flush=True)
-        frames.append(run_plan(plan, log, progress=not args.quiet))
+        frames.append(run_plan(plan, log, progress=not args.quiet, workers=args.workers))
     import pandas as pd
     results = tidy(pd.concat(frames, ignore_index=True))
     write_results(results, args.out / "results.csv")

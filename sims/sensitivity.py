@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replicates", type=int, default=10)
     ap.add_argument("--regimes", nargs="+", default=["over"])
     ap.add_argument("--structures", nargs="+", default=["shared_linear", "shared_mlp", "independent"])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads, shared among the workers")
+    ap.add_argument("--workers", type=int, default=2, help="processes running cells in parallel (rows do not depend on it)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     plans = {v.name: sensitivity_plan(v, args.structures, args.regimes, args.n_grid, args.replicates)
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name, plan in plans.items():
         print(f"== {name}", flush=True)
-        results[name] = run_plan(plan, log, progress=not args.quiet)
+        results[name] = run_plan(plan, log, progress=not args.quiet, workers=args.workers)
     table = sensitivity_table(results)
     path = write_table(table, args.out / "sensitivity.csv")
     with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_rows", 100):
