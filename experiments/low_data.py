@@ -43,7 +43,7 @@ from reparam.validation import check_choice, check_int, check_list, check_number
 KEY = ["dataset", "n", "replicate", "structure", "init"]
 STAGES = ("train", "score", "report", "all")
 #: low_data settings that choose cells or only change speed: not part of the result fingerprint
-NOT_RESULT = ("datasets", "ns", "replicates", "metrics", "fit.eval_rows", "test.gen_rows", "test.nll_rows")
+NOT_RESULT = ("datasets", "ns", "replicates", "metrics", "fit.train_rows", "fit.eval_rows", "test.gen_rows", "test.nll_rows")
 METRIC_LABELS = {"test_nll": "test NLL [nats/token]", "bleu": "BLEU", "nist": "NIST", "meteor": "METEOR",
                  "rouge_l": "ROUGE-L", "cider": "CIDEr"}
 
@@ -84,7 +84,7 @@ def validate(cfg: DictConfig) -> None:
         check_int("low_data.n_test", p.n_test, low=1)
     check_int("low_data.max_len", p.max_len, low=4)
     f = p.fit
-    for name, low in (("max_steps", 1), ("batch_size", 1), ("eval_every", 1), ("patience", 1), ("eval_rows", 1), ("warmup", 0)):
+    for name, low in (("max_steps", 1), ("batch_size", 1), ("eval_every", 1), ("patience", 1), ("train_rows", 1), ("eval_rows", 1), ("warmup", 0)):
         check_int(f"low_data.fit.{name}", f[name], low=low)
     require(f.warmup < f.max_steps, "low_data.fit.warmup", f.warmup, f"smaller than low_data.fit.max_steps={f.max_steps}")
     check_number("low_data.fit.weight_decay", f.weight_decay, low=0)

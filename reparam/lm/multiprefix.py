@@ -448,10 +448,12 @@ class FitConfig:
     eval_every: int = 25  # steps between dev-loss checks (also checked at step 0)
     patience: int = 4  # a member stops after this many checks without a new best dev loss
     seed: int = 0  # seed of the batch order
+    train_rows: int = 320  # model rows (members x examples) per training forward pass; more members are split
+    #                        into several passes per step (bounds activation memory; results are unchanged)
     eval_rows: int = 256  # model rows (members x examples) per dev-loss pass
 
     def __post_init__(self):
-        for name in ("max_steps", "batch_size", "eval_every", "patience", "eval_rows"):
+        for name in ("max_steps", "batch_size", "eval_every", "patience", "train_rows", "eval_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FitConfig.{name}={getattr(self, name)} must be >= 1")
         if self.warmup < 0 or self.warmup >= self.max_steps:
@@ -522,14 +524,20 @@ def fit(model: MultiPrefix, train_rows: list[dict], dev_rows: list[dict], cfg: F
     while step < cfg.max_steps and active:
         idx = batch_indices(len(train_rows), cfg.batch_size, step, cfg.seed)
         batch = {k: v.to(dev) for k, v in collate_split([train_rows[i] for i in idx], pad_id).items()}
-        sums, counts = model.nll(batch, active)
-        per_member = sums / counts.clamp(min=1)  # each member's mean token NLL on this batch
-        if not torch.isfinite(per_member).all():
-            bad = [model.members[k].name for k, v in zip(active, per_member) if not torch.isfinite(v)]
-            raise FloatingPointError(f"non-finite training loss at step {step} for {bad}; lower their lr")
         for o in (opts[k] for k in active):
             o.zero_grad(set_to_none=True)
-        per_member.sum().backward()  # members share no parameter: each gets exactly its own gradient
+        per_pass = max(1, cfg.train_rows // len(idx))
+        losses = []
+        for g in range(0, len(active), per_pass):
+            group = active[g:g + per_pass]
+            sums, counts = model.nll(batch, group)
+            part = sums / counts.clamp(min=1)  # each member's mean token NLL on this batch
+            if not torch.isfinite(part).all():
+                bad = [model.members[k].name for k, v in zip(group, part) if not torch.isfinite(v)]
+                raise FloatingPointError(f"non-finite training loss at step {step} for {bad}; lower their lr")
+            part.sum().backward()  # members share no parameter: each gets exactly its own gradient
+            losses.append(part.detach())
+        per_member = torch.cat(losses)
         for i, k in enumerate(active):
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.member_parameters(k), cfg.grad_clip)

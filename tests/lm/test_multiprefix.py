@@ -110,8 +110,8 @@ def test_training_together_equals_training_alone(arch):
     base = BASES[arch]()
     # texts drawn from disjoint token ranges: fitting the training texts soon hurts the dev loss
     train_rows, dev_rows = _rows(10, seed=0, y_tokens=(0, 12)), _rows(6, seed=1, y_tokens=(20, V - 2))
-    cfg = FitConfig(max_steps=8, batch_size=4, warmup=1, eval_every=2, patience=2, seed=0, eval_rows=64)
-    together = MultiPrefix(base, MEMBERS, prefix_len=3, hidden=16, init_ids=INIT_IDS)
+    cfg = FitConfig(max_steps=8, batch_size=4, warmup=1, eval_every=2, patience=2, seed=0, eval_rows=64, train_rows=40)
+    together = MultiPrefix(base, MEMBERS, prefix_len=3, hidden=16, init_ids=INIT_IDS)  # 10 members per pass
     fits, timing = fit(together, train_rows, dev_rows, cfg, pad_id=0)
     assert timing["steps"] >= 2
     stopped_early = 0
