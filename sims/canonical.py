@@ -1,10 +1,12 @@
 """`python -m sims.canonical`: rerun the recorded studies behind figures/ and refresh it.
 
 1. the main job, default configuration      -> outputs/canonical/main         (resumable)
-2. the four theory checks, reusing that log  -> outputs/canonical/checks       (no extra fits: same cells)
-3. the robustness sweep over 20 random truths -> outputs/canonical/robustness  (resumable)
-4. copy the tables into figures/ and draw every figure from them (sims.figures).
-Steps 1 and 3 skip fits already in their logs, so a killed run picks up where it stopped.
+2. the theory checks, reusing that log       -> outputs/canonical/checks       (no extra fits: same cells)
+3. the start / iteration-budget sensitivity  -> outputs/canonical/sensitivity  (reuses the main job's fits)
+4. the robustness sweep over 20 random truths -> outputs/canonical/robustness  (resumable)
+5. copy the tables into figures/, draw every figure from them (sims.figures) and refresh README's
+   generated tables (sims.readme_tables).
+Steps 1, 3 and 4 skip fits already in their logs, so a killed run picks up where it stopped.
 """
 from __future__ import annotations
 
@@ -29,13 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-robustness", action="store_true")
     args = ap.parse_args(argv)
     main_dir, checks_dir, robust_dir = args.work / "main", args.work / "checks", args.work / "robustness"
+    sens_dir = args.work / "sensitivity"
     _run(["sims.convergence", f"hydra.run.dir={main_dir}", "figures=false"])
     _run(["sims.check", "--all", "--out", str(checks_dir), "--log", str(main_dir / "results.jsonl"), "--quiet"])
+    _run(["sims.sensitivity", "--out", str(sens_dir), "--log", str(main_dir / "results.jsonl"), "--quiet"])
     if not args.skip_robustness:
         _run(["sims.robustness", "--out", str(robust_dir), "--quiet"])
     args.figures.mkdir(parents=True, exist_ok=True)
     for src, dst in [(main_dir / "results.csv", "results.csv"), (main_dir / "summary.csv", "summary.csv"),
                      (checks_dir / "report.md", "checks_report.md"),
+                     (sens_dir / "sensitivity.csv", "sensitivity.csv"),
                      (robust_dir / "robustness.csv", "robustness.csv"),
                      (robust_dir / "robustness_summary.csv", "robustness_summary.csv"),
                      (robust_dir / "results.csv", "robustness_results.csv")]:
@@ -43,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(src, args.figures / dst)
     for p in redraw(args.figures):
         print(p)
+    _run(["sims.readme_tables", "--figures", str(args.figures)])
     return 0
 
 

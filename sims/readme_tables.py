@@ -1,0 +1,144 @@
+"""`python -m sims.readme_tables [--figures figures] [--readme README.md]`: refresh README's generated tables.
+
+The README quotes the canonical results. Every such table is rendered here from the committed tables in
+figures/ (never typed by hand) and written between a pair of markers,
+
+    <!-- generated:NAME -->
+    ...
+    <!-- /generated:NAME -->
+
+so a rerun of the recorded studies (`python -m sims.canonical`) updates the prose's numbers too. A table
+whose source file is missing is left as it is, with a note on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _ci(slope: float, lo: float, hi: float) -> str:
+    if not np.isfinite(slope):
+        return "n/a"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{slope:+.3f}"
+    return f"{slope:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _predicted(value: float, kind: str) -> str:
+    return f"{value:+.2f}" if kind == "equal" else f"flatter than {value:+.2f}"
+
+
+def summary_table(summary: pd.DataFrame) -> str:
+    """Every curve with a THEORY prediction: slope of the means and of the medians, verdict, valid fits."""
+    s = summary[summary["prediction"].fillna("") != ""]
+    lines = ["| structure | regime | error | predicted | slope of means [95% CI] | verdict | slope of medians [95% CI] "
+             "| valid fits | converged |", "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in s.iterrows():
+        lines.append(f"| {r.structure} | {r.regime} | `{r.error}` | {_predicted(r.predicted, r.prediction)} | "
+                     f"{_ci(r.slope, r.slope_lo, r.slope_hi)} | {r.verdict} | "
+                     f"{_ci(r.median_slope, r.median_slope_lo, r.median_slope_hi)} | {int(r.n_valid)}/{int(r.n_fits)} | "
+                     f"{int(r.n_converged)}/{int(r.n_fits)} |")
+    return "\n".join(lines)
+
+
+def largest_n_table(summary: pd.DataFrame, results: pd.DataFrame) -> str:
+    """D in prefix space at the largest n, mean and median, and the ratio of each curve to shared_mlp's in the
+    same regime; plus the share of valid and of converged fits over the whole study."""
+    s = summary[summary["error"] == "voronoi_prefix"].set_index(["structure", "regime"])
+    lines = [f"| structure | regime | mean D at n = {int(s['n_max'].max()):,} | median D | mean / shared_mlp's |",
+             "|---|---|---|---|---|"]
+    for (structure, regime), r in s.iterrows():
+        ref = s.loc[("shared_mlp", regime)] if ("shared_mlp", regime) in s.index else None
+        ratio = f"{r.mean_at_n_max / ref.mean_at_n_max:.1f}x" if ref is not None else ""
+        lines.append(f"| {structure} | {regime} | {r.mean_at_n_max:.3f} | {r.median_at_n_max:.3f} | {ratio} |")
+    valid = results["valid"].astype(bool)
+    converged = results["converged"].astype(bool)
+    lines += ["", f"Fits: {len(results)}; valid (enter every number) {int(valid.sum())} "
+                  f"({100 * valid.mean():.1f}%); converged by the solver's second-order test {int(converged.sum())} "
+                  f"({100 * converged.mean():.1f}%)."]
+    return "\n".join(lines)
+
+
+def sensitivity_table(table: pd.DataFrame) -> str:
+    t = table[table["error"] == "voronoi_prefix"]
+    lines = ["| starts and budget | structure | valid fits | converged | mean D at largest n | median D | "
+             "slope of means [95% CI] | slope of medians |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in t.iterrows():
+        lines.append(f"| {r.variant} | {r.structure} | {int(r.n_valid)}/{int(r.n_fits)} | "
+                     f"{int(r.n_converged)}/{int(r.n_fits)} | {r.mean_at_n_max:.3f} | {r.median_at_n_max:.3f} | "
+                     f"{_ci(r.slope, r.slope_lo, r.slope_hi)} | {r.median_slope:+.3f} |")
+    return "\n".join(lines)
+
+
+def robustness_table(dist: pd.DataFrame) -> str:
+    d = dist[dist["prediction"].fillna("") != ""]
+    lines = ["| structure | regime | error | predicted | median slope [quartiles] | agree | disagree | "
+             "inconclusive | insufficient | excluded fits |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in d.iterrows():
+        insufficient = int(r["insufficient"]) if "insufficient" in r else 0
+        excluded = r["excluded_fits"] if "excluded_fits" in r else r.get("failed_fits", np.nan)
+        lines.append(f"| {r.structure} | {r.regime} | `{r.error}` | {_predicted(r.predicted, r.prediction)} | "
+                     f"{r.slope_median:+.3f} [{r.slope_q25:+.3f}, {r.slope_q75:+.3f}] | {int(r.agree)} | "
+                     f"{int(r.disagree)} | {int(r.inconclusive)} | {insufficient} | {int(excluded)}/{int(r.fits)} |")
+    return "\n".join(lines)
+
+
+def _read_summary(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    df["prediction"] = df["prediction"].fillna("")
+    return df
+
+
+def tables(figures: Path) -> dict[str, str]:
+    """NAME -> markdown, for every table whose source files exist in `figures`."""
+    out = {}
+    if (figures / "summary.csv").is_file() and (figures / "results.csv").is_file():
+        summary = _read_summary(figures / "summary.csv")
+        out["canonical-summary"] = summary_table(summary)
+        out["canonical-largest-n"] = largest_n_table(summary, pd.read_csv(figures / "results.csv"))
+    if (figures / "sensitivity.csv").is_file():
+        out["sensitivity"] = sensitivity_table(pd.read_csv(figures / "sensitivity.csv"))
+    if (figures / "robustness_summary.csv").is_file():
+        out["robustness"] = robustness_table(_read_summary(figures / "robustness_summary.csv"))
+    return out
+
+
+def refresh(readme: Path, figures: Path) -> list[str]:
+    """Rewrite every generated block of `readme` whose table can be rendered; return the names rewritten."""
+    text = readme.read_text(encoding="utf-8")
+    done = []
+    for name, body in tables(figures).items():
+        pattern = re.compile(rf"(<!-- generated:{re.escape(name)} -->\n).*?(<!-- /generated:{re.escape(name)} -->)",
+                             re.S)
+        if not pattern.search(text):
+            print(f"note: {readme} has no block generated:{name}", file=sys.stderr)
+            continue
+        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+        done.append(name)
+    readme.write_text(text, encoding="utf-8")
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sims.readme_tables", description=__doc__.split("\n")[0])
+    ap.add_argument("--figures", type=Path, default=Path("figures"))
+    ap.add_argument("--readme", type=Path, default=Path("README.md"))
+    args = ap.parse_args(argv)
+    if not args.readme.is_file():
+        print(f"error: readme={str(args.readme)!r} is invalid: must be an existing file", file=sys.stderr)
+        return 2
+    if not args.figures.is_dir():
+        print(f"error: figures={str(args.figures)!r} is invalid: must be an existing directory", file=sys.stderr)
+        return 2
+    for name in refresh(args.readme, args.figures):
+        print(f"refreshed generated:{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
