@@ -232,6 +232,26 @@ def run_plan(plan: StudyPlan, log_path: str | os.PathLike, progress: bool = True
     return plan_rows(plan, log)
 
 
+def copy_planned_rows(plans: list[StudyPlan], source: ResultLog, target: ResultLog) -> int:
+    """Append to `target` the records of `source` that belong to one of `plans` (same setting fingerprint, n,
+    seed and replicate) and are not in `target` yet; return how many. Reuses fits without refitting them."""
+    wanted = set()
+    for plan in plans:
+        for setting, n in plan.cells():
+            sid = setting_id(setting)
+            wanted |= {_key(setting.structure, setting.regime, n, plan.seed, r, sid) for r in range(plan.replicates)}
+    have = {_row_key(r) for r in target.rows()}
+    rows, seen = [], set()
+    for row in source.rows():
+        k = _row_key(row)
+        if k in wanted and k not in have and k not in seen:
+            rows.append(row)
+            seen.add(k)
+    if rows:
+        target.extend(rows)
+    return len(rows)
+
+
 def plan_rows(plan: StudyPlan, log: ResultLog) -> pd.DataFrame:
     """The rows of `log` that belong to `plan` (one per planned fit, first valid record wins), tidy and sorted."""
     wanted = {}

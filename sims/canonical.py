@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     sens_dir = args.work / "sensitivity"
     _run(["sims.convergence", f"hydra.run.dir={main_dir}", "figures=false"])
     _run(["sims.check", "--all", "--out", str(checks_dir), "--log", str(main_dir / "results.jsonl"), "--quiet"])
-    _run(["sims.sensitivity", "--out", str(sens_dir), "--log", str(main_dir / "results.jsonl"), "--quiet"])
+    _run(["sims.sensitivity", "--out", str(sens_dir), "--reuse", str(main_dir / "results.jsonl"), "--quiet"])
     if not args.skip_robustness:
         _run(["sims.robustness", "--out", str(robust_dir), "--quiet"])
     args.figures.mkdir(parents=True, exist_ok=True)

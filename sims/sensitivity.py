@@ -4,7 +4,7 @@ Runs the over-specified cells of the main job three ways (reparam.checks.SENSITI
 multi-start (near-truth + 4 random starts), the near-truth start only, and the default starts with a 10x larger
 iteration budget; everything else is the main job's configuration (same data streams). Writes DIR/sensitivity.csv
 (one row per variant, structure, error: valid and converged fits, mean and median at the largest n, slope with
-its 95% interval) and prints it. Resumable; pass the main job's results.jsonl as --log to reuse its fits.
+its 95% interval) and prints it. Resumable; pass the main job's results.jsonl as --reuse to copy its fits instead of refitting them.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from reparam.checks import SENSITIVITY_VARIANTS, sensitivity_plan, sensitivity_table
-from reparam.results import write_table
-from reparam.sweep import PlanError, run_plan, set_threads, validate_plan
+from reparam.results import ResultLog, write_table
+from reparam.sweep import PlanError, copy_planned_rows, run_plan, set_threads, validate_plan
 
 DEFAULT_GRID = [300, 1000, 3000, 10000, 30000, 100000]
 
@@ -25,7 +25,8 @@ DEFAULT_GRID = [300, 1000, 3000, 10000, 30000, 100000]
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sims.sensitivity", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("outputs/sensitivity"))
-    ap.add_argument("--log", type=Path, default=None, help="result log to reuse/extend (default OUT/results.jsonl)")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="another result log (e.g. the main job's results.jsonl) whose matching fits are copied, not refitted")
     ap.add_argument("--n-grid", type=int, nargs="+", default=DEFAULT_GRID)
     ap.add_argument("--replicates", type=int, default=10)
     ap.add_argument("--regimes", nargs="+", default=["over"])
@@ -44,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     tic = time.perf_counter()
-    log = args.log or args.out / "results.jsonl"
+    log = args.out / "results.jsonl"
+    if args.reuse is not None:
+        if not args.reuse.is_file():
+            print(f"error: reuse={str(args.reuse)!r} is invalid: must be an existing results.jsonl", file=sys.stderr)
+            return 2
+        copied = copy_planned_rows(list(plans.values()), ResultLog(args.reuse), ResultLog(log))
+        print(f"reused {copied} fits from {args.reuse}", flush=True)
     results = {}
     for name, plan in plans.items():
         print(f"== {name}", flush=True)

@@ -90,3 +90,23 @@ def test_rerun_of_finished_study_fits_nothing(tmp_path, capsys):
         run_plan(plan, log, progress=True)
     assert len(_lines(log)) == n_lines
     assert "0 to run" in capsys.readouterr().err
+
+
+def test_copy_planned_rows_reuses_fits_without_refitting(tmp_path):
+    """sims.sensitivity --reuse: the fits of a plan are copied from another log, others are left behind."""
+    from reparam.results import ResultLog
+    from reparam.study import Setting
+    from reparam.sweep import StudyPlan, copy_planned_rows, plan_rows, run_plan
+
+    plan = StudyPlan(structures=["shared_mlp"], regimes=["exact"], n_grid=[200], replicates=2, seed=1,
+                     setting=Setting(n_eval=500))
+    other = StudyPlan(structures=["shared_mlp"], regimes=["exact"], n_grid=[300], replicates=1, seed=1,
+                      setting=Setting(n_eval=500))
+    source = tmp_path / "source.jsonl"
+    first = run_plan(plan, source, progress=False)
+    run_plan(other, source, progress=False)
+    target = ResultLog(tmp_path / "target.jsonl")
+    assert copy_planned_rows([plan], ResultLog(source), target) == 2
+    assert copy_planned_rows([plan], ResultLog(source), target) == 0  # already there
+    assert len(target.rows()) == 2
+    pd.testing.assert_frame_equal(plan_rows(plan, target), first)
