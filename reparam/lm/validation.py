@@ -16,9 +16,10 @@ API (cfg is the composed Hydra config of an experiment; `section` is its own blo
     validate_prefix(field, section_cfg)        prefix_len, embed_dim, hidden >= 1; structures known, no repeats
     validate_sizes(field, section_cfg)         ns: integers >= 1 without repeats; seeds: integers >= 0 without
                                                repeats; n_test >= 1 (each only when present)
-    validate_planted(cfg) / validate_low_data(cfg)   everything above for one experiment + its own fields
-                                               (planted.truth in TRUTHS, scale, seq_len; datasets, max_len, ...)
-                                               + the data files it reads exist (check_data_files)
+    validate_planted(cfg)                      the planted study (reparam.lm.planted.validate_study: its
+                                               base / planted / fit / study blocks, unknown keys, outputs)
+    validate_low_data(cfg)                     everything above for the low-data experiment + its own fields
+                                               (datasets, max_len, ...) + the data files it reads exist
     check_pool_size(field, n, available)       after the data are loaded: n <= available examples
 
 Result-log key:
@@ -45,8 +46,6 @@ import torch
 from reparam.validation import (ConfigError, check_choice, check_int, check_list, check_number, check_output_dir,
                                 fingerprint, require)
 
-#: Ways the planted-prefix experiment can plant its TRUE prefix.
-TRUTHS = ("shared", "independent")
 #: Devices an experiment can run on.
 DEVICES = ("cpu", "cuda")
 #: Config keys that are per-row columns (not part of the setting fingerprint).
@@ -143,21 +142,12 @@ def validate_sizes(field: str, section: Any) -> None:
         check_int(f"{field}.n_test", _get(section, "n_test"), low=1)
 
 
-def validate_planted(cfg: Any) -> None:
-    """Everything `python -m experiments.planted_prefix` reads, before any model or data is loaded."""
-    validate_common(cfg)
-    validate_model(_get(cfg, "model"), _get(cfg, "data_root"))
-    p = _get(cfg, "planted")
-    require(p is not None, "planted", p, "the experiment's block of settings")
-    check_choice("planted.truth", _get(p, "truth"), TRUTHS)
-    if _get(p, "scale") is not None:
-        check_number("planted.scale", _get(p, "scale"), low=0, low_open=True)
-    if _get(p, "seq_len") is not None:
-        check_int("planted.seq_len", _get(p, "seq_len"), low=2)
-    validate_prefix("planted", p)
-    validate_sizes("planted", p)
-    validate_train("planted.train", _get(p, "train", {}))
-    check_data_files(_get(cfg, "data_root"), {"e2e": ("train", "dev")})
+def validate_planted(cfg: Any) -> dict:
+    """Everything `python -m experiments.planted_prefix` reads, before any model is built: the planted study's
+    own validator (`reparam.lm.planted.validate_study`, which also returns the parsed settings and setting id)."""
+    from .planted import validate_study
+
+    return validate_study(cfg)
 
 
 def validate_low_data(cfg: Any) -> None:
