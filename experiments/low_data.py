@@ -212,16 +212,18 @@ def train_stage(cfg: DictConfig) -> None:
         return
     base, tok, device = prepare_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.device, cfg.threads)
     pools: dict[str, _Pool] = {}
-    t0 = time.perf_counter()
+    t0, longest = time.perf_counter(), 0.0
     for i, (dataset, n, rep) in enumerate(todo):
-        if cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes:
-            print(f"[low_data] max_minutes={cfg.max_minutes} reached: {len(todo) - i} cell(s) left; rerun the same "
-                  f"command to continue", flush=True)
+        # start a cell only if it is expected to end in time (expected: the longest cell so far)
+        if cfg.max_minutes is not None and time.perf_counter() - t0 + longest > 60 * cfg.max_minutes:
+            print(f"[low_data] max_minutes={cfg.max_minutes}: the next cell would not end in time; {len(todo) - i} "
+                  f"cell(s) left; rerun the same command to continue", flush=True)
             return
         if dataset not in pools:
             pools[dataset] = _Pool(dataset, cfg, tok)
         rows = run_cell(cfg, base, tok, device, pools[dataset], dataset, n, rep, sid)
         w = rows[0]
+        longest = max(longest, w["cell_wall_s"])
         print(f"[low_data] cell {dataset} n={n} r={rep} done in {w['cell_wall_s']:.0f}s (train {w['train_s']:.0f}s, "
               f"{w['cell_steps']} steps, {w['members']} configurations; test NLL {w['test_nll_s']:.0f}s; "
               f"beam search {w['generate_s']:.0f}s)", flush=True)

@@ -63,17 +63,21 @@ def test_protocol_smoke(tmp_path):
 
 
 @needs_data
-def test_selection_of_the_dev_best_lr(tmp_path):
-    """In the recorded selection, each (cell, structure, init) marks exactly the candidate with the lowest dev loss."""
+def test_selection_of_the_dev_best_lr_and_chunks(tmp_path):
+    """Each (cell, structure, init) marks exactly the candidate with the lowest dev loss; a run cut by
+    max_minutes records whole cells only, and the same command continues with the next cell."""
     from experiments import low_data
-
-    cfg = _cfg(tmp_path, ["low_data.datasets=[e2e]", "low_data.ns=[4]", "low_data.structures=[shared,independent]",
-                          "low_data.inits=[random]", "low_data.metrics=[bleu]"])
-    low_data.train_stage(cfg)
     from reparam.results import ResultLog
 
+    cfg = _cfg(tmp_path, ["low_data.datasets=[e2e]", "low_data.ns=[4,8]", "low_data.structures=[shared,independent]",
+                          "low_data.inits=[random]", "low_data.metrics=[bleu]", "max_minutes=0.001"])
+    results = tmp_path / "runs" / "low_data" / "results.jsonl"
+    low_data.train_stage(cfg)  # the first cell always starts; the second would not end within 0.06 s
+    assert sorted({r["n"] for r in ResultLog(results).rows()}) == [4]
+    low_data.train_stage(cfg)
+    assert sorted(r["n"] for r in ResultLog(results).rows()) == [4, 4, 8, 8]
     sel = pd.DataFrame(ResultLog(tmp_path / "runs" / "low_data" / "selection.jsonl").rows())
-    for _, g in sel.groupby(["structure", "init"]):
+    for _, g in sel.groupby(["n", "structure", "init"]):
         assert g.selected.sum() == 1
         assert g.loc[g.selected, "best_dev"].iloc[0] == g.best_dev.min()
 
