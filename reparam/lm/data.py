@@ -125,7 +125,8 @@ def _webnlg_files(split: str, root: str | None) -> list[Path]:
     if not files:
         raise FileNotFoundError(
             f"no WebNLG 2017 XML for split {split!r} under {base}: expected train/{{1..7}}triples/*.xml, "
-            f"dev/..., test/testdata_with_lex.xml (see ../shared/data/SOURCES.md), or set data_root=... (or REPARAM_DATA)."
+            f"dev/..., test/testdata_with_lex.xml (see ../shared/data/SOURCES.md), or set data_root=... "
+            f"(or REPARAM_DATA)."
         )
     return files
 
