@@ -1,8 +1,9 @@
-"""Benchmarks of the batched estimator (issue 5): baseline vs ours, paper-grade study, closeness to the
-machine's peak, scaling. Library code; `python -m sims.bench` is the thin CLI that writes BENCHMARKS.md.
+"""Benchmarks of the batched estimator: against scipy.optimize.least_squares per fit, against the machine's
+memory bandwidth, the statistical against the strict stopping rule, and the paper-grade multi-start study.
+Library code; `python -m sims.bench` is the thin CLI that writes BENCHMARKS.md.
 
-Every number is measured in ONE process run, and comparisons are ratios within that run (the machine
-is shared, absolute timings are noisy).
+Every comparison is a ratio of numbers measured in ONE process run (the machine may be shared: absolute
+timings move with its load, ratios measured together much less).
 """
 from __future__ import annotations
 
@@ -17,105 +18,18 @@ import torch
 
 from .fit import PrefixLeastSquares, PrefixSpaceTerms, SolverConfig
 from .moe import DTYPE, prefix_moe
-from .study import Setting, build_truth, data_seed, make_starts, n_fitted_atoms, run_cell
+from .study import STUDY_INIT, Setting, build_truth, data_seed, make_starts, n_fitted_atoms
+from .sweep import StudyPlan, run_plan
 from .truth import random_truth
 
 STRUCTURES = ("independent", "shared_linear", "shared_mlp")  # the three theorem structures
 REGIMES = ("exact", "over")
+PAPER_N = tuple(int(n) for n in np.unique(np.logspace(3, 5, 10).round().astype(int)))
 
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux ru_maxrss is in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def matmul_peak_gflops(size: int = 1536, repeats: int = 5) -> float:
-    """The machine's own float64 peak, measured: best of `repeats` square matrix products."""
-    a = torch.randn(size, size, dtype=DTYPE)
-    b = torch.randn(size, size, dtype=DTYPE)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - tic)
-    return 2.0 * size**3 / best / 1e9
-
-
-def _problem(structure: str, regime: str, n: int, replicates: int, base_seed: int = 0):
-    setting = Setting(structure=structure, regime=regime)
-    truth = build_truth(setting)
-    L = n_fitted_atoms(setting, truth)
-    seeds = [data_seed(base_seed, r) for r in range(replicates)]
-    X, Y = truth.sample_replicates(n, seeds)
-    starts = torch.stack([make_starts(setting, truth, L, n, sd) for sd in seeds])
-    return truth, L, X, Y, starts
-
-
-def adam_baseline_fit(truth, L: int, X, Y, start, target_loss: float, lr: float = 0.01, max_steps: int = 5000):
-    """The peer-study way: one replicate, full-batch PyTorch Adam with autograd, stopped as soon as the
-    loss is within the target (= our final loss + tolerance). Returns (seconds, steps, final loss, reached)."""
-    s, experts = truth.structure, truth.experts
-    theta = start.clone().requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=lr)
-    tic = time.perf_counter()
-    loss_value = float("inf")
-    for step in range(1, max_steps + 1):
-        opt.zero_grad()
-        keys, values, biases = s.prefix(theta, L)
-        loss = (Y - prefix_moe(X, experts, keys, values, biases)).square().sum(-1).mean()
-        loss_value = float(loss)
-        if loss_value <= target_loss:
-            return time.perf_counter() - tic, step, loss_value, True
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - tic, max_steps, loss_value, False
-
-
-def baseline_vs_ours(structure: str = "shared_mlp", regime: str = "exact", n: int = 10_000, replicates: int = 5,
-                     rel_tol: float = 1e-8, max_steps: int = 5000) -> dict:
-    """Same model, data, starts; Adam stops when its loss <= our final loss * (1 + rel_tol) (rel_tol defaults
-    to the certificate's gap_tol). Both are warmed up once untimed (library initialisation)."""
-    truth, L, X, Y, starts = _problem(structure, regime, n, replicates)
-    PrefixLeastSquares(truth.structure, truth.experts, L, SolverConfig(max_iter=2)).fit(X, Y, starts)
-    adam_baseline_fit(truth, L, X[0], Y[0], starts[0, 0], 0.0, max_steps=3)
-    tic = time.perf_counter()
-    est = PrefixLeastSquares(truth.structure, truth.experts, L, SolverConfig()).fit(X, Y, starts)
-    ours = time.perf_counter() - tic
-    rows = []
-    for r in range(replicates):
-        target = float(est.loss_[r, 0]) * (1.0 + rel_tol)
-        sec, steps, final, reached = adam_baseline_fit(truth, L, X[r], Y[r], starts[r, 0], target, max_steps=max_steps)
-        rows.append(dict(replicate=r, seconds=sec, steps=steps, loss=final, target=target, reached=reached,
-                         ours_loss=float(est.loss_[r, 0]), ours_iter=int(est.n_iter_[r, 0]), ours_status=est.status_[r][0]))
-    df = pd.DataFrame(rows)
-    base = df.seconds.sum()
-    return dict(structure=structure, regime=regime, n=n, replicates=replicates, rel_tol=rel_tol,
-                baseline_seconds=base, ours_seconds=ours, max_steps=max_steps, speedup=base / ours, all_reached=bool(df.reached.all()),
-                per_fit=df)
-
-
-def paper_study(replicates: int = 20, n_values=None, structures=STRUCTURES, regimes=REGIMES,
-                solver: SolverConfig | None = None, log=print) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """10 log-spaced n in [1e3, 1e5] x replicates x structures x regimes through reparam.study.run_cell.
-    Returns (rows, per-cell timings)."""
-    n_values = n_values if n_values is not None else np.unique(np.logspace(3, 5, 10).round().astype(int))
-    rows, cells = [], []
-    for structure in structures:
-        for regime in regimes:
-            setting = Setting(structure=structure, regime=regime, solver=solver or SolverConfig())
-            truth = build_truth(setting)
-            for n in n_values:
-                tic = time.perf_counter()
-                out = run_cell(setting, int(n), list(range(replicates)), base_seed=0, truth=truth)
-                sec = time.perf_counter() - tic
-                rows += out
-                df = pd.DataFrame(out)
-                cells.append(dict(structure=structure, regime=regime, n=int(n), seconds=sec,
-                                  certified=df.certified.mean(), max_iter=int(df.n_iter.max())))
-                log(f"  {structure:14s} {regime:5s} n={int(n):6d} {sec:7.2f}s certified={df.certified.mean():.2f} "
-                    f"iters<= {int(df.n_iter.max())}")
-    return pd.DataFrame(rows), pd.DataFrame(cells)
 
 
 def _best_time(fn, repeats: int = 3) -> float:
@@ -129,39 +43,190 @@ def _best_time(fn, repeats: int = 3) -> float:
     return best
 
 
-def _matmul_flops(fn) -> tuple[float, float]:
-    """(seconds of the best of 3 runs, matrix-product flops counted by the PyTorch profiler)."""
-    best = _best_time(fn)
-    with torch.profiler.profile(with_flops=True) as prof:
-        fn()
-    flops = sum(e.flops for e in prof.key_averages() if e.flops)
-    return best, float(flops)
+# ---- memory bandwidth -------------------------------------------------------------------------------
+def stream_triad_gbs(n: int = 20_000_000, repeats: int = 5) -> float:
+    """STREAM-like triad a = b + s c on float64 vectors of n elements (160 MB each, far above any cache),
+    with torch's current thread count. Bytes per element: 24 (read b and c, write a; STREAM's convention,
+    write-allocate traffic not counted). Best of `repeats`, in GB/s (1e9 bytes)."""
+    b = torch.rand(n, dtype=DTYPE)
+    c = torch.rand(n, dtype=DTYPE)
+    a = torch.empty(n, dtype=DTYPE)
+    best = _best_time(lambda: torch.add(b, c, alpha=3.0, out=a), repeats)
+    return 24.0 * n / best / 1e9
 
 
-def _elementwise_flops(B: int, n: int, L: int, d: int, m: int, exact: bool) -> float:
-    """Hand count of the elementwise work per evaluation (exp counted as 1): forward softmax and output,
-    Jacobian rows, residual weights. Documented so the throughput can be re-derived."""
-    q = d + 1
-    forward = L * q * 2 + 4 * L + 6 + 2 * L * m + 2 * m  # scores, softmax, f, r
-    grad = L * m * 3 + L * q + 2 * L * m + 2 * m  # u, w u, J_gate, rho, S
-    per = forward + grad + L * q * m + (2 * L * q if exact else 0)
-    return float(B * n * per)
+def pass_bytes(L: int, d: int, m: int, exact: bool = True, indexed: bool = True) -> dict:
+    """Bytes per fit and sample that one loss+gradient(+Hessian) pass of PrefixSpaceTerms moves.
+
+    compulsory: the data every implementation must read once per fit: a = [1, x] (d + 1), y (m), the
+        pretrained part's mean output (m) and log-weight (1), float64.
+    as_written: the traffic of the tensor program in reparam.fit as written (every operation reads its
+        inputs and writes its output once per sample; matrix products read their operands once; the
+        small per-fit parameters are not counted): the hand count below, operation by operation.
+    """
+    q, Lq, Lm = d + 1, L * (d + 1), L * m
+    Pz = Lq + Lm
+    ops = [  # (reads, writes) in float64 numbers per fit and sample
+        ((q + 2 * m + 1), (q + 2 * m + 1)) if indexed else (0, 0),  # data rows of this fit's replicate
+        (q, L), (L, 1), (2, 1), (L + 1, L), (L, L), (2, 1), (1, 1),  # scores, max, shift, exp (prompts, pretrained)
+        (L, 1), (2, 1), (1, 1), (L + 1, L),  # softmax normaliser and weights
+        (2, 1), (1 + m, m), (L, m), (2 * m, m), (2 * m, m),  # f and the residual r
+        (m, Lm), (L + Lm, Lm),  # u = v - f, w u
+        (Lm + q, Lq * m), (L, L * m * m), (Pz * m, 0),  # Jacobian rows (gate, value) and J J^T
+        (Lm + m, Lm), (Lm, L), (L + q, 0),  # rho and the gate gradient
+        (L + m, Lm), (Lm, 0), (m, m), (m, 0),  # S = w r, the value gradient, the loss
+    ]
+    if exact:
+        ops += [(L + q, Lq), (L + q, Lq), (2 * Lq, 0), (Lq + q, 0), (Lq + Lm, 0), (Lm + q, 0)]  # P, Q and products
+    as_written = 8.0 * sum(r + w for r, w in ops)
+    return dict(compulsory=8.0 * (q + 2 * m + 1), as_written=as_written)
 
 
-def throughput(n: int, replicates: int = 20, structure: str = "shared_mlp", regime: str = "over") -> dict:
-    """Achieved GFLOP/s of one loss+gradient(+curvature) evaluation of our solver at sample size n."""
-    truth, L, X, Y, starts = _problem(structure, regime, n, replicates)
+def pass_bandwidth(n: int, replicates: int = 20, n_starts: int = 5, structure: str = "shared_mlp",
+                   regime: str = "over") -> dict:
+    """Seconds of one loss+gradient+Hessian pass over replicates x n_starts fits at sample size n, and the
+    bytes/s it achieves under both counts of `pass_bytes`."""
+    truth, L, X, Y, starts = problem(structure, regime, n, replicates, n_starts)
     terms = PrefixSpaceTerms(truth.structure, truth.experts, L, X, Y, SolverConfig().chunk_elements)
-    theta, rep = starts[:, 0], torch.arange(replicates)
-    out = {}
-    for name, fn, exact in (("loss+gradient+Hessian", lambda: terms.hessian(theta, rep), True),
-                            ("loss+gradient+GN", lambda: terms.gauss_newton(theta, rep), False)):
-        sec, mm = _matmul_flops(fn)
-        ew = _elementwise_flops(replicates, n, L, truth.d, truth.m, exact)
-        out[name] = dict(seconds=sec, matmul_gflops=mm / sec / 1e9, total_gflops=(mm + ew) / sec / 1e9)
+    R, S, P = starts.shape
+    theta, rep = starts.reshape(R * S, P), torch.arange(R).repeat_interleave(S)
+    sec = _best_time(lambda: terms.hessian(theta, rep))
+    counts = pass_bytes(L, truth.d, truth.m, exact=True, indexed=S > 1)
+    fit_samples = R * S * n
+    return dict(n=n, fits=R * S, seconds=sec, ns_per_fit_sample=1e9 * sec / fit_samples,
+                **{f"{k}_gbs": v * fit_samples / sec / 1e9 for k, v in counts.items()},
+                **{f"{k}_bytes": v for k, v in counts.items()})
+
+
+# ---- scipy baseline -----------------------------------------------------------------------------------
+def problem(structure: str, regime: str, n: int, replicates: int, n_starts: int = STUDY_INIT.n_starts,
+            base_seed: int = 0):
+    """The study's own data and logged multi-start starts (mode 'mixed': start 0 near the truth)."""
+    setting = Setting(structure=structure, regime=regime, init=replace(STUDY_INIT, n_starts=n_starts))
+    truth = build_truth(setting)
+    L = n_fitted_atoms(setting, truth)
+    seeds = [data_seed(base_seed, r) for r in range(replicates)]
+    X, Y = truth.sample_replicates(n, seeds)
+    starts = torch.stack([make_starts(setting, truth, L, n, sd) for sd in seeds])
+    return truth, L, X, Y, starts
+
+
+def scipy_fit(truth, L: int, X: torch.Tensor, Y: torch.Tensor, start: torch.Tensor, method: str = "trf") -> dict:
+    """One fit as a user of scipy would write it: least_squares on the residual vector, finite-difference
+    Jacobian, default tolerances; x_scale='jac' for trf (lm scales by the Jacobian columns itself)."""
+    from scipy.optimize import least_squares
+
+    s, experts = truth.structure, truth.experts
+
+    def residuals(theta):
+        keys, values, biases = s.prefix(torch.from_numpy(theta), L)
+        return (prefix_moe(X, experts, keys, values, biases) - Y).reshape(-1).numpy()
+
+    tic = time.perf_counter()
+    kwargs = dict(x_scale="jac") if method == "trf" else {}
+    out = least_squares(residuals, start.numpy().copy(), method=method, **kwargs)
+    seconds = time.perf_counter() - tic
+    return dict(seconds=seconds, loss=2.0 * out.cost / X.shape[0], nfev=int(out.nfev), status=int(out.status),
+                theta=torch.from_numpy(out.x))
+
+
+def scipy_vs_ours(structure: str, regime: str, n: int, replicates: int = 2, n_starts: int = STUDY_INIT.n_starts,
+                  scipy_starts: int = 2, methods=("trf",), solver: SolverConfig | None = None) -> dict:
+    """Same data, same logged starts. Ours: every replicate and start in one batched fit (after an untimed
+    warm-up fit), seconds per fit = total / fits. scipy: one fit at a time from the first `scipy_starts`
+    starts of each replicate (start 0 near the truth, then random ones), seconds per fit averaged.
+    Losses compared as L_n under the same function, in noise units sigma_hat^2 / n (sigma_hat^2 = L_n / m),
+    two ways: start by start (`ours_minus_scipy`; starts that our solver pruned as clearly worse than another
+    start are left out, since they were stopped on purpose), and per replicate, our reported fit (best of all
+    starts) against scipy's best over the starts it ran (`best_ours_minus_scipy`). <= 0 means ours is lower."""
+    truth, L, X, Y, starts = problem(structure, regime, n, replicates, n_starts)
+    solver = solver or SolverConfig()
+    PrefixLeastSquares(truth.structure, truth.experts, L, replace(solver, max_iter=2)).fit(X[:1, :1000], Y[:1, :1000], starts[:1])
+    tic = time.perf_counter()
+    est = PrefixLeastSquares(truth.structure, truth.experts, L, solver).fit(X, Y, starts)
+    ours = (time.perf_counter() - tic) / (replicates * n_starts)
+    rows = []
+    for method in methods:
+        for r in range(replicates):
+            for k in range(min(scipy_starts, n_starts)):
+                fit = scipy_fit(truth, L, X[r], Y[r], starts[r, k], method)
+                scipy_loss = float(est.empirical_loss(fit["theta"].expand(replicates, -1))[r])
+                ours_loss = float(est.loss_[r, k])
+                unit = ours_loss / (truth.m * n)
+                rows.append(dict(method=method, replicate=r, start=k, seconds=fit["seconds"], nfev=fit["nfev"],
+                                 scipy_loss=scipy_loss, ours_loss=ours_loss, ours_status=est.status_[r][k],
+                                 ours_best=float(est.best_loss_[r]), pruned=bool(est.pruned_[r, k]),
+                                 ours_minus_scipy=(ours_loss - scipy_loss) / unit))
+    df = pd.DataFrame(rows)
+    tol = solver.stat_tol  # the statistical stopping rule's own tolerance, in the same units
+    out = dict(structure=structure, regime=regime, n=n, replicates=replicates, n_starts=n_starts,
+               ours_seconds_per_fit=ours, per_fit=df)
+    for method, g in df.groupby("method"):
+        kept = g[~g.pruned]
+        best = g.groupby("replicate").agg(ours=("ours_best", "first"), scipy=("scipy_loss", "min"))
+        best_diff = (best.ours - best.scipy) / (best.ours / (truth.m * n))
+        out[method] = dict(seconds_per_fit=g.seconds.mean(), ratio=g.seconds.mean() / ours, fits=len(g),
+                           compared=len(kept), ours_not_worse=int((kept.ours_minus_scipy <= tol).sum()),
+                           worst=float(kept.ours_minus_scipy.max()) if len(kept) else float("nan"),
+                           best=float(kept.ours_minus_scipy.min()) if len(kept) else float("nan"),
+                           replicates_not_worse=int((best_diff <= tol).sum()), replicates=len(best),
+                           best_worst=float(best_diff.max()))
     return out
 
 
+# ---- stopping rules and the paper-grade study -------------------------------------------------------
+def study_plan(n_grid, replicates: int, solver: SolverConfig | None = None, structures=STRUCTURES,
+               regimes=REGIMES, n_starts: int = STUDY_INIT.n_starts, n_eval: int = 100_000,
+               device: str = "cpu") -> StudyPlan:
+    setting = Setting(init=replace(STUDY_INIT, n_starts=n_starts), solver=solver or SolverConfig(), n_eval=n_eval,
+                      device=device)
+    return StudyPlan(structures=list(structures), regimes=list(regimes), n_grid=[int(n) for n in n_grid],
+                     replicates=replicates, seed=0, setting=setting)
+
+
+def timed_study(plan: StudyPlan, log_path, workers: int = 2) -> tuple[pd.DataFrame, float]:
+    """Run `plan` from scratch (the log is removed first) with `workers` processes; (rows, wall seconds)."""
+    if os.path.exists(log_path):
+        os.remove(log_path)
+    tic = time.perf_counter()
+    rows = run_plan(plan, log_path, progress=False, workers=workers)
+    return rows, time.perf_counter() - tic
+
+
+def curve_summary(rows: pd.DataFrame, errors=("voronoi_prefix", "l2_error"), n_boot: int = 1000) -> pd.DataFrame:
+    """Per (structure, regime, error), over the VALID fits (reparam.checks.summarize): the slope of the means
+    with its bootstrap interval, and the mean at the largest n with a 95% t-interval."""
+    from scipy import stats
+
+    from .checks import summarize, valid_mask
+
+    summary = summarize(rows, errors=list(errors), n_boot=n_boot)
+    good = rows[valid_mask(rows)]
+    top = good[good.n == good.n.max()]
+    half = []
+    for _, s in summary.iterrows():
+        v = top[(top.structure == s.structure) & (top.regime == s.regime)][s.error].astype(float)
+        half.append(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan)
+    summary["mean_half_width"] = half
+    iters = rows.groupby(["structure", "regime"]).n_iter.median().rename("median_iter").reset_index()
+    keep = ["structure", "regime", "error", "slope", "slope_lo", "slope_hi", "mean_at_n_max", "mean_half_width",
+            "median_at_n_max"]
+    return summary[keep].merge(iters, on=["structure", "regime"])
+
+
+def compare_stopping_rules(n_grid, replicates: int, log_dir, workers: int = 2, log=print) -> dict:
+    """The same study under stop='strict' and stop='statistical': wall time, iterations and the per-curve
+    means and slopes with their intervals."""
+    out = {}
+    for stop in ("strict", "statistical"):
+        plan = study_plan(n_grid, replicates, SolverConfig(stop=stop))
+        rows, wall = timed_study(plan, os.path.join(log_dir, f"stop_{stop}.jsonl"), workers)
+        out[stop] = dict(rows=rows, wall=wall, summary=curve_summary(rows))
+        log(f"  stop={stop}: {wall:.0f} s, {len(rows)} fits, median iterations {rows.n_iter.median():.0f}")
+    return out
+
+
+# ---- scaling --------------------------------------------------------------------------------------
 def scaling(replicates: int = 20, log=print) -> pd.DataFrame:
     """Seconds per solver iteration (exact-Hessian evaluation + trial loss) against n, fitted atoms L and d."""
     rows = []
