@@ -21,16 +21,21 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from .rates import Prediction, describe_verdict, fit_slopes, power_vs_log_law, verdict
+from .structures import with_theory_rows
 from .study import STUDY_INIT, InitConfig
 
-SHARED = ("shared_linear", "shared_mlp")
-ALL = ("shared_linear", "shared_mlp", "independent")
+# Structures by the THEORY rows their class declares (reparam.structures: `theory_rows`), looked up at use, so
+# a newly registered structure enters every check and prediction below without an edit here.
+SHARED = with_theory_rows("shared")  # shared_linear, shared_mlp
+INDEPENDENT = with_theory_rows("independent")  # independent
+ALL = with_theory_rows("shared", "independent")  # every structure with a predicted rate
 SUMMARY_ERRORS = ["voronoi_prefix", "voronoi_native", "l2_error", "atom_error_multi", "voronoi_r1_prefix",
                   "voronoi_r2_prefix"]
 
@@ -43,7 +48,7 @@ def prediction_for(structure: str, regime: str, error: str) -> tuple[Prediction 
         return Prediction(-0.5), f"D, {'exact' if regime == 'exact' else 'over'}-specified: shared"
     if structure in SHARED and regime == "over" and error == "atom_error_multi":
         return Prediction(-0.25), "atoms in over-specified cells: shared"
-    if structure == "independent" and regime == "over":
+    if structure in INDEPENDENT and regime == "over":
         if error in ("voronoi_r1_prefix", "atom_error_multi"):
             return Prediction(-0.25, kind="flatter_than"), "D_{1,r} over-specified: independent"
         if error == "voronoi_r2_prefix":
@@ -148,7 +153,7 @@ class Check:
     name: str
     theory_row: str
     description: str
-    structures: list[str]
+    structures: Sequence[str]  # names, or a reparam.structures.StructureSelection (by declared property)
     regimes: list[str]
     errors: list[str]
     n_grid: list[int] = field(default_factory=lambda: [300, 1000, 3000, 10000, 30000, 100000])
@@ -174,18 +179,18 @@ class Check:
 CHECKS: dict[str, Check] = {c.name: c for c in [
     Check("regression", "||f_hat - f*||_L2, all structures: slope -1/2",
           "Regression error of every structure, exact- and over-specified, on a fresh sample of 1e5 points.",
-          list(ALL), ["exact", "over"], ["l2_error"]),
+          ALL, ["exact", "over"], ["l2_error"]),
     Check("shared-exact", "D, exact-specified cells, shared_linear and shared_mlp: slope -1/2",
           "Voronoi loss D in prefix space (k, v) of exact-specified shared fits (L' = L* = 2).",
-          list(SHARED), ["exact"], ["voronoi_prefix"]),
+          SHARED, ["exact"], ["voronoi_prefix"]),
     Check("shared-over", "atoms in over-specified cells, shared_linear and shared_mlp: slope -1/4",
           "Largest distance of a fitted atom in a multi-atom Voronoi cell to its true atom (prefix space), "
           "over-specified shared fits (L' = 3 > L* = 2); D itself should keep slope -1/2.",
-          list(SHARED), ["over"], ["atom_error_multi", "voronoi_prefix"]),
+          SHARED, ["over"], ["atom_error_multi", "voronoi_prefix"]),
     Check("independent-over", "D_{1,r}, over-specified, independent: slower than any polynomial",
           "D_{1,1}, D_{1,2} and the multi-cell atom error of over-specified independent fits; each slope should "
           "be flatter than the rate the shared structures reach for the same quantity (-1/4, -1/2, -1/4).",
-          ["independent"], ["over"], ["voronoi_r1_prefix", "voronoi_r2_prefix", "atom_error_multi"]),
+          INDEPENDENT, ["over"], ["voronoi_r1_prefix", "voronoi_r2_prefix", "atom_error_multi"]),
 ]}
 
 

@@ -8,11 +8,21 @@ Every structure maps its NATIVE parameters to the common PREFIX space (keys, val
     prefix, per prompt i:  k_i (d,), v_i (m,), b_i
 
 A fit's parameters are one flat vector (..., P) laid out as [b_1..b_L | atoms (L * atom_dim) | globals],
-so a solver can treat every structure alike. A new structure is one subclass with @register.
+so a solver can treat every structure alike.
+
+A new structure is one subclass with @register; the class is the ONE place that declares what the study needs:
+    name           the registry key, the `structure.names` entry and its own Hydra option `structure=<name>`
+    theorem        the THEORY result that covers it (None: outside the theorems)
+    theory_rows    which rows of THEORY section 5 predict its curves (reparam.checks.prediction_for):
+                   "shared" (regression -1/2, D -1/2, over-specified atoms -1/4), "independent" (regression -1/2,
+                   D_{1,r} over-specified slower than any polynomial) or None (no predicted rate)
+    hydra_options  the composite Hydra options `structure=<option>` it belongs to besides its own (e.g. "all")
+    truth_theta()  its truth recipe: the native parameters that express the latent truth (reparam.truth)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Callable, ClassVar
 
 import numpy as np
@@ -29,11 +39,57 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 STRUCTURES: dict[str, type["Structure"]] = {}
+_REGISTRY_LISTENERS: list[Callable[[], None]] = []  # e.g. sims.config's Hydra options, refreshed on every change
 
 
 def register(cls: type["Structure"]) -> type["Structure"]:
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a class attribute `name` to be registered")
     STRUCTURES[cls.name] = cls
+    for listener in _REGISTRY_LISTENERS:
+        listener()
     return cls
+
+
+def unregister(name: str) -> None:
+    """Remove a registered structure (e.g. one a test defined)."""
+    STRUCTURES.pop(name, None)
+    for listener in _REGISTRY_LISTENERS:
+        listener()
+
+
+def on_registry_change(listener: Callable[[], None]) -> None:
+    """Call `listener()` now and after every register/unregister (keeps derived tables, e.g. Hydra options, in step)."""
+    _REGISTRY_LISTENERS.append(listener)
+    listener()
+
+
+class StructureSelection(Sequence):
+    """The registered structures whose class satisfies `predicate`, looked up at every use (so a structure
+    registered later joins); reads like the list of their names (iteration, len, ==, repr)."""
+
+    def __init__(self, predicate: Callable[[type["Structure"]], bool], description: str):
+        self.predicate, self.description = predicate, description
+
+    def names(self) -> list[str]:
+        return [name for name, cls in STRUCTURES.items() if self.predicate(cls)]
+
+    def __getitem__(self, i):
+        return self.names()[i]
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, (Sequence, list, tuple)) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return repr(self.names())
+
+
+def with_theory_rows(*rows: str) -> StructureSelection:
+    """The structures whose declared `theory_rows` is one of `rows` (e.g. "shared")."""
+    return StructureSelection(lambda cls: cls.theory_rows in rows, f"theory_rows in {rows}")
 
 
 def get_activation(name: str) -> Callable[[Tensor], Tensor]:
@@ -48,6 +104,8 @@ class Structure:
 
     name: ClassVar[str] = ""
     theorem: ClassVar[str | None] = None  # which THEORY result covers it; None = outside the theorems
+    theory_rows: ClassVar[str | None] = None  # "shared" | "independent" | None (module docstring)
+    hydra_options: ClassVar[tuple[str, ...]] = ()  # composite `structure=` options it joins, e.g. ("all",)
     d: int
     m: int
 
@@ -96,21 +154,11 @@ class Structure:
     def random_globals(self, shape: tuple[int, ...], generator: np.random.Generator) -> Tensor:
         return torch.zeros(*shape, 0, dtype=DTYPE)
 
-
-@register
-@dataclass
-class Independent(Structure):
-    """Free k_i in R^d, v_i in R^m, b_i for every prompt (THEORY Theorem 1). Atom = [k_i, v_i]."""
-
-    name: ClassVar[str] = "independent"
-    theorem: ClassVar[str | None] = "Theorem 1"
-
-    @property
-    def atom_dim(self) -> int:
-        return self.d + self.m
-
-    def prefix_from_atoms(self, atoms, globals_):
-        return atoms[..., : self.d], atoms[..., self.d :]
+    def truth_theta(self, biases: Tensor, latents: Tensor, W_K: Tensor, W_V: Tensor) -> Tensor:
+        """The truth recipe (reparam.truth): native parameters (P*,) that express the latent truth with true
+        biases (L*,), latent prompts p*_i (L*, r) and tie maps W_K (d, r), W_V (m, r). The theorem structures
+        express one f* (the tanh-tied prefix); a tied structure of its own kind keeps p*, W_K, W_V instead."""
+        raise NotImplementedError(f"structure {self.name!r} declares no truth recipe: define truth_theta()")
 
 
 @dataclass
@@ -135,6 +183,10 @@ class _TiedStructure(Structure):
     def atom_dim(self) -> int:
         return self.r
 
+    def truth_theta(self, biases, latents, W_K, W_V):
+        """Its own truth: the same p*, W_K, W_V through its own maps (W_K, W_V are this structure's fields)."""
+        return self.join(biases, latents)
+
 
 @register
 @dataclass
@@ -143,6 +195,8 @@ class SharedLinear(_TiedStructure):
 
     name: ClassVar[str] = "shared_linear"
     theorem: ClassVar[str | None] = "Theorem 2"
+    theory_rows: ClassVar[str | None] = "shared"
+    hydra_options: ClassVar[tuple[str, ...]] = ("all", "shared")
 
     def prefix_from_atoms(self, atoms, globals_):
         return atoms @ self.W_K.T, atoms @ self.W_V.T
@@ -155,6 +209,8 @@ class SharedMLP(_TiedStructure):
 
     name: ClassVar[str] = "shared_mlp"
     theorem: ClassVar[str | None] = "Theorem 3"
+    theory_rows: ClassVar[str | None] = "shared"
+    hydra_options: ClassVar[tuple[str, ...]] = ("all", "shared")
     activation: str = "tanh"
 
     def __post_init__(self):
@@ -163,6 +219,28 @@ class SharedMLP(_TiedStructure):
 
     def prefix_from_atoms(self, atoms, globals_):
         return self._act(atoms @ self.W_K.T), self._act(atoms @ self.W_V.T)
+
+
+@register
+@dataclass
+class Independent(Structure):
+    """Free k_i in R^d, v_i in R^m, b_i for every prompt (THEORY Theorem 1). Atom = [k_i, v_i]."""
+
+    name: ClassVar[str] = "independent"
+    theorem: ClassVar[str | None] = "Theorem 1"
+    theory_rows: ClassVar[str | None] = "independent"
+    hydra_options: ClassVar[tuple[str, ...]] = ("all",)
+
+    @property
+    def atom_dim(self) -> int:
+        return self.d + self.m
+
+    def prefix_from_atoms(self, atoms, globals_):
+        return atoms[..., : self.d], atoms[..., self.d :]
+
+    def truth_theta(self, biases, latents, W_K, W_V):
+        """The shared_mlp (tanh) prefix, written as free atoms: the SAME f* as shared_mlp."""
+        return self.join(biases, torch.cat([torch.tanh(latents @ W_K.T), torch.tanh(latents @ W_V.T)], dim=-1))
 
 
 @register
@@ -204,6 +282,17 @@ class SharedLearned(Structure):
         hidden = self._act(atoms @ W1.transpose(-1, -2) + c1.unsqueeze(-2))  # (..., L, hidden)
         out = hidden @ W2.transpose(-1, -2) + c2.unsqueeze(-2)  # (..., L, d + m)
         return out[..., : self.d], out[..., self.d :]
+
+    def truth_theta(self, biases, latents, W_K, W_V):
+        """W1 = [W_K; W_V], c1 = 0, W2 = I, c2 = 0: the SAME f* as shared_mlp (needs hidden = d + m and tanh)."""
+        d, m = self.d, self.m
+        if self.hidden != d + m or self.activation != "tanh":
+            raise ValueError(f"the shared_learned truth needs hidden={d + m} and activation='tanh', got "
+                             f"hidden={self.hidden}, activation={self.activation!r}")
+        eye = torch.eye(d + m, dtype=DTYPE).reshape(-1)
+        zeros = torch.zeros(d + m, dtype=DTYPE)
+        globals_ = torch.cat([torch.cat([W_K, W_V], dim=0).reshape(-1), zeros, eye, zeros])
+        return self.join(biases, latents, globals_)
 
     def random_globals(self, shape, generator):
         h, r, o = self.hidden, self.r, self.d + self.m

@@ -135,24 +135,14 @@ class GroundTruth:
 
 
 def _latent_truth_theta(structure: Structure, p: np.ndarray, b: np.ndarray, W_K: np.ndarray, W_V: np.ndarray) -> Tensor:
-    """Native parameters of `structure` that express the shared_mlp(tanh) truth (p, W_K, W_V), or for
-    shared_linear its own linear truth with the same p."""
-    p_t, b_t = torch.as_tensor(p, dtype=DTYPE), torch.as_tensor(b, dtype=DTYPE)
-    if structure.name in ("shared_mlp", "shared_linear"):
-        return structure.join(b_t, p_t)
-    keys = torch.tanh(p_t @ torch.as_tensor(W_K, dtype=DTYPE).T)
-    values = torch.tanh(p_t @ torch.as_tensor(W_V, dtype=DTYPE).T)
-    if structure.name == "independent":
-        return structure.join(b_t, torch.cat([keys, values], dim=-1))
-    if structure.name == "shared_learned":
-        d, m = structure.d, structure.m
-        if structure.hidden != d + m or structure.activation != "tanh":
-            raise ValueError(f"the shared_learned truth needs hidden={d + m} and activation='tanh', got "
-                             f"hidden={structure.hidden}, activation={structure.activation!r}")
-        W1 = np.concatenate([W_K, W_V], axis=0)
-        globals_ = np.concatenate([W1.ravel(), np.zeros(d + m), np.eye(d + m).ravel(), np.zeros(d + m)])
-        return structure.join(b_t, p_t, torch.as_tensor(globals_, dtype=DTYPE))
-    raise ValueError(f"no truth recipe for structure={structure.name!r}")
+    """Native parameters of `structure` for the latent truth (p, b, W_K, W_V): the structure's own recipe,
+    Structure.truth_theta (shared_mlp, independent, shared_learned: the tanh-tied f*; shared_linear: its own)."""
+    def as_t(x):
+        return torch.as_tensor(np.asarray(x, dtype=float), dtype=DTYPE)
+    try:
+        return structure.truth_theta(as_t(b), as_t(p), as_t(W_K), as_t(W_V))
+    except NotImplementedError as err:
+        raise ValueError(f"no truth recipe for structure={structure.name!r}: {err}") from None
 
 
 def _structure_for_truth(structure: str, d: int, m: int, W_K, W_V, activation: str, hidden: int | None) -> Structure:
@@ -214,16 +204,15 @@ def random_truth(
         W_V = rng.normal(0, 1 / np.sqrt(r), size=(m, r)) * 1.5
         p = rng.uniform(-latent_scale, latent_scale, size=(n_atoms, r))
         b = rng.uniform(*bias_range, size=n_atoms)
-        kv = np.concatenate([np.tanh(p @ W_K.T), np.tanh(p @ W_V.T)], axis=1)
-        if structure == "shared_linear":
-            kv = np.concatenate([p @ W_K.T, p @ W_V.T], axis=1)
+        s = _structure_for_truth(structure, d, m, W_K, W_V, activation, None)
+        theta = _latent_truth_theta(s, p, b, W_K, W_V)
+        keys, values, _ = s.prefix(theta, n_atoms)  # the TRUE prefix atoms, whatever the structure's recipe
+        kv = torch.cat([keys, values], dim=-1).numpy()
         gaps = [np.linalg.norm(kv[i] - kv[j]) for i in range(n_atoms) for j in range(i + 1, n_atoms)]
         if not gaps or min(gaps) >= min_separation:
             break
     else:
         raise ValueError(f"no truth with min_separation={min_separation} found in {max_tries} draws")
-    s = _structure_for_truth(structure, d, m, W_K, W_V, activation, None)
-    theta = _latent_truth_theta(s, p, b, W_K, W_V)
     return GroundTruth(name=f"random-{seed}", structure=s, experts=experts, theta=theta, n_atoms=n_atoms, noise=noise)
 
 

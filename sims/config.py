@@ -2,7 +2,8 @@
 
 Groups (pick one with `group=name`, then override fields with `group.field=value`):
     truth      canonical | random                       -> reparam.study.TruthConfig
-    structure  all | shared | shared_linear | shared_mlp | independent | shared_learned
+    structure  all | shared | shared_linear | shared_mlp | independent | shared_learned (and every structure
+               registered later: each declares its options, reparam.structures `hydra_options`)
     regime     both | exact | over
     optimiser  lm | lm_long                             -> reparam.fit.SolverConfig
     init       near_truth | random | mixed              -> reparam.study.InitConfig
@@ -17,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from reparam.fit import SolverConfig
+from reparam.structures import STRUCTURES, on_registry_change
 from reparam.study import STUDY_INIT, InitConfig, Setting, TruthConfig
 from reparam.sweep import PlanError, StudyPlan
 from reparam.validation import ConfigError, check_unknown_keys
@@ -84,15 +86,34 @@ class LocalParallelConf:
     mmap_mode: str = "r"
 
 
+def structure_options() -> dict[str, list[str]]:
+    """The `structure=` options, from what each registered structure declares (reparam.structures): its own name,
+    and every composite option listed in its `hydra_options` (e.g. "all", "shared")."""
+    options: dict[str, list[str]] = {}
+    for name, cls in STRUCTURES.items():
+        options[name] = [name]
+        for option in cls.hydra_options:
+            options.setdefault(option, []).append(name)
+    return options
+
+
+def store_structure_options() -> None:
+    """(Re)store the `structure=` options; called on every registry change (an unregistered structure's own
+    option is dropped)."""
+    cs = ConfigStore.instance()
+    options = structure_options()
+    for stale in set(cs.repo.get("structure", {})) - {f"{name}.yaml" for name in options}:
+        del cs.repo["structure"][stale]
+    for name, names in options.items():
+        cs.store(group="structure", name=name, node=StructureConf(names=names))
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="study_schema", node=StudyConf)
     cs.store(group="truth", name="canonical", node=TruthConfig(kind="canonical"))
     cs.store(group="truth", name="random", node=TruthConfig(kind="random"))
-    for name, names in {"all": ["shared_linear", "shared_mlp", "independent"], "shared": ["shared_linear", "shared_mlp"],
-                        "shared_linear": ["shared_linear"], "shared_mlp": ["shared_mlp"], "independent": ["independent"],
-                        "shared_learned": ["shared_learned"]}.items():
-        cs.store(group="structure", name=name, node=StructureConf(names=names))
+    on_registry_change(store_structure_options)
     for name, names in {"both": ["exact", "over"], "exact": ["exact"], "over": ["over"]}.items():
         cs.store(group="regime", name=name, node=RegimeConf(names=names))
     cs.store(group="optimiser", name="lm", node=SolverConfig())

@@ -1,0 +1,1 @@
+"""Hydra configs of the sims apps (a package so that the apps also run in-process: `sims.convergence.main()`)."""
