@@ -33,7 +33,8 @@ def read_study_log(path: Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if len(frame) and missing:
         raise DataError(f"{path} is not a result log of the synthetic study (its rows lack {missing}); LM "
-                        f"experiment logs are tabulated by their own command (draw_only=true)")
+                        f"experiment logs are tabulated by their own commands (python -m experiments.planted_prefix "
+                        f"draw, python -m experiments.low_data stage=report)")
     return frame
 
 
