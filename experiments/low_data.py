@@ -37,13 +37,15 @@ from reparam.lm.metrics import E2E_METRICS, E2EScorer
 from reparam.lm.multiprefix import (INITS, STRUCTURES, FitConfig, Member, MultiPrefix, encode_prompts, encode_split,
                                     fit, word_ids)
 from reparam.lm.runner import prepare_model, repo_path
+from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
 from reparam.validation import check_choice, check_int, check_list, check_number, exit_on_input_error, fingerprint, require
 
 KEY = ["dataset", "n", "replicate", "structure", "init"]
 STAGES = ("train", "score", "report", "all")
-#: low_data settings that choose cells or only change speed: not part of the result fingerprint
-NOT_RESULT = ("datasets", "ns", "replicates", "metrics", "fit.train_rows", "fit.eval_rows", "test.gen_rows", "test.nll_rows")
+#: low_data settings that choose cells and configurations (own columns of every row) or only change speed:
+#: not part of the result fingerprint
+NOT_RESULT = ("datasets", "ns", "replicates", "structures", "inits", "metrics", "fit.train_rows", "fit.eval_rows", "test.gen_rows", "test.nll_rows")
 METRIC_LABELS = {"test_nll": "test NLL [nats/token]", "bleu": "BLEU", "nist": "NIST", "meteor": "METEOR",
                  "rouge_l": "ROUGE-L", "cider": "CIDEr"}
 
@@ -149,13 +151,18 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)  # a killed run never leaves a half-written file that looks complete
 
 
-def run_cell(cfg: DictConfig, base, tok, device, pool: _Pool, dataset: str, n: int, rep: int, sid: str) -> list[dict]:
-    """Train every configuration of one cell, select the lr per (structure, init), test; returns the result rows."""
+def run_cell(cfg: DictConfig, base, tok, device, pool: _Pool, dataset: str, n: int, rep: int, sid: str,
+             pairs: list[tuple[str, str]]) -> list[dict]:
+    """Train every lr of the (structure, init) `pairs` in one cell, select the lr per pair, test; returns the result rows.
+
+    Pairs are independent of each other (each selects its own lr on the dev loss), so a cell can be run in
+    parts (low_data.structures / low_data.inits choose them) without changing any result.
+    """
     p, paths = cfg.low_data, _paths(cfg, sid)
     t_cell = time.perf_counter()
     train_rows = encode_split(tok, nested_subset(pool.train, n, seed=rep), p.max_len, SEP)
-    members = [Member(s, float(lr), init, seed=rep) for s in p.structures for init in p.inits for lr in p.lr_grid[s]]
-    init_ids = word_ids(tok, p.init_text[dataset], p.prefix_len) if "words" in p.inits else None
+    members = [Member(s, float(lr), init, seed=rep) for s, init in pairs for lr in p.lr_grid[s]]
+    init_ids = word_ids(tok, p.init_text[dataset], p.prefix_len) if any(i == "words" for _, i in pairs) else None
     model = MultiPrefix(base, members, prefix_len=p.prefix_len, hidden=p.hidden, embed_dim=p.embed_dim, init_ids=init_ids)
     log = (lambda msg: print(f"[low_data] {dataset} n={n} r={rep} {msg}", flush=True)) if cfg.progress else None
     fits, timing = fit(model, train_rows, pool.dev_rows, FitConfig(**OmegaConf.to_container(p.fit), seed=rep),
@@ -180,7 +187,8 @@ def run_cell(cfg: DictConfig, base, tok, device, pool: _Pool, dataset: str, n: i
     texts = model.generate(pool.prompts, ks, tok, max_new_tokens=p.test.max_new_tokens, num_beams=p.test.num_beams,
                            length_penalty=p.test.length_penalty, max_rows=p.test.gen_rows)
     gen_s = time.perf_counter() - t0
-    gen_file = paths["generations"] / f"{dataset}_n{n}_r{rep}.jsonl"
+    part = "_".join(f"{s}-{i}" for s, i in pairs)
+    gen_file = paths["generations"] / f"{dataset}_n{n}_r{rep}_{part}.jsonl"
     _write_jsonl(gen_file, [{"structure": members[k].structure, "init": members[k].init, "lr": members[k].lr,
                              "item": i, "hyp": h} for k in ks for i, h in enumerate(texts[k])])
     refs_file = paths["generations"] / f"{dataset}_refs.jsonl"
@@ -205,7 +213,8 @@ def train_stage(cfg: DictConfig) -> None:
     p = cfg.low_data
     done = {tuple(r[k] for k in KEY) for r in _rows_of(ResultLog(paths["results"]), sid)}
     wanted = [(s, i) for s in p.structures for i in p.inits]
-    todo = [c for c in cells(cfg) if any((*c, s, i) not in done for s, i in wanted)]
+    todo = [(c, [w for w in wanted if (*c, *w) not in done]) for c in cells(cfg)]
+    todo = [(c, pairs) for c, pairs in todo if pairs]
     print(f"[low_data] setting {sid}: {len(cells(cfg)) - len(todo)} of {len(cells(cfg))} selected cells recorded, "
           f"{len(todo)} to run; rows in {paths['run']}", flush=True)
     if not todo:
@@ -213,7 +222,7 @@ def train_stage(cfg: DictConfig) -> None:
     base, tok, device = prepare_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.device, cfg.threads)
     pools: dict[str, _Pool] = {}
     t0, longest = time.perf_counter(), 0.0
-    for i, (dataset, n, rep) in enumerate(todo):
+    for i, ((dataset, n, rep), pairs) in enumerate(todo):
         # start a cell only if it is expected to end in time (expected: the longest cell so far)
         if cfg.max_minutes is not None and time.perf_counter() - t0 + longest > 60 * cfg.max_minutes:
             print(f"[low_data] max_minutes={cfg.max_minutes}: the next cell would not end in time; {len(todo) - i} "
@@ -221,7 +230,7 @@ def train_stage(cfg: DictConfig) -> None:
             return
         if dataset not in pools:
             pools[dataset] = _Pool(dataset, cfg, tok)
-        rows = run_cell(cfg, base, tok, device, pools[dataset], dataset, n, rep, sid)
+        rows = run_cell(cfg, base, tok, device, pools[dataset], dataset, n, rep, sid, pairs)
         w = rows[0]
         longest = max(longest, w["cell_wall_s"])
         print(f"[low_data] cell {dataset} n={n} r={rep} done in {w['cell_wall_s']:.0f}s (train {w['train_s']:.0f}s, "
@@ -294,6 +303,7 @@ def report_stage(cfg: DictConfig) -> None:
         print(f"[low_data] no recorded rows for setting {sid}; run stage=train first")
         return
     out.mkdir(parents=True, exist_ok=True)
+    write_provenance(out)
     metrics = ["test_nll"] + [m for m in E2E_METRICS if m in df.columns and df[m].notna().any()]
     sel = pd.DataFrame(_rows_of(ResultLog(_paths(cfg, sid)["selection"]), sid))
     for dataset, d in df.groupby("dataset"):

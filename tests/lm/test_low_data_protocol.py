@@ -53,7 +53,7 @@ def test_protocol_smoke(tmp_path):
     assert paired.verdict.str.startswith("insufficient").all()  # one replicate is never evidence
     for name in ("low_data_e2e_bleu.png", "low_data_e2e_paired.png", "low_data_e2e_test_nll.png"):
         assert (tmp_path / "fig" / name).is_file()
-    gens = list((tmp_path / "runs" / "low_data" / "generations").rglob("e2e_n4_r0.jsonl"))
+    gens = list((tmp_path / "runs" / "low_data" / "generations").rglob("e2e_n4_r0_*.jsonl"))
     assert len(gens) == 1 and len(gens[0].read_text().splitlines()) == 10 * 2
     t0 = time.perf_counter()
     low_data.train_stage(cfg)  # resumable: every cell and score recorded, nothing recomputed
@@ -76,6 +76,12 @@ def test_selection_of_the_dev_best_lr_and_chunks(tmp_path):
     assert sorted({r["n"] for r in ResultLog(results).rows()}) == [4]
     low_data.train_stage(cfg)
     assert sorted(r["n"] for r in ResultLog(results).rows()) == [4, 4, 8, 8]
+    # a cell run in parts: adding a structure trains only the new one, the recorded ones are kept
+    more = _cfg(tmp_path, ["low_data.datasets=[e2e]", "low_data.ns=[4]", "low_data.structures=[shared,independent,infix]",
+                           "low_data.inits=[random]", "low_data.metrics=[bleu]"])
+    low_data.train_stage(more)
+    rows = ResultLog(results).rows()
+    assert len(rows) == 5 and [r["structure"] for r in rows[4:]] == ["infix"] and rows[4]["members"] == 1
     sel = pd.DataFrame(ResultLog(tmp_path / "runs" / "low_data" / "selection.jsonl").rows())
     for _, g in sel.groupby(["n", "structure", "init"]):
         assert g.selected.sum() == 1
