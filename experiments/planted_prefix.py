@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 
 from reparam.lm import planted as pl
 from reparam.lm.runner import repo_path
+from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
 from reparam.validation import DataError, exit_on_input_error
 
@@ -87,6 +88,7 @@ def draw(cfg: DictConfig, settings: dict) -> pd.DataFrame:
 
     out_dir = repo_path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_provenance(out_dir)
     fits = load_fits(cfg, settings)
     est = pl.estimates(fits)
     slopes = pl.slope_table(est, settings["study"], n_boot=cfg.n_boot)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from reparam.checks import CHECKS, check_lines, check_report, summarize
 from reparam.sweep import check_resources, run_plan, set_threads, write_results
+from reparam.provenance import write_provenance
 from reparam.validation import InputError, check_output_dir, check_output_file
 from sims.aggregate import read_study_log
 from reparam.results import write_table
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     sections, verdicts = [], {}
+    write_provenance(args.out)  # every check writes its outputs under OUT
     for name in names:
         check = CHECKS[name]
         tic = time.perf_counter()

@@ -8,6 +8,7 @@ import pandas as pd
 
 from reparam.checks import headline, summarize, valid_mask
 from reparam.plots import study_figures
+from reparam.provenance import write_provenance
 from reparam.sweep import write_results
 from reparam.results import write_table
 
@@ -21,6 +22,7 @@ def write_outputs(results: pd.DataFrame, out_dir: Path, figures: bool = True, st
         by = ("setting_id",) + by
     summary = summarize(results, by=by)
     write_table(summary, out_dir / "summary.csv")
+    write_provenance(out_dir)
     paths = []
     if figures and results["truth"].nunique() == 1 and not several:
         paths = study_figures(results, summary, out_dir)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from reparam.checks import robustness_tables
 from reparam.plots import robustness_figure, save_figure
+from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
 from reparam.study import STUDY_INIT, Setting, TruthConfig
 from reparam.sweep import StudyPlan, check_resources, run_plan, set_threads, tidy, validate_plan, write_results
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     per_truth, dist = robustness_tables(results)
     write_table(per_truth, args.out / "robustness.csv")
     write_table(dist, args.out / "robustness_summary.csv")
+    write_provenance(args.out)
     paths = draw(args.out, per_truth)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         show = dist[dist.prediction != ""][["structure", "regime", "error", "predicted", "n_truths", "slope_median",

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from reparam.checks import SENSITIVITY_VARIANTS, sensitivity_plan, sensitivity_table
+from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
 from reparam.sweep import PlanError, copy_planned_rows, run_plan, set_threads, validate_plan
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = run_plan(plan, log, progress=not args.quiet, workers=args.workers)
     table = sensitivity_table(results)
     path = write_table(table, args.out / "sensitivity.csv")
+    write_provenance(args.out)
     with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_rows", 100):
         print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"\nwrote {path}; wall time {time.perf_counter() - tic:.0f} s")
