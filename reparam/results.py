@@ -105,12 +105,20 @@ def _key_value(value):
     return value
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike, float_format: str | None = None) -> Path:
     """Write CSV atomically: readers see the old file or the new one, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a table is shared like any file open() makes
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             df.to_csv(handle, index=False, float_format=float_format)
             handle.flush()
