@@ -29,7 +29,7 @@ import pandas as pd
 
 from .rates import Prediction, describe_verdict, fit_slopes, power_vs_log_law, verdict
 from .structures import with_theory_rows
-from .study import STUDY_INIT, InitConfig
+from .study import DEFAULT_N_GRID, STUDY_INIT, InitConfig
 
 # Structures by the THEORY rows their class declares (reparam.structures: `theory_rows`), looked up at use, so
 # a newly registered structure enters every check and prediction below without an edit here.
@@ -156,7 +156,7 @@ class Check:
     structures: Sequence[str]  # names, or a reparam.structures.StructureSelection (by declared property)
     regimes: list[str]
     errors: list[str]
-    n_grid: list[int] = field(default_factory=lambda: [300, 1000, 3000, 10000, 30000, 100000])
+    n_grid: list[int] = field(default_factory=lambda: list(DEFAULT_N_GRID))
     replicates: int = 10
     seed: int = 0
     truth: str = "canonical"

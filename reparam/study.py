@@ -21,6 +21,8 @@ from .truth import GroundTruth, make_truth
 REGIMES = ("exact", "over")
 INIT_MODES = ("near_truth", "random", "mixed")
 TRUTH_KINDS = ("canonical", "random")
+# The default sample sizes of every study (main job, StudyPlan, checks): log-spaced 300..1e5.
+DEFAULT_N_GRID = (300, 1000, 3000, 10000, 30000, 100000)
 
 
 @dataclass

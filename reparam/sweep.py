@@ -32,7 +32,7 @@ import torch
 from .results import ResultLog, write_table
 from .validation import ConfigError
 from .structures import ACTIVATIONS, STRUCTURES
-from .study import REGIMES, Setting, run_cell, validate_setting
+from .study import DEFAULT_N_GRID, REGIMES, Setting, run_cell, validate_setting
 
 #: Column order of results.csv: identifiers, then errors, then the optimiser's certificate, then timing.
 RESULT_COLUMNS = [
@@ -65,7 +65,7 @@ class StudyPlan:
 
     structures: list[str] = field(default_factory=lambda: ["shared_linear", "shared_mlp", "independent"])
     regimes: list[str] = field(default_factory=lambda: ["exact", "over"])
-    n_grid: list[int] = field(default_factory=lambda: [300, 1000, 3000, 10000, 30000, 100000])
+    n_grid: list[int] = field(default_factory=lambda: list(DEFAULT_N_GRID))
     replicates: int = 10
     seed: int = 0
     setting: Setting = field(default_factory=Setting)

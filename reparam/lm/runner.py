@@ -13,14 +13,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .models import REPO_ROOT, ModelConfig, load_model
+from .models import ModelConfig, load_model, repo_path  # noqa: F401  (repo_path: re-exported for the experiments)
 from .train import setup_torch
-
-
-def repo_path(p: str | Path) -> Path:
-    """Relative paths in experiment configs are taken from the repository root, not the CWD."""
-    p = Path(p).expanduser()
-    return p if p.is_absolute() else REPO_ROOT / p
 
 
 def prepare_model(model_cfg: dict, device: str = "cpu", threads: int = 1):
@@ -76,47 +70,8 @@ class Log:
         return df[df["setting_id"] == self.setting_id].reset_index(drop=True)
 
 
-def write_outputs(df: pd.DataFrame, out_dir: Path, stem: str, errors: dict[str, str], panel: str | None = None,
-                  theory_slopes: dict | None = None, n_boot: int = 2000) -> dict[str, pd.DataFrame]:
-    """Write the tidy table, a slope table per error and one figure per error.
-
-    errors: {column: y-axis label}. Returns {column: slopes DataFrame}.
-    """
-    from reparam.plots import error_vs_n, save_figure
-    from reparam.rates import fit_slopes
-    from reparam.results import write_table
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_table(df, out_dir / f"{stem}.csv")
-    by = ["structure"] + ([panel] if panel else [])
-    slopes_all, out = [], {}
-    for col, label in errors.items():
-        d = df[df[col].notna()]
-        if d["n"].nunique() < 2:
-            continue
-        sl = fit_slopes(d, col, by, n_col="n", replicate_col="replicate", n_boot=n_boot)
-        out[col] = sl
-        slopes_all.append(sl)
-        fig = error_vs_n(d, col, group="structure", panel=panel, slopes=sl, theory_slopes=theory_slopes,
-                         ylabel=label, title=f"{stem}: {label}")
-        save_figure(fig, out_dir / f"{stem}_{col}")
-    if slopes_all:
-        write_table(pd.concat(slopes_all, ignore_index=True), out_dir / f"{stem}_slopes.csv")
-    return out
-
-
 def summary_table(df: pd.DataFrame, cols: list[str], by: list[str]) -> pd.DataFrame:
     """Mean and standard deviation over replicates, one row per (by..., n)."""
     g = df.groupby(by + ["n"])[cols]
     mean, sd = g.mean().add_suffix("_mean"), g.std().add_suffix("_sd")
     return pd.concat([mean, sd, g.size().rename("replicates")], axis=1).reset_index()
-
-
-def stamp(cfg_dict: dict) -> dict:
-    """Config fields worth repeating on every row (so a row is self-describing)."""
-    return {"config": json.dumps(cfg_dict, sort_keys=True, default=str), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-
-
-def sync(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()

@@ -84,12 +84,12 @@ def validate_common(cfg: Any) -> None:
 
 def validate_model(model: Any, data_root: str | None = None) -> None:
     """The `model` block: a known name, files that exist, consistent tiny sizes."""
-    from .models import REGISTRY, SMOLLM2_GGUF, ModelConfig, _resolve, smollm2_folder
+    from .models import REGISTRY, SMOLLM2_GGUF, ModelConfig, repo_path, smollm2_folder
 
     name = check_choice("model.name", _get(model, "name"), sorted(REGISTRY))
     tok = _get(model, "tokenizer_path")
     if tok not in (None, ""):
-        folder = _resolve(tok)
+        folder = repo_path(tok)
         require((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file(), "model.tokenizer_path", tok,
                 f"a folder holding vocab.json and merges.txt ({folder} does not)")
     if name == "tiny":
