@@ -48,6 +48,13 @@ def prediction_for(structure: str, regime: str, error: str) -> tuple[Prediction 
         return Prediction(-0.5), f"D, {'exact' if regime == 'exact' else 'over'}-specified: shared"
     if structure in SHARED and regime == "over" and error == "atom_error_multi":
         return Prediction(-0.25), "atoms in over-specified cells: shared"
+    if error == "inverse_ratio":  # THEORY section 7 on fits: flat where the inverse bound holds, growing where not
+        from .identifiability import inverse_ratio_prediction
+        pred = inverse_ratio_prediction(structure, regime)
+        if pred is None:
+            return None, ""
+        return pred, ("D / ||f_hat - f*||: inverse bound holds" if pred.kind == "equal"
+                      else "D / ||f_hat - f*||: inverse bound fails")
     if structure in INDEPENDENT and regime == "over":
         if error in ("voronoi_r1_prefix", "atom_error_multi"):
             return Prediction(-0.25, kind="flatter_than"), "D_{1,r} over-specified: independent"
@@ -161,8 +168,14 @@ class Check:
     seed: int = 0
     truth: str = "canonical"
     init: InitConfig = field(default_factory=lambda: copy.deepcopy(STUDY_INIT))
+    # 'study': fits plan() and compares the slopes of `errors` with THEORY (errors may include the derived column
+    # 'inverse_ratio', reparam.identifiability.add_inverse_ratio); 'inverse_bound': no data and no fits, the
+    # deterministic psi(delta) of reparam.identifiability.inverse_bound_study (n_grid, replicates, init unused).
+    kind: str = "study"
 
     def plan(self):
+        if self.kind != "study":
+            raise ValueError(f"check {self.name!r} is of kind {self.kind!r}: it fits no study plan")
         from .study import Setting, TruthConfig
         from .sweep import StudyPlan
         return StudyPlan(structures=list(self.structures), regimes=list(self.regimes), n_grid=list(self.n_grid),
@@ -191,6 +204,15 @@ CHECKS: dict[str, Check] = {c.name: c for c in [
           "D_{1,1}, D_{1,2} and the multi-cell atom error of over-specified independent fits; each slope should "
           "be flatter than the rate the shared structures reach for the same quantity (-1/4, -1/2, -1/4).",
           INDEPENDENT, ["over"], ["voronoi_r1_prefix", "voronoi_r2_prefix", "atom_error_multi"]),
+    Check("inverse-ratio", "D / ||f_hat - f*|| against n: flat where the inverse bound holds, growing where it fails",
+          "Ratio of the prefix-space Voronoi loss to the regression error of every valid fit (THEORY section 7): "
+          "slope 0 +- 0.1 for shared_linear and shared_mlp (exact and over) and independent exact; slope > 0 for "
+          "independent over.", list(ALL), ["exact", "over"], ["inverse_ratio"]),
+    Check("inverse-bound", "psi(delta) = min ||f_G - f*|| s.t. D(G, G*) = delta: psi/delta bounded as delta -> 0 "
+          "where the inverse bound holds, psi = 0 where it fails",
+          "No data, no noise: multi-start constrained minimisation on the canonical truth (r = 2, and r = 3 > d for "
+          "the shared structures), exact and over-specified (reparam.identifiability.inverse_bound_study).",
+          list(ALL), ["exact", "over"], ["psi"], n_grid=[], replicates=0, kind="inverse_bound"),
 ]}
 
 

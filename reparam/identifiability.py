@@ -23,7 +23,8 @@ exponent 1 in single-atom cells and 2 in multi-atom cells, weights exp(b)):
    D = 0 base point until the EXACT D equals delta, so every reported psi is attained at a feasible G. Starts at
    every delta: the best solutions of the previous delta rescaled to the new one (continuation from delta = 1
    down), random directions around random weight splits, and the witness member with D = delta (psi = 0 where
-   a witness exists).
+   a witness exists); then a second sweep from the smallest delta up restarts every delta from the best
+   solutions of the next smaller one, so a good shape found anywhere propagates along the whole curve.
 
 3. The RATIO ON FITS (`add_inverse_ratio`, `inverse_ratio_summary`): D(G_hat, G*) / ||f_hat - f*|| per study row;
    its log-log slope against n is 0 where the inverse bound holds and > 0 where it fails.
@@ -41,7 +42,7 @@ from torch import Tensor
 
 from .losses import voronoi_loss
 from .moe import DTYPE, mixture_output
-from .rates import Prediction, slope_with_interval, verdict
+from .rates import Prediction
 from .truth import GroundTruth, canonical_truth
 
 
@@ -260,21 +261,31 @@ class _Problem:
         return self.s.join(b0, self.atoms_true[cells], self.globals_)
 
     def rescale(self, x: Tensor, delta: float) -> Tensor | None:
-        """x moved along the ray from its base so that the exact D equals delta (bisection on log scale)."""
+        """x moved from its D = 0 base point so that the exact D equals delta (bisection on log scale of t):
+        x0 + t * (bias step and atom steps in single-atom cells) + sqrt(t) * (atom steps in multi-atom cells),
+        the scaling under which every term of D is linear in t (D weighs multi-cell distances squared)."""
         x0 = self.base(x)
         step = x - x0
         if float(step.abs().max()) == 0:
             return None
+        cells = self.cells(x)
+        multi = torch.bincount(cells, minlength=self.truth.n_atoms)[cells] > 1  # (L,)
+        zeros = torch.zeros(self.L, dtype=DTYPE)
+        _, atom_mask, _ = self.s.split(self.s.join(zeros, multi.to(DTYPE).unsqueeze(-1).expand(self.L, self.s.atom_dim),
+                                                   self.globals_ * 0), self.L)
+        slow = self.s.join(zeros, atom_mask, self.globals_ * 0) * step  # multi-cell atom coordinates of the step
+        fast = step - slow
+        at = lambda log_t: x0 + np.exp(log_t) * fast + np.exp(0.5 * log_t) * slow  # noqa: E731
         lo, hi = -30.0, 10.0
-        if self.exact_d(x0 + np.exp(hi) * step) < delta:
+        if self.exact_d(at(hi)) < delta:
             return None
         for _ in range(80):
             mid = 0.5 * (lo + hi)
-            if self.exact_d(x0 + np.exp(mid) * step) < delta:
+            if self.exact_d(at(mid)) < delta:
                 lo = mid
             else:
                 hi = mid
-        return x0 + np.exp(hi) * step
+        return at(hi)
 
 
 def _random_start(problem: _Problem, rng: np.random.Generator, track: int) -> Tensor:
@@ -343,40 +354,54 @@ def inverse_bound_curve(truth: GroundTruth, n_atoms: int, config: InverseBoundCo
             witness_theta(truth, 1.0)
         except NoWitnessError:
             has_witness = False
-    previous: list[Tensor] = []
-    rows = []
-    for delta in sorted(cfg.deltas, reverse=True):
-        tic = time.perf_counter()
-        starts: list[tuple[str, Tensor]] = [("continued", x) for x in previous]
-        starts += [("random", _random_start(problem, rng, k)) for k in range(cfg.n_random)]
-        witness_psi = np.nan
-        if has_witness:
-            x_w = witness_at_delta(truth, delta)
-            if x_w is not None:
-                witness_psi = float(problem.loss(x_w).sqrt())
-                starts.append(("witness", x_w))
-        results = []
+    def solve_all(starts: list[tuple[str, Tensor]], delta: float) -> list[tuple[str, Tensor, float, float]]:
+        out = []
         for kind, x in starts:
             x = problem.rescale(x, delta)
             if x is None:
                 continue
-            x_opt, info = _solve(problem, x, delta, cfg)
+            x_opt, _ = _solve(problem, x, delta, cfg)
             x_opt = problem.rescale(x_opt, delta) if bool(torch.isfinite(x_opt).all()) else None
             if x_opt is None:
                 continue
             d_exact = problem.exact_d(x_opt)
             if abs(d_exact / delta - 1) <= cfg.constraint_tol:
-                results.append((kind, x_opt, float(problem.loss(x_opt).sqrt()), d_exact))
-        results.sort(key=lambda r: r[2])
+                out.append((kind, x_opt, float(problem.loss(x_opt).sqrt()), d_exact))
+        return sorted(out, key=lambda r: r[2])
+
+    deltas = sorted(cfg.deltas, reverse=True)
+    solutions, n_starts, witness_psi, seconds = {}, {}, {}, {}
+    previous: list[Tensor] = []
+    for delta in deltas:  # downward: continued + random + witness starts
+        tic = time.perf_counter()
+        starts: list[tuple[str, Tensor]] = [("continued", x) for x in previous]
+        starts += [("random", _random_start(problem, rng, k)) for k in range(cfg.n_random)]
+        witness_psi[delta] = np.nan
+        if has_witness:
+            x_w = witness_at_delta(truth, delta)
+            if x_w is not None:
+                witness_psi[delta] = float(problem.loss(x_w).sqrt())
+                starts.append(("witness", x_w))
+        solutions[delta] = solve_all(starts, delta)
+        n_starts[delta] = len(starts)
+        previous = [r[1] for r in solutions[delta][: cfg.n_continued]]
+        seconds[delta] = time.perf_counter() - tic
+    for smaller, delta in zip(deltas[::-1], deltas[::-1][1:]):  # upward: carry the best small-delta shapes back up
+        tic = time.perf_counter()
+        starts = [("continued up", r[1]) for r in solutions[smaller][: cfg.n_continued]]
+        solutions[delta] = sorted(solutions[delta] + solve_all(starts, delta), key=lambda r: r[2])
+        n_starts[delta] += len(starts)
+        seconds[delta] += time.perf_counter() - tic
+    rows = []
+    for delta in deltas:
+        results = solutions[delta]
         best = results[0] if results else None
-        previous = [r[1] for r in results[: cfg.n_continued]]
         rows.append(dict(
             structure=truth.structure.name, truth=truth.name, latent_dim=getattr(truth.structure, "r", np.nan),
             regime="exact" if n_atoms == truth.n_atoms else "over", n_true_atoms=truth.n_atoms, n_fitted_atoms=n_atoms,
             delta=delta, psi=best[2] if best else np.nan, psi_over_delta=best[2] / delta if best else np.nan,
-            d_reached=best[3] if best else np.nan, best_start=best[0] if best else "", n_starts=len(starts),
-            n_feasible=len(results), witness_psi=witness_psi, n_inputs=cfg.n_inputs,
-            seconds=time.perf_counter() - tic))
+            d_reached=best[3] if best else np.nan, best_start=best[0] if best else "", n_starts=n_starts[delta],
+            n_feasible=len(results), witness_psi=witness_psi[delta], n_inputs=cfg.n_inputs, seconds=seconds[delta]))
     return pd.DataFrame(rows).sort_values("delta").reset_index(drop=True)
 
 
@@ -438,9 +463,11 @@ def inverse_bound_study(config: InverseBoundConfig | None = None, cases=None,
         v = psi_verdict(curve, cfg)
         measured = "holds" if v["verdict"] == "holds" else ("fails" if v["verdict"].startswith("fails") else v["verdict"])
         summary.append(dict(structure=structure, regime=regime, latent_dim=latent_dim, truth=truth.name,
-                            key_map="injective" if latent_dim <= truth.d or structure == "independent" else "not injective",
+                            key_map=("free keys" if structure == "independent" else
+                                     "injective" if latent_dim <= truth.d else "not injective"),
                             **v, predicted=predicted,
-                            agreement=("n/a" if predicted == "open" else ("agree" if measured == predicted else "disagree")),
+                            agreement=("no prediction" if predicted == "open" else
+                                       ("agree" if measured == predicted else "disagree")),
                             seconds=time.perf_counter() - tic))
     return pd.concat(curves, ignore_index=True), pd.DataFrame(summary)
 
@@ -468,33 +495,61 @@ def inverse_ratio_prediction(structure: str, regime: str) -> Prediction | None:
     return None
 
 
-def _valid_rows(results: pd.DataFrame, gap_tol: float) -> pd.Series:
-    if "valid" in results.columns:
-        return results["valid"].astype(str).str.lower().isin(["true", "1"])
-    rel_gap = results["rel_gap"].astype(float)
-    return np.isfinite(rel_gap) & (rel_gap <= gap_tol)
-
-
-def inverse_ratio_summary(results: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, gap_tol: float = 1e-8,
+def inverse_ratio_summary(results: pd.DataFrame, n_boot: int = 2000, level: float = 0.95,
                           by: tuple[str, ...] = ("structure", "regime"), replicate_col: str = "seed") -> pd.DataFrame:
-    """Per (by...): log-log slope of the mean of D / ||f_hat - f*|| over VALID fits (column `valid`, else
-    rel_gap <= gap_tol) against n, its bootstrap interval over replicates, the median slope (point estimate),
-    the ratio's median at the smallest and largest n, and the verdict against `inverse_ratio_prediction`."""
-    table = add_inverse_ratio(results)
-    table = table[_valid_rows(table, gap_tol) & np.isfinite(table["inverse_ratio"])]
-    rows = []
-    for key, g in table.groupby(list(by), sort=True):
-        ident = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        s = slope_with_interval(g, "inverse_ratio", replicate_col=replicate_col, n_boot=n_boot, level=level)
-        med = g.groupby("n")["inverse_ratio"].median().sort_index()
-        med_slope = float(np.polyfit(np.log(med.index.to_numpy(float)), np.log(med.to_numpy()), 1)[0]) \
-            if len(med) >= 2 else np.nan
-        pred = inverse_ratio_prediction(ident.get("structure", ""), ident.get("regime", ""))
-        rows.append({**ident, "error": "inverse_ratio",
-                     "prediction": "" if pred is None else ("0 +- 0.10" if pred.kind == "equal" else "> 0"),
-                     "slope": s["slope"], "slope_lo": s["slope_lo"], "slope_hi": s["slope_hi"],
-                     "median_slope": med_slope, "median_at_n_min": float(med.iloc[0]), "median_at_n_max": float(med.iloc[-1]),
-                     "n_min": s["n_min"], "n_max": s["n_max"], "n_sizes": s["n_sizes"], "n_replicates": s["n_replicates"],
-                     "n_valid": int(len(g)),
-                     "verdict": "n/a" if pred is None else verdict(s["slope_lo"], s["slope_hi"], pred, s["slope"])})
-    return pd.DataFrame(rows)
+    """The study summary (reparam.checks.summarize) of the derived error `inverse_ratio` only: per (by...), the
+    log-log slope of the mean ratio over VALID fits against n with its bootstrap interval over replicates, the
+    median slope, the ratio's mean and median at the largest n, the validity counts, and the verdict against
+    `inverse_ratio_prediction`. For the full study summary call
+    summarize(add_inverse_ratio(results), errors=SUMMARY_ERRORS + ["inverse_ratio"])."""
+    from .checks import summarize  # checks imports this module lazily (prediction_for): no cycle at import time
+
+    return summarize(add_inverse_ratio(results), errors=["inverse_ratio"], n_boot=n_boot, level=level, by=by,
+                     replicate_col=replicate_col)
+
+
+# --------------------------------------------------------------------------------------------------
+# The citable check `inverse-bound`
+
+
+def inverse_bound_overall(summary: pd.DataFrame) -> str:
+    """'agree' when every case with a THEORY prediction agrees, 'disagree' when one disagrees, else 'inconclusive'."""
+    judged = summary[summary["agreement"] != "no prediction"]["agreement"]
+    if (judged == "disagree").any():
+        return "disagree"
+    return "agree" if len(judged) and (judged == "agree").all() else "inconclusive"
+
+
+def inverse_bound_lines(summary: pd.DataFrame) -> list[str]:
+    """One printable line per case."""
+    out = []
+    for r in summary.itertuples():
+        slope = "" if not np.isfinite(r.slope_near_0) else f"{r.slope_near_0:.3f}"
+        out.append(f"{r.structure:<14} {r.regime:<5} r={r.latent_dim} ({r.key_map:<13}) slope near 0 {slope:>6}  "
+                   f"psi/delta at delta={r.delta_min:g}: {r.psi_over_delta_min:.3g}  -> {r.verdict} "
+                   f"(THEORY: {r.predicted}; {r.agreement})")
+    return out
+
+
+def inverse_bound_report(summary: pd.DataFrame, config: InverseBoundConfig, command: str,
+                         wall_seconds: float | None = None) -> str:
+    """The markdown section of the check `inverse-bound`."""
+    overall = inverse_bound_overall(summary)
+    md = [f"## Check `inverse-bound`: {overall.upper()}", "",
+          "- THEORY: section 7 (inverse bound ||f_G - f_G*|| >= c D(G, G*); psi(delta) = min of the left side at D = delta)",
+          f"- Configuration: canonical truth, noise-free; deltas {', '.join(f'{d:g}' for d in sorted(config.deltas))}; "
+          f"||.||_L2(mu) on {config.n_inputs} fixed points of mu; per delta {config.n_random} random + "
+          f"{config.n_continued} continued starts (+ the witness where one exists), SLSQP max_iter {config.max_iter}; "
+          f"floor {config.floor:g}; slope over the {config.slope_points} smallest deltas, bound holds when it is "
+          f"<= 1 + {config.slope_tol:g}.",
+          f"- Command: `{command}`"]
+    if wall_seconds is not None:
+        md.append(f"- Wall time: {wall_seconds:.0f} s")
+    md += ["", "| structure | regime | r | key map | slope of log psi near 0 | psi/delta at smallest delta | "
+           "deltas with psi <= floor | verdict | THEORY | agreement |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in summary.itertuples():
+        slope = "" if not np.isfinite(r.slope_near_0) else f"{r.slope_near_0:.3f}"
+        md.append(f"| {r.structure} | {r.regime} | {r.latent_dim} | {r.key_map} | {slope} | {r.psi_over_delta_min:.3g} "
+                  f"| {r.n_zero}/{r.n_deltas} | {r.verdict} | {r.predicted} | **{r.agreement}** |")
+    md.append("")
+    return "\n".join(md)

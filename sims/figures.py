@@ -1,7 +1,8 @@
 """`python -m sims.figures [--dir figures]`: redraw the committed figures from the committed tables only.
 
 Reads DIR/results.csv + DIR/summary.csv (main job) and DIR/robustness.csv (robustness sweep), and writes
-DIR/convergence_*.{png,pdf}, DIR/sample_complexity.{png,pdf} and DIR/robustness.{png,pdf}.
+DIR/convergence_*.{png,pdf}, DIR/sample_complexity.{png,pdf}, DIR/robustness.{png,pdf} and, from
+DIR/inverse-bound/inverse_bound.csv, DIR/inverse-bound/inverse_bound.{png,pdf}.
 No fitting happens here; `python -m sims.canonical` reruns the recorded studies that produced the tables.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reparam.plots import robustness_figure, save_figure, study_figures
+from reparam.plots import inverse_bound_figure, robustness_figure, save_figure, study_figures
 from reparam.validation import DataError
 
 
@@ -42,6 +43,9 @@ def redraw(directory: Path) -> list[Path]:
     summary = read_table(directory / "summary.csv", SUMMARY_COLUMNS, keep_default_na=False, na_values=[""])
     summary["prediction"] = summary["prediction"].fillna("")
     paths += study_figures(results, summary, directory)
+    if (directory / "inverse-bound" / "inverse_bound.csv").exists():  # written by `python -m sims.check inverse-bound`
+        paths += save_figure(inverse_bound_figure(pd.read_csv(directory / "inverse-bound" / "inverse_bound.csv")),
+                             directory / "inverse-bound" / "inverse_bound")
     if (directory / "robustness.csv").exists():
         robustness = read_table(directory / "robustness.csv", ROBUSTNESS_COLUMNS)
         paths += save_figure(robustness_figure(robustness), directory / "robustness")

@@ -146,16 +146,17 @@ def test_inverse_ratio_slopes_and_verdicts_on_a_known_law():
                 l2 = n ** -0.5 * np.exp(0.1 * rng.standard_normal())
                 ratio = 5.0 * n ** growth * np.exp(0.1 * rng.standard_normal())
                 rows.append(dict(structure=structure, regime=regime, n=n, seed=seed, l2_error=l2,
-                                 voronoi_prefix=ratio * l2, rel_gap=-1e-3, valid=True))
+                                 voronoi_prefix=ratio * l2, rel_gap=-1e-3, valid=True, converged=False,
+                                 status="max_iter"))
     # an invalid fit with a huge ratio must not enter
     rows.append(dict(structure="shared_mlp", regime="over", n=30000, seed=0, l2_error=1e-3, voronoi_prefix=1e3,
-                     rel_gap=1e-2, valid=False))
+                     rel_gap=1e-2, valid=False, converged=True, status="converged"))
     table = pd.DataFrame(rows)
     assert np.allclose(add_inverse_ratio(table)["inverse_ratio"], table.voronoi_prefix / table.l2_error)
     s = inverse_ratio_summary(table, n_boot=300).set_index("structure")
     assert abs(s.loc["shared_mlp", "slope"]) < 0.03 and s.loc["shared_mlp", "verdict"] == "agree"
     assert abs(s.loc["independent", "slope"] - 0.3) < 0.03 and s.loc["independent", "verdict"] == "agree"
-    assert s.loc["shared_mlp", "n_valid"] == 60
+    assert s.loc["shared_mlp", "n_valid"] == 60 and s.loc["shared_mlp", "n_excluded"] == 1
     # without a `valid` column the gap rule decides
     s2 = inverse_ratio_summary(table.drop(columns="valid"), n_boot=100).set_index("structure")
     assert s2.loc["shared_mlp", "n_valid"] == 60

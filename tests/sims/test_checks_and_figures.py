@@ -81,8 +81,13 @@ def test_independent_over_prediction_is_flatter_than():
 
 
 def test_every_theory_row_has_a_check():
-    assert set(CHECKS) == {"regression", "shared-exact", "shared-over", "independent-over"}
+    assert set(CHECKS) == {"regression", "shared-exact", "shared-over", "independent-over", "inverse-ratio",
+                           "inverse-bound"}
     for c in CHECKS.values():
+        if c.kind != "study":
+            with pytest.raises(ValueError, match="fits no study plan"):
+                c.plan()
+            continue
         for s in c.structures:
             for r in c.regimes:
                 for e in c.errors:
