@@ -39,7 +39,8 @@ from reparam.lm.multiprefix import (INITS, STRUCTURES, FitConfig, Member, MultiP
 from reparam.lm.runner import prepare_model, repo_path
 from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
-from reparam.validation import check_choice, check_int, check_list, check_number, exit_on_input_error, fingerprint, require
+from reparam.validation import (check_added_keys, check_choice, check_int, check_list, check_number, exit_on_input_error,
+                                fingerprint, require)
 
 KEY = ["dataset", "n", "replicate", "structure", "init"]
 STAGES = ("train", "score", "report", "all")
@@ -333,6 +334,7 @@ def report_stage(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="low_data")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
+    check_added_keys()  # `+low_data.tol=1` would otherwise be recorded and ignored
     validate(cfg)
     stage = cfg.stage
     if stage in ("train", "all"):

@@ -13,6 +13,7 @@ Checks (each raises ConfigError naming `field`; they return the value so they ca
     check_choice(field, value, choices)      one of a set of names
     check_list(field, values, item_check=, unique=, non_empty=)      lists (each item checked)
     check_unknown_keys(cfg, schema)          every key of a (nested) config is a field of the schema
+    check_added_keys()                       no `+key=value` override adds a key the app never reads
     check_output_dir(field, path)            a folder we may create / write into (never a file, never /proc)
     check_output_file(field, path)           a file we may (over)write: not a folder, parent creatable
     check_memory(field, value, need_bytes, allow_flag)   refuse what cannot fit this machine's memory
@@ -139,6 +140,28 @@ def check_unknown_keys(cfg: Any, schema: Any, prefix: str = "", skip: Iterable[s
                               f"{sorted(sub)}")
         if sub[key] is not None and hasattr(cfg[key], "keys"):
             check_unknown_keys(cfg[key], sub[key], prefix=f"{name}.", skip=())
+
+
+def check_added_keys(overrides: Iterable[str] | None = None, groups: Iterable[str] | None = None) -> None:
+    """Refuse command-line overrides that ADD a key (`+low_data.tol=1`, `++x=1`) unless the key is a config
+    group (`+setting=smoke`): an added key is a setting the app never reads, silently ignored otherwise.
+    Defaults: the running Hydra app's task overrides and group choices (a no-op outside a Hydra app)."""
+    if overrides is None or groups is None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            hc = HydraConfig.get()
+        except (ImportError, ValueError):  # not inside a Hydra app (tests compose configs directly)
+            return
+        overrides = list(hc.overrides.task) if overrides is None else overrides
+        groups = list(hc.runtime.choices) if groups is None else groups
+    groups = set(groups)
+    for override in overrides:
+        if override.startswith("+"):
+            key = override.lstrip("+").split("=", 1)[0].split("@", 1)[0]
+            if key not in groups:
+                raise ConfigError(f"{key} is not a known setting: '{override}' adds a key the app never reads "
+                                  f"(drop the '+' to set an existing key)")
 
 
 # ------------------------------------------------------------------------------------------ paths

@@ -148,3 +148,13 @@ def test_unknown_keys_and_committed_folders():
     with pytest.raises(ConfigError, match="optimiser.tol is not a known setting"):
         check_unknown_keys({"optimiser": {"tol": 1e-3}}, {"optimiser": {"ftol": None}})
     assert committed_folder("figures/lm") and not committed_folder("runs/lm/figures")
+
+
+def test_plus_overrides_that_add_unknown_keys_are_refused():
+    from reparam.validation import check_added_keys
+
+    groups = ["model", "setting", "hydra/launcher"]
+    check_added_keys(["low_data.ns=[4]", "+setting=smoke", "model=tiny"], groups)  # setting an existing key / group
+    for bad in ("+low_data.tol=1", "++low_data.tol=1"):
+        with pytest.raises(ConfigError, match="low_data.tol is not a known setting"):
+            check_added_keys([bad], groups)
