@@ -45,14 +45,14 @@ PENDING_REASONS = {
 
 @dataclass
 class SlurmConf(SlurmQueueConf):
-    """`hydra/launcher=slurm`. One job per sweep point, each asking for `cpus_per_task` CPUs (the app's
-    `threads`, 2 by default) and `mem_gb` GB (a job at n = 1e5 with every structure and regime peaks at 0.4 GB
-    resident), `timeout_min` minutes.
+    """`hydra/launcher=slurm`. One job per sweep point, each asking for `cpus_per_task` CPUs (None: the CPUs the
+    job uses, max(threads, workers) of the app's config), `mem_gb` GB (a job at n = 1e5 with every structure,
+    regime and 2 workers peaks at 1.0 GB resident, all processes together) and `timeout_min` minutes.
     pending_notice_s: after this many seconds a job still pending has its reason printed (0: never)."""
 
     _target_: str = "hydra_plugins.reparam_slurm_launcher.slurm_launcher.WatchedSlurmLauncher"
     timeout_min: int = 60
-    cpus_per_task: Optional[int] = "${oc.select:threads,2}"  # type: ignore[assignment]  # sized from the job
+    cpus_per_task: Optional[int] = None
     mem_gb: Optional[int] = 2
     tasks_per_node: int = 1
     nodes: int = 1
@@ -141,6 +141,12 @@ class WatchedSlurmLauncher(SlurmLauncher):
     def __init__(self, pending_notice_s: int = 120, **params: Any) -> None:
         super().__init__(**params)
         self.pending_notice_s = pending_notice_s
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        if self.params.get("cpus_per_task") is None:  # size the request from the job: its torch threads are
+            # shared among its worker processes, at least one each (reparam.sweep.run_plan)
+            self.params["cpus_per_task"] = max(int(config.get("threads", 1)), int(config.get("workers", 1)))
 
     def launch(self, job_overrides, initial_job_idx):
         sacct_watcher = SlurmJob.watcher

@@ -1,4 +1,4 @@
-"""The shipped `hydra/launcher=slurm` on a real one-node SLURM cluster started on localhost (tests/sims/slurm_cluster.py).
+"""The shipped `hydra/launcher=slurm` on a real one-node SLURM cluster on localhost (tests/sims/slurm_cluster.py).
 
 One sweep of 2 jobs runs through SLURM, is cut back as if its second job had been killed after its first fit,
 is resumed by rerunning the same command in the same sweep directory, and is merged by `sims.aggregate`; the
@@ -21,7 +21,7 @@ from .slurm_cluster import LocalSlurm, missing_binaries
 pytestmark = pytest.mark.slurm
 
 SWEEP = ["n=300,1000", "structure=shared_mlp", "regime=exact", "replicates=2", "figures=false", "threads=1",
-         "progress=false"]
+         "workers=1", "progress=false"]
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +71,10 @@ def test_slurm_sweep_resumes_and_equals_the_local_sweep(cluster, tmp_path, capsy
     proc = run_cli(["sims.convergence", "-m", *SWEEP, f"hydra.sweep.dir={local}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     for sweep in (on_slurm, local):
-        agg = run_cli(["sims.aggregate", str(sweep), "--no-figures"])
+        agg = run_cli(["sims.aggregate", str(sweep), "--out", str(tmp_path / f"{sweep.name}_merged"), "--no-figures"])
         assert agg.returncode == 0, agg.stderr[-2000:]
-    merged, expected = without_timing(on_slurm / "results.csv"), without_timing(local / "results.csv")
+    merged = without_timing(tmp_path / "slurm_merged" / "results.csv")
+    expected = without_timing(tmp_path / "local_merged" / "results.csv")
     fits = merged.count(b"\n") - 1
     assert fits == 4  # 2 sizes x 2 replicates
     assert merged == expected
