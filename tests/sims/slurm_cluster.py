@@ -19,15 +19,17 @@ from pathlib import Path
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo", "scontrol")
 
 
+# The daemons live in sbin, which a non-login shell's PATH may lack.
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name, path=SEARCH_PATH)
+
+
 def missing_binaries() -> list[str]:
     """Names of the SLURM/munge programs not found on PATH (sbin included)."""
-    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
-    return [b for b in BINARIES if shutil.which(b, path=path) is None]
-
-
-def _which(name: str) -> str:
-    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
-    return shutil.which(name, path=path)
+    return [b for b in BINARIES if _which(b) is None]
 
 
 def _free_port() -> int:
@@ -105,14 +107,13 @@ PartitionName={self.partition} Nodes={self.node_name} Default=YES MaxTime=INFINI
 
     def env(self) -> dict:
         """Environment for SLURM clients (and submitit) to talk to this cluster."""
-        path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"])
-        return dict(os.environ, SLURM_CONF=str(self.root / "slurm.conf"), PATH=path)
+        return dict(os.environ, SLURM_CONF=str(self.root / "slurm.conf"), PATH=SEARCH_PATH)
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.root / "log" / f"{name}.out", "wb")
-        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(),
-                                            start_new_session=True)
+        with open(self.root / "log" / f"{name}.out", "wb") as log:  # the child keeps its own copy of the fd
+            self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+                                                start_new_session=True)
 
     def _wait(self, what: str, ready, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -126,7 +127,7 @@ PartitionName={self.partition} Nodes={self.node_name} Default=YES MaxTime=INFINI
             time.sleep(0.2)
         raise TimeoutError(f"{what} not ready after {timeout:.0f} s:\n" + self.logs())
 
-    def _ok(self, argv: list[str]) -> subprocess.CompletedProcess:
+    def _client(self, argv: list[str]) -> subprocess.CompletedProcess:
         return subprocess.run(argv, capture_output=True, text=True, env=self.env(), timeout=30)
 
     def start(self, timeout: float = 120.0) -> "LocalSlurm":
@@ -139,16 +140,16 @@ PartitionName={self.partition} Nodes={self.node_name} Default=YES MaxTime=INFINI
         self._wait("munged", lambda: (m / "munge.socket").exists(), timeout)
         conf = str(self.root / "slurm.conf")
         self._spawn("slurmctld", [_which("slurmctld"), "-D", "-i", "-f", conf])
-        self._wait("slurmctld", lambda: self._ok(["scontrol", "ping"]).stdout.count("UP") >= 1, timeout)
+        self._wait("slurmctld", lambda: "UP" in self._client(["scontrol", "ping"]).stdout, timeout)
         self._spawn("slurmd", [_which("slurmd"), "-D", "-f", conf, "-N", self.node_name])
-        self._wait("the node", lambda: "idle" in self._ok(["sinfo", "-h", "-o", "%T"]).stdout, timeout)
+        self._wait("the node", lambda: "idle" in self._client(["sinfo", "-h", "-o", "%T"]).stdout, timeout)
         self.start_seconds = time.monotonic() - t0
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
         """Cancel the jobs of this cluster, then end its daemons (our child processes only, by PID)."""
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
-            self._ok(["scancel", "--partition", self.partition])
+            self._client(["scancel", "--partition", self.partition])
         for name in ("slurmd", "slurmctld", "munged"):
             p = self.procs.get(name)
             if p is None or p.poll() is not None:
