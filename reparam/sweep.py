@@ -19,8 +19,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,10 +29,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .console import say
 from .results import ResultLog, write_table
 from .validation import ConfigError
 from .structures import ACTIVATIONS, STRUCTURES
 from .study import DEFAULT_N_GRID, REGIMES, Setting, run_cell, validate_setting
+
+logger = logging.getLogger(__name__)
 
 #: Column order of results.csv: identifiers, then errors, then the optimiser's certificate, then timing.
 RESULT_COLUMNS = [
@@ -194,11 +197,12 @@ def run_plan(plan: StudyPlan, log_path: str | os.PathLike, progress: bool = True
     workers: processes that run cells in parallel (1 = in this process). Rows do not depend on it (every
     number in a row is a function of the setting, n, replicate and seed; the worker count only changes
     `seconds` and the order of records in the log), provided every cell runs with the same torch thread
-    count; resume works the same (each finished cell is appended as soon as it arrives)."""
+    count; resume works the same (each finished cell is appended as soon as it arrives).
+    progress: one line per finished cell, written to `stream` if given, else through this module's logger (the
+    Hydra job log and console) where logging is configured, else to stderr (reparam.console.say)."""
     if not _is_int(workers) or workers < 1:
         raise PlanError(f"workers={workers!r} is invalid: must be an integer >= 1")
     validate_plan(plan)
-    stream = stream or sys.stderr
     log = ResultLog(log_path)
     done = {_row_key(r) for r in log.rows()}
     cells = plan.cells()
@@ -211,8 +215,8 @@ def run_plan(plan: StudyPlan, log_path: str | os.PathLike, progress: bool = True
     n_missing = sum(len(m) for *_, m in todo)
     n_total = len(cells) * plan.replicates
     if progress:
-        print(f"[sweep] {len(cells)} cells x {plan.replicates} replicates = {n_total} fits; "
-              f"{n_total - n_missing} already in {log.path}, {n_missing} to run", file=stream, flush=True)
+        say(logger, f"[sweep] {len(cells)} cells x {plan.replicates} replicates = {n_total} fits; "
+            f"{n_total - n_missing} already in {log.path}, {n_missing} to run", stream, fallback="stderr")
     tic = time.perf_counter()
     ran = 0
     for i, rows, seconds in _cell_results(todo, plan, workers):
@@ -226,9 +230,9 @@ def run_plan(plan: StudyPlan, log_path: str | os.PathLike, progress: bool = True
         if progress:
             ok = sum(r["valid"] for r in rows)
             elapsed = time.perf_counter() - tic
-            print(f"[sweep] cell {i + 1:>3}/{len(todo)}  {setting.structure:<14} {setting.regime:<5} n={n:<7} "
-                  f"fits={len(rows):<3} valid={ok:<3} {seconds:6.1f}s  "
-                  f"(done {n_total - n_missing + ran}/{n_total}, elapsed {elapsed:.0f}s)", file=stream, flush=True)
+            say(logger, f"[sweep] cell {i + 1:>3}/{len(todo)}  {setting.structure:<14} {setting.regime:<5} n={n:<7} "
+                f"fits={len(rows):<3} valid={ok:<3} {seconds:6.1f}s  "
+                f"(done {n_total - n_missing + ran}/{n_total}, elapsed {elapsed:.0f}s)", stream, fallback="stderr")
     return plan_rows(plan, log)
 
 

@@ -6,6 +6,7 @@ summary.csv and the figures there and prints the summary table.
 """
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -14,12 +15,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from reparam.console import say
 from reparam.sweep import PlanError, run_plan, set_threads
 from reparam.validation import ConfigError, check_output_file
 from reparam.study import DEFAULT_N_GRID
 from sims.config import plan_from_cfg
 from sims.report import write_outputs
 
+logger = logging.getLogger(__name__)  # Hydra sends it to the console and to the run's convergence.log
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="convergence")
 def main(cfg: DictConfig) -> None:
@@ -38,16 +41,16 @@ def main(cfg: DictConfig) -> None:
         print(f"config error: {err}", file=sys.stderr)
         sys.exit(2)
     fits = len(plan.cells()) * plan.replicates
-    print(f"study: structures={plan.structures} regimes={plan.regimes} n_grid={plan.n_grid} "
-          f"replicates={plan.replicates} seed={plan.seed} truth={plan.setting.truth.kind} -> {fits} fits, "
-          f"{threads} torch threads, {cfg.workers} worker process(es), device {cfg.device}; output {out}", flush=True)
+    say(logger, f"study: structures={plan.structures} regimes={plan.regimes} n_grid={plan.n_grid} "
+        f"replicates={plan.replicates} seed={plan.seed} truth={plan.setting.truth.kind} -> {fits} fits, "
+        f"{threads} torch threads, {cfg.workers} worker process(es), device {cfg.device}; output {out}")
     if list(cfg.n_grid) == list(DEFAULT_N_GRID) and cfg.replicates == 10 and cfg.n is None:
-        print("default size: 6 sample sizes log-spaced 300..1e5 and 10 replicates per cell, sized to run in a few "
-              "minutes on 2 CPU cores (over-specified fits at n=1e5 dominate the cost); raise `replicates=` or "
-              "extend `n_grid=` for tighter intervals", flush=True)
+        say(logger, "default size: 6 sample sizes log-spaced 300..1e5 and 10 replicates per cell, sized to run in a "
+            "few minutes on 2 CPU cores (over-specified fits at n=1e5 dominate the cost); raise `replicates=` or "
+            "extend `n_grid=` for tighter intervals")
     results = run_plan(plan, out / "results.jsonl", progress=cfg.progress, workers=int(cfg.workers))
     write_outputs(results, out, figures=cfg.figures)
-    print(f"\nwall time: {time.perf_counter() - tic:.1f} s", flush=True)
+    say(logger, f"\nwall time: {time.perf_counter() - tic:.1f} s")
 
 
 if __name__ == "__main__":

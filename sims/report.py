@@ -1,19 +1,26 @@
 """Shared output step of the apps: results.csv + summary.csv + figures + printed summary, from rows only."""
 from __future__ import annotations
 
-import sys
+import io
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from reparam.checks import headline, summarize, valid_mask
+from reparam.console import say
 from reparam.plots import study_figures
 from reparam.provenance import write_provenance
 from reparam.sweep import write_results
 from reparam.results import write_table
 
 
-def write_outputs(results: pd.DataFrame, out_dir: Path, figures: bool = True, stream=sys.stdout) -> pd.DataFrame:
+logger = logging.getLogger(__name__)
+
+
+def write_outputs(results: pd.DataFrame, out_dir: Path, figures: bool = True, stream=None) -> pd.DataFrame:
+    """The tables, figures and provenance of a study's rows; the summary text goes to `stream` if given, else
+    through logging where configured (Hydra: console and job log), else to stdout."""
     out_dir = Path(out_dir)
     write_results(results, out_dir / "results.csv")
     by = ("truth", "structure", "regime") if results["truth"].nunique() > 1 else ("structure", "regime")
@@ -26,18 +33,20 @@ def write_outputs(results: pd.DataFrame, out_dir: Path, figures: bool = True, st
     paths = []
     if figures and results["truth"].nunique() == 1 and not several:
         paths = study_figures(results, summary, out_dir)
-    print_summary(results, summary, stream)
-    print(f"\nwrote {out_dir / 'results.csv'} ({len(results)} rows), {out_dir / 'summary.csv'}", file=stream)
+    text = io.StringIO()
+    print_summary(results, summary, text)
+    print(f"\nwrote {out_dir / 'results.csv'} ({len(results)} rows), {out_dir / 'summary.csv'}", file=text)
     for p in paths:
         if p.suffix == ".png":
-            print(f"figure: {p} (+ .pdf)", file=stream)
+            print(f"figure: {p} (+ .pdf)", file=text)
     if figures and not paths:
         print("figures: skipped (need >= 2 sample sizes and a single truth; aggregate a multirun with "
-              "`python -m sims.aggregate DIR`)", file=stream)
+              "`python -m sims.aggregate DIR`)", file=text)
+    say(logger, text.getvalue().rstrip("\n"), stream)
     return summary
 
 
-def print_summary(results: pd.DataFrame, summary: pd.DataFrame, stream=sys.stdout) -> None:
+def print_summary(results: pd.DataFrame, summary: pd.DataFrame, stream) -> None:
     ok = valid_mask(results)
     conv = results["converged"].astype(bool)
     print(f"\nfits: {len(results)}, valid (loss <= truth's, the basic inequality) {int(ok.sum())}, excluded "
