@@ -21,7 +21,7 @@ A new structure is one subclass with @register; the class is the ONE place that 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Callable, ClassVar
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from reparam.checks import robustness_tables
 from reparam.plots import robustness_figure, save_figure
 from reparam.provenance import write_provenance
-from reparam.results import ResultLog, write_table
+from reparam.results import write_table
 from reparam.study import STUDY_INIT, Setting, TruthConfig
 from reparam.sweep import StudyPlan, check_resources, run_plan, set_threads, tidy, validate_plan, write_results
 from reparam.validation import InputError, check_output_dir, check_output_file

@@ -7,7 +7,7 @@ import torch
 
 from reparam.fit import PrefixLeastSquares, PrefixSpaceTerms, SolverConfig
 from reparam.study import Setting, make_starts, run_cell
-from reparam.truth import GroundTruth, canonical_truth
+from reparam.truth import canonical_truth
 
 FINITE_COLUMNS = ["voronoi_prefix", "voronoi_native", "l2_error", "loss", "truth_loss", "gap"]
 

@@ -6,7 +6,7 @@ import torch
 
 from reparam.fit import PrefixLeastSquares, SolverConfig
 from reparam.structures import build_structure
-from reparam.study import Setting, TruthConfig, build_truth, make_starts, run_cell
+from reparam.study import Setting, TruthConfig, make_starts, run_cell
 from reparam.truth import canonical_truth
 
 

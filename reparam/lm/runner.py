@@ -6,12 +6,9 @@ code as the synthetic study (`reparam.rates.fit_slopes`, `reparam.plots.error_vs
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from .models import ModelConfig, load_model, repo_path  # noqa: F401  (repo_path: re-exported for the experiments)
 from .train import setup_torch

@@ -5,7 +5,7 @@ from reparam.lm import data as D
 from reparam.lm.metrics import bleu, rouge_l
 from reparam.lm.models import ModelConfig, gpt2_tokenizer, load_model
 
-from .conftest import DATA, needs_data, needs_tokenizer
+from .conftest import needs_data, needs_tokenizer
 
 
 def test_linearize():

@@ -2,12 +2,10 @@
 
 Each test drives the real command line (a fresh interpreter) on a tiny study and states what must happen:
 the exit status, a message naming the field / file, and which files may exist afterwards."""
-import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from reparam.results import ResultLog
 from reparam.study import Setting, TruthConfig

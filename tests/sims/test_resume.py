@@ -94,7 +94,6 @@ def test_rerun_of_finished_study_fits_nothing(tmp_path, capsys):
 
 def test_copy_planned_rows_reuses_fits_without_refitting(tmp_path):
     """sims.sensitivity --reuse: the fits of a plan are copied from another log, others are left behind."""
-    from reparam.results import ResultLog
     from reparam.study import Setting
     from reparam.sweep import StudyPlan, copy_planned_rows, plan_rows, run_plan
 
