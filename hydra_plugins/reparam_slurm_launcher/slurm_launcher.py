@@ -1,6 +1,8 @@
 """The shipped `hydra/launcher=slurm`: submitit's SLURM launcher, sized for a small node, that says why jobs wait.
 
-Two things the plain `submitit_slurm` launcher leaves to the user, handled here while a sweep runs:
+What the plain `submitit_slurm` launcher leaves to the user, handled here:
+- A request sbatch refuses (more memory or CPUs than any node has) names the request and how to compare it
+  with the nodes.
 - Jobs that stay PENDING print, after `pending_notice_s`, SLURM's reason (squeue `%r`) with what it means and
   which setting to change (e.g. `Resources`: no node has the requested CPUs / memory free now).
 - submitit follows its jobs with `sacct`, which fails on clusters that keep no job accounting: every poll then
@@ -24,6 +26,7 @@ from typing import Any, Optional
 
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+from submitit.core.utils import FailedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
 # What a pending reason means and what to change; reasons not listed are printed as SLURM gives them.
@@ -161,6 +164,14 @@ class WatchedSlurmLauncher(SlurmLauncher):
             watch.start()
         try:
             return super().launch(job_overrides, initial_job_idx)
+        except FailedJobError as err:
+            if "submission failed" not in str(err):
+                raise
+            p = self.params  # sbatch refused the request itself (e.g. more memory than any node has)
+            raise FailedJobError(f"{err}\n[slurm] each job asks for cpus_per_task={p.get('cpus_per_task')} CPUs and "
+                                 f"mem_gb={p.get('mem_gb')} GB in partition {p.get('partition')}; `sinfo -N -o "
+                                 f"'%N %P %c %m'` lists each node's partition, CPUs and memory (MB): lower "
+                                 f"hydra.launcher.mem_gb / cpus_per_task or choose hydra.launcher.partition") from None
         finally:
             SlurmJob.watcher = sacct_watcher
             if watch is not None:

@@ -4,7 +4,8 @@ One sweep of 2 jobs runs through SLURM, is cut back as if its second job had bee
 is resumed by rerunning the same command in the same sweep directory, and is merged by `sims.aggregate`; the
 merged table must equal, byte for byte without the wall-time column, the same sweep run locally (basic
 launcher): same code, seeds and thread count, so any difference is a launcher bug (a lost, duplicated or
-re-seeded fit). Each job asks for all the node's CPUs, so the second one waits and the launcher must say why.
+re-seeded fit). Each job asks for all the node's CPUs, so the second one waits and the launcher must say why;
+a request larger than the node must be refused at submission with the request named.
 Skipped, with the reason, where the SLURM/munge programs are missing or we are not root (slurmd runs jobs as
 their user); `.ci/run` installs Debian's slurm-wlm and munge when it can.
 """
@@ -81,3 +82,14 @@ def test_slurm_sweep_resumes_and_equals_the_local_sweep(cluster, tmp_path, capsy
     with capsys.disabled():
         print(f"[slurm test] SLURM sweep, its resume, the local sweep and both aggregations: "
               f"{time.monotonic() - tic:.1f} s; SLURM table == local table without `seconds` ({fits} fits)")
+
+
+def test_request_larger_than_the_node_is_refused_with_the_request_named(cluster, tmp_path):
+    too_much = cluster.node_memory_mb // 1024 + 2  # GB: more than the node has
+    proc = run_cli(["sims.convergence", "-m", "hydra/launcher=slurm", f"hydra.launcher.partition={cluster.partition}",
+                    f"hydra.launcher.mem_gb={too_much}", *SWEEP, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                   env=cluster.env(), timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-2000:]
+    assert f"mem_gb={too_much} GB in partition {cluster.partition}" in out and "sinfo -N" in out, out[-2000:]
+    assert not list(tmp_path.rglob("results.jsonl"))  # nothing ran
