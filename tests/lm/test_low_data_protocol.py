@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from reparam.lm.compare import paired_differences
@@ -91,10 +92,12 @@ def test_selection_of_the_dev_best_lr_and_chunks(tmp_path):
 def test_config_errors_name_the_field(tmp_path):
     from experiments import low_data
 
-    for override, field in [("low_data.structures=[independent,prefix]", "low_data.structures"),
-                            ("low_data.lr_grid.shared=[0.0]", "low_data.lr_grid.shared"),
-                            ("low_data.fit.warmup=10", "low_data.fit.warmup"),
-                            ("stage=fit", "stage"), ("low_data.metrics=[bleu,spice]", "low_data.metrics")]:
+    cases = [("low_data.structures=[independent,prefix]", "low_data.structures"),
+             ("low_data.lr_grid.shared=[0.0]", "low_data.lr_grid.shared"), ("low_data.fit.warmup=10", "low_data.fit.warmup"),
+             ("stage=fit", "stage"), ("low_data.metrics=[bleu,spice]", "low_data.metrics")]
+    if not torch.cuda.is_available():
+        cases.append(("device=cuda", "device"))  # a clear error, not a CUDA traceback later
+    for override, field in cases:
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
             low_data.validate(_cfg(tmp_path, [override]))
 
