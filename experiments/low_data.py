@@ -188,8 +188,8 @@ def run_cell(cfg: DictConfig, base, tok, device, pool: _Pool, dataset: str, n: i
     texts = model.generate(pool.prompts, ks, tok, max_new_tokens=p.test.max_new_tokens, num_beams=p.test.num_beams,
                            length_penalty=p.test.length_penalty, max_rows=p.test.gen_rows)
     gen_s = time.perf_counter() - t0
-    part = "_".join(f"{s}-{i}" for s, i in pairs)
-    gen_file = paths["generations"] / f"{dataset}_n{n}_r{rep}_{part}.jsonl"
+    part = fingerprint(sorted(pairs))[:8]  # one file per set of (structure, init) pairs: parts of a cell never collide
+    gen_file = paths["generations"] / f"{dataset}_n{n}_r{rep}_{part}.jsonl"  # the rows inside name their configuration
     _write_jsonl(gen_file, [{"structure": members[k].structure, "init": members[k].init, "lr": members[k].lr,
                              "item": i, "hyp": h} for k in ks for i, h in enumerate(texts[k])])
     refs_file = paths["generations"] / f"{dataset}_refs.jsonl"

@@ -489,6 +489,7 @@ def low_data_scores_figure(summary: pd.DataFrame, metric: str, ylabel: str | Non
         ax.set_xscale("log")
         ax.set_xticks(sorted(d["n"].unique()))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("training examples n")
         ax.set_title(f"{panel} = {value}", fontsize=9)
         ax.grid(alpha=0.3)
@@ -524,6 +525,7 @@ def low_data_paired_figure(paired: pd.DataFrame, metrics: list[str], labels: dic
             if len(d):
                 ax.set_xticks(sorted(d["n"].unique()))
                 ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+                ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.grid(alpha=0.3)
             if j == 0:
                 ax.set_ylabel(f"diff. {(labels or {}).get(metric, metric)}", fontsize=8)
