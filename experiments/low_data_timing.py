@@ -1,6 +1,7 @@
 """CPU timings of the low-data protocol's pieces on SmolLM2-135M, the basis of its GPU-time estimate (README).
 
     python -m experiments.low_data_timing --out figures/lm/low_data_cpu_timing.json [--threads 1]
+    python -m experiments.low_data_timing --out figures/lm/low_data_cpu_timing.json --estimate-only
 
 Measures, on 8 training pairs of each dataset: one training step (forward + backward through the frozen model)
 with 1 and with 5 configurations in the pass (one per structure), one no-gradient pass, and a 5-beam search of
@@ -58,12 +59,58 @@ def measure(threads: int = 1, repeats: int = 2) -> dict:
     return out
 
 
+#: The one H100 measurement recorded for this model (figures/lm/COMMANDS.md, the earlier E2E run): 120 training
+#: steps of 32 rows of E2E (<= 96 tokens) with one prefix took about 12 s.
+H100_RECORDED = {"steps": 120, "rows": 32, "tokens": 80, "seconds": 12.0}
+
+
+def gpu_estimate(timing: dict, conf: str = "experiments/conf/low_data.yaml") -> dict:
+    """GPU minutes per cell and in total for the protocol in `conf`, at the throughput of the recorded H100 run.
+
+    Work is counted in token-passes of the frozen model (a backward pass to the activations costs about one
+    more forward, so a training token counts 2, an evaluation token 1), with the row lengths measured by
+    `measure` (padded batch of 8). Every cell is assumed to run all max_steps (early stopping only shortens it);
+    beam search is counted as (prompt + 40 generated tokens) per beam, and it is latency-bound on a GPU, so its
+    share is the least certain. An estimate: the H100 was measured at 32 rows per pass, the protocol uses more,
+    which usually runs faster per row.
+    """
+    from omegaconf import OmegaConf
+
+    from reparam.lm.data import load_dataset
+
+    p = OmegaConf.load(conf).low_data
+    configs = sum(len(p.lr_grid[s]) for s in p.structures) * len(p.inits)
+    selected = len(p.structures) * len(p.inits)
+    checks = p.fit.max_steps // p.fit.eval_every + 1
+    per_token_s = H100_RECORDED["seconds"] / (2 * H100_RECORDED["steps"] * H100_RECORDED["rows"] * H100_RECORDED["tokens"])
+    out = {"h100_recorded": H100_RECORDED, "configurations_per_cell": configs, "dev_checks_per_cell": checks}
+    total = 0.0
+    for dataset in p.datasets:
+        T = timing[f"{dataset}_batch_shape"][1]
+        items = load_dataset(dataset, "test", grouped=True)
+        pairs = sum(len(t.refs) for t in items)
+        work = {"train": 2 * p.fit.max_steps * configs * p.fit.batch_size * T,
+                "dev": checks * configs * p.n_dev * T,
+                "test_nll": selected * pairs * T,
+                "beam": selected * len(items) * p.test.num_beams * (T / 2 + 40)}
+        minutes = {k: v * per_token_s / 60 for k, v in work.items()}
+        cell = sum(minutes.values())
+        cells = len(p.ns) * len(p.replicates)
+        out[dataset] = {"row_tokens": T, "test_items": len(items), "test_pairs": pairs, "minutes_per_cell": minutes,
+                        "cell_minutes": cell, "cells": cells, "total_hours": cell * cells / 60}
+        total += cell * cells / 60
+    out["total_hours"] = total
+    return out
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(prog="python -m experiments.low_data_timing")
-    ap.add_argument("--out", required=True, help="JSON file to write")
+    ap.add_argument("--out", required=True, help="JSON file to write (with --estimate-only: to read and update)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--estimate-only", action="store_true", help="only (re)compute the GPU estimate from --out")
     args = ap.parse_args()
-    result = measure(args.threads)
+    result = json.loads(Path(args.out).read_text()) if args.estimate_only else measure(args.threads)
+    result["gpu_estimate"] = gpu_estimate(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
+    print(json.dumps(result["gpu_estimate"], indent=1))
