@@ -174,12 +174,12 @@ def witness_family(truth: GroundTruth, scales, atom: int = 0, alpha: float = 0.5
 class InverseBoundConfig:
     """Settings of psi(delta) (all documented in the README).
 
-    deltas: the grid of D values (solved from the largest down: continuation).
+    deltas: the grid of D values (solved from the largest down, then from the smallest up: continuation).
     n_inputs: size of the fixed sample of mu (the truth's Uniform box) on which ||.||_{L2(mu)} is estimated.
     n_random: fresh random starts per delta.
     n_continued: the best solutions of the previous delta continued to this one (rescaled to D = delta).
     smoothing: eps / delta of the smoothed |.| and norms in D during the solve. Every solution is then moved
-        along the ray from its D = 0 base point until the EXACT D equals delta (bisection), so every reported
+        from its D = 0 base point (`_Problem.rescale`) until the EXACT D equals delta (bisection), so every reported
         psi is ||f_G - f_G*|| at a G with D(G, G*) = delta, i.e. a feasible point: psi is an upper bound of the
         true minimum up to the optimiser's failure to find the best point, never below it.
     constraint_tol: a solution counts only if |D_exact / delta - 1| <= constraint_tol after that rescaling.
@@ -342,7 +342,9 @@ def inverse_bound_inputs(truth: GroundTruth, n_atoms: int, config: InverseBoundC
 def inverse_bound_curve(truth: GroundTruth, n_atoms: int, config: InverseBoundConfig | None = None) -> pd.DataFrame:
     """psi(delta) for a truth and L' = n_atoms fitted atoms: one row per delta with psi, psi / delta, the exact D
     reached, the start that won ('witness', 'continued', 'random'), how many starts met the constraint, and the
-    witness's own value (psi's upper bound, NaN when the structure has no witness at this n_atoms)."""
+    witness's own value (psi's upper bound, NaN when the structure has no witness at this n_atoms or the family
+    does not reach delta). best_start: 'random', 'witness', 'continued' (from the next larger delta) or
+    'continued up' (from the next smaller delta, second sweep)."""
     cfg = config or InverseBoundConfig()
     if n_atoms < truth.n_atoms:
         raise ValueError(f"n_atoms={n_atoms} is fewer than the {truth.n_atoms} true atoms")
