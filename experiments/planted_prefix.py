@@ -104,7 +104,7 @@ def draw(cfg: DictConfig, settings: dict) -> pd.DataFrame:
         sl = slopes[slopes["error"] == error]
         fig = error_vs_n(valid, error, group="structure", panel="regime", slopes=sl,
                          theory_slopes={"-1/2": -0.5} if error in ("voronoi", "rel_dist") else None,
-                         ylabel=label, title=f"planted prefix: {label}")
+                         ylabel=label)  # panels are titled "regime = exact" / "regime = over"
         save_figure(fig, out_dir / f"planted_{error}")
     save_figure(prefix_error_vs_kl_figure(valid, "rel_dist", "kl", panel="regime"), out_dir / "planted_valley")
     report = pl.check_lines(slopes)
