@@ -27,7 +27,7 @@ from reparam.validation import ConfigError, check_unknown_keys
 class StructureConf:
     """names: structures compared (one curve each); activation: sigma of shared_mlp."""
 
-    names: List[str] = field(default_factory=lambda: ["shared_linear", "shared_mlp", "independent"])
+    names: List[str] = field(default_factory=lambda: structure_options()["all"])  # as `structure=all`
     activation: str = "tanh"
 
 

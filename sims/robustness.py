@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from reparam.checks import robustness_tables
+from reparam.checks import ALL, robustness_tables
 from reparam.plots import robustness_figure, save_figure
 from reparam.provenance import write_provenance
 from reparam.results import write_table
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-grid", type=int, nargs="+", default=DEFAULT_GRID)
     ap.add_argument("--replicates", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--structures", nargs="+", default=["shared_linear", "shared_mlp", "independent"])
+    ap.add_argument("--structures", nargs="+", default=list(ALL))  # every structure with a THEORY rate
     ap.add_argument("--threads", type=int, default=2, help="torch threads, shared among the workers")
     ap.add_argument("--workers", type=int, default=2, help="processes running cells in parallel (rows do not depend on it)")
     ap.add_argument("--out", type=Path, default=Path("outputs/robustness"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reparam.checks import SENSITIVITY_VARIANTS, sensitivity_plan, sensitivity_table
+from reparam.checks import ALL, SENSITIVITY_VARIANTS, sensitivity_plan, sensitivity_table
 from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
 from reparam.sweep import PlanError, copy_planned_rows, run_plan, set_threads, validate_plan
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-grid", type=int, nargs="+", default=DEFAULT_GRID)
     ap.add_argument("--replicates", type=int, default=10)
     ap.add_argument("--regimes", nargs="+", default=["over"])
-    ap.add_argument("--structures", nargs="+", default=["shared_linear", "shared_mlp", "independent"])
+    ap.add_argument("--structures", nargs="+", default=list(ALL))  # every structure with a THEORY rate
     ap.add_argument("--threads", type=int, default=2, help="torch threads, shared among the workers")
     ap.add_argument("--workers", type=int, default=2, help="processes running cells in parallel (rows do not depend on it)")
     ap.add_argument("--quiet", action="store_true")
