@@ -165,6 +165,8 @@ class Structure:
 class _TiedStructure(Structure):
     """Keys and values are two functions of one latent p_i in R^r through FIXED, known W_K (d, r), W_V (m, r)."""
 
+    theory_rows: ClassVar[str | None] = "shared"  # the tied structures' rows: D at -1/2, over-specified atoms at -1/4
+    hydra_options: ClassVar[tuple[str, ...]] = ("all", "shared")
     r: int = 2
     W_K: Tensor = None
     W_V: Tensor = None
@@ -195,8 +197,6 @@ class SharedLinear(_TiedStructure):
 
     name: ClassVar[str] = "shared_linear"
     theorem: ClassVar[str | None] = "Theorem 2"
-    theory_rows: ClassVar[str | None] = "shared"
-    hydra_options: ClassVar[tuple[str, ...]] = ("all", "shared")
 
     def prefix_from_atoms(self, atoms, globals_):
         return atoms @ self.W_K.T, atoms @ self.W_V.T
@@ -209,8 +209,6 @@ class SharedMLP(_TiedStructure):
 
     name: ClassVar[str] = "shared_mlp"
     theorem: ClassVar[str | None] = "Theorem 3"
-    theory_rows: ClassVar[str | None] = "shared"
-    hydra_options: ClassVar[tuple[str, ...]] = ("all", "shared")
     activation: str = "tanh"
 
     def __post_init__(self):
