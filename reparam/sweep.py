@@ -173,12 +173,16 @@ def _cell_results(todo, plan: StudyPlan, workers: int):
     left waiting on one big cell at the end, yielded as they finish. Each worker runs its cell with the
     parent's torch thread count divided among the workers (at least 1)."""
     jobs = [(i, s, n, m) for i, (s, n, m) in enumerate(todo) if m]
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None or \
+            multiprocessing.get_start_method(allow_none=True) not in (None, "fork", "spawn", "forkserver"):
+        workers = 1  # already a worker of a parallel launcher (e.g. Hydra's joblib/loky): its jobs use the cores
     if workers <= 1:
         for i, setting, n, missing in jobs:
             t0 = time.perf_counter()
             yield i, run_cell(setting, n, missing, plan.seed), time.perf_counter() - t0
         return
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     threads = max(1, torch.get_num_threads() // workers)
