@@ -177,7 +177,7 @@ def run_cell(cfg: DictConfig, base, tok, device, pool: _Pool, dataset: str, n: i
     ks = sorted(chosen.values())
     cell = {"dataset": dataset, "n": n, "replicate": rep, "setting_id": sid}
     selection = [{**cell, "structure": m.structure, "init": m.init, "lr": m.lr, "best_dev": f.best_dev,
-                  "best_step": f.best_step, "stopped_step": f.stopped_step, "selected": k in ks,
+                  "best_step": f.best_step, "stopped_step": f.stopped_step, "diverged": f.diverged, "selected": k in ks,
                   "dev_curve": json.dumps(f.dev_curve), "train_loss_first": f.train_losses[0] if f.train_losses else None,
                   "train_loss_last": f.train_losses[-1] if f.train_losses else None}
                  for k, (m, f) in enumerate(zip(members, fits))]

@@ -469,6 +469,7 @@ class MemberFit:
     stopped_step: int = 0
     dev_curve: list = field(default_factory=list)  # [(step, dev loss)]
     train_losses: list = field(default_factory=list)
+    diverged: bool = False  # its training loss became non-finite: it stopped there (its best parameters are kept)
 
 
 def fit(model: MultiPrefix, train_rows: list[dict], dev_rows: list[dict], cfg: FitConfig, pad_id: int,
@@ -532,20 +533,27 @@ def fit(model: MultiPrefix, train_rows: list[dict], dev_rows: list[dict], cfg: F
             group = active[g:g + per_pass]
             sums, counts = model.nll(batch, group)
             part = sums / counts.clamp(min=1)  # each member's mean token NLL on this batch
-            if not torch.isfinite(part).all():
-                bad = [model.members[k].name for k, v in zip(group, part) if not torch.isfinite(v)]
-                raise FloatingPointError(f"non-finite training loss at step {step} for {bad}; lower their lr")
-            part.sum().backward()  # members share no parameter: each gets exactly its own gradient
+            finite = torch.isfinite(part)
+            part[finite].sum().backward()  # members share no parameter: each gets exactly its own gradient
             losses.append(part.detach())
         per_member = torch.cat(losses)
         for i, k in enumerate(active):
+            if not torch.isfinite(per_member[i]):  # a too-large lr of the grid: this member stops, the others go on
+                fits[k].diverged, fits[k].stopped_step = True, step
+        diverged = {k for k in active if fits[k].diverged}
+        if log and diverged:
+            log(f"step {step}: non-finite training loss, stopped: {[model.members[k].name for k in diverged]}")
+        for i, k in enumerate(active):
+            if k in diverged:
+                continue
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.member_parameters(k), cfg.grad_clip)
             opts[k].step()
             scheds[k].step()
             fits[k].train_losses.append(float(per_member[i].detach()))
+        active = [k for k in active if k not in diverged]
         step += 1
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+        if active and (step % cfg.eval_every == 0 or step == cfg.max_steps):
             check(step)
     for k in range(K):
         if k in active:

@@ -178,3 +178,30 @@ def test_full_width_beam_is_exhaustive(placement):
             if score > best + 1e-12:
                 best, best_seq = score, seq
     assert got == best_seq
+
+
+def test_a_diverging_member_stops_and_the_others_are_unaffected():
+    """A member whose loss turns non-finite (here: a NaN planted in its prefix at the first step) stops with
+    diverged=True and its step-0 parameters; the other member trains exactly as alone."""
+    base = _gpt2()
+    rows, dev = _rows(8, seed=0), _rows(4, seed=1)
+    cfg = FitConfig(max_steps=4, batch_size=4, eval_every=2, patience=5)
+    members = [Member("independent", 1e-2, seed=1), Member("shared", 1e-3, seed=1)]
+    together = MultiPrefix(base, members, prefix_len=3, hidden=16)
+    start = together.encoders[0].flat.detach().clone()
+    real_nll = together.nll
+
+    def poison_at_first_training_pass(batch, ks):  # after the step-0 dev check (no grad), member 0 is broken
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                together.encoders[0].flat[0, 0] = float("nan")
+        return real_nll(batch, ks)
+
+    together.nll = poison_at_first_training_pass
+    fits, _ = fit(together, rows, dev, cfg, pad_id=0)
+    assert fits[0].diverged and fits[0].stopped_step == 0 and fits[0].best_step == 0
+    assert torch.equal(together.encoders[0].flat, start)  # restored to its best (step-0) parameters
+    alone = MultiPrefix(base, [members[1]], prefix_len=3, hidden=16)
+    (f1,), _ = fit(alone, rows, dev, cfg, pad_id=0)
+    assert not fits[1].diverged and fits[1].stopped_step == f1.stopped_step == 4
+    np.testing.assert_allclose(fits[1].train_losses, f1.train_losses, rtol=1e-10)
