@@ -90,6 +90,10 @@ class SolverConfig:
     estimate beyond its noise). The same H-norm argument holds in nearly flat directions: the
     statistical error is large there in exactly the same proportion. The gap certificate
     (L_n(fit) <= L_n(truth) up to gap_tol) is checked on the final loss whatever the rule.
+    Limit: the argument needs the quadratic model to hold. Along the non-identifiable valley of an
+    over-specified independent fit (THEORY section 7) the loss keeps creeping down by less than the
+    tolerance per step, so the rule can stop a fraction of a noise unit above where the strict rule ends;
+    BENCHMARKS.md measures this and the effect on the study's means and slopes.
 
     Multi-start pruning (successive halving; only with several starts per replicate). At iterations
     prune_after, 2 prune_after, 4 prune_after, ... every still-running start whose loss exceeds the best
