@@ -76,6 +76,9 @@ def load_fits(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     if len(other):
         print(f"[planted] {len(other)} fit row(s) of other settings left out (this setting: {settings['setting_id']})")
     fits = fits[fits["setting_id"] == settings["setting_id"]]
+    pc, sc = settings["planted"], settings["study"]  # the configured study only (a log may hold more)
+    fits = fits[fits.structure.isin(pc.structures) & fits.regime.isin(pc.regimes) & fits.n.isin(sc.ns)
+                & fits.replicate.isin(sc.replicates)]
     if fits.empty:
         raise DataError(f"no recorded fits of setting {settings['setting_id']} under {cfg.check_table or cfg.run_dir}")
     return fits.reset_index(drop=True)
