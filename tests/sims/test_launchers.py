@@ -14,10 +14,11 @@ def _check_multirun(sweep_dir):
     assert len(logs) == 2, logs
     agg = run_cli(["sims.aggregate", str(sweep_dir)])
     assert agg.returncode == 0, agg.stderr[-2000:]
-    table = pd.read_csv(sweep_dir / "results.csv")
+    out = sweep_dir / "aggregate"  # the default output folder: never a run's own files
+    table = pd.read_csv(out / "results.csv")
     assert sorted(table.n.unique()) == [300, 600] and len(table) == 4
-    assert (sweep_dir / "summary.csv").exists()
-    assert (sweep_dir / "convergence_regression.png").exists() and (sweep_dir / "convergence_regression.pdf").exists()
+    assert (out / "summary.csv").exists()
+    assert (out / "convergence_regression.png").exists() and (out / "convergence_regression.pdf").exists()
 
 
 def test_joblib_two_job_multirun_and_aggregate(tmp_path):
