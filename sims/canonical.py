@@ -1,7 +1,8 @@
 """`python -m sims.canonical`: rerun the recorded studies behind figures/ and refresh it.
 
 1. the main job, default configuration      -> outputs/canonical/main         (resumable)
-2. the theory checks, reusing that log       -> outputs/canonical/checks       (no extra fits: same cells)
+2. the theory checks, reusing that log       -> outputs/canonical/checks       (no extra fits: same cells;
+   inverse-bound is a fit-free computation, inverse-ratio reads the main job's fits)
 3. the start / iteration-budget sensitivity  -> outputs/canonical/sensitivity  (reuses the main job's fits)
 4. the robustness sweep over 20 random truths -> outputs/canonical/robustness  (resumable)
 5. copy the tables into figures/, draw every figure from them (sims.figures) and refresh README's
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                      (robust_dir / "results.csv", "robustness_results.csv")]:
         if src.exists():
             shutil.copyfile(src, args.figures / dst)
+    for check in ("inverse-ratio", "inverse-bound"):  # their tables, reports and figures keep their own folders
+        if (checks_dir / check).is_dir():
+            shutil.copytree(checks_dir / check, args.figures / check, dirs_exist_ok=True)
     for p in redraw(args.figures):
         print(p)
     _run(["sims.readme_tables", "--figures", str(args.figures)])
