@@ -17,6 +17,7 @@ import tempfile
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 
 from reparam import bench
@@ -79,7 +80,9 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: small sizes everywhere")
     p.add_argument("--out", default="BENCHMARKS.md")
     p.add_argument("--figure", default="figures/scaling.png")
-    p.add_argument("--logs", default=None, help="folder for the study logs (default: a temporary folder)")
+    p.add_argument("--logs", default=None, help="folder for the study logs and section results (default: temporary)")
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse the section results already saved in --logs (after an interrupted run)")
     a = p.parse_args(argv)
     if a.quick:
         a.ns, a.scipy_replicates, a.scipy_starts, a.lm_max_n = [2000], 1, 1, 2000
@@ -93,32 +96,46 @@ def main(argv=None) -> None:
     os.makedirs(logs, exist_ok=True)
     L = []  # lines of the generated section
 
+    def section(name, compute):
+        """Run one section, or load it from --logs with --reuse; save it either way."""
+        path = os.path.join(logs, f"{name}.pkl")
+        if a.reuse and os.path.exists(path):
+            log(f"{name}: reused {path}")
+            return pd.read_pickle(path)
+        value = compute()
+        pd.to_pickle(value, path)
+        return value
+
     # 1. memory bandwidth and the pass
-    triad = bench.stream_triad_gbs()
+    triad, passes = section("bandwidth", lambda: (bench.stream_triad_gbs(), [
+        bench.pass_bandwidth(n) for n in ((2000,) if a.quick else (10_000, 100_000))]))
     log(f"triad {triad:.1f} GB/s ({a.threads} thread(s))")
-    passes = [bench.pass_bandwidth(n) for n in ((2000,) if a.quick else (10_000, 100_000))]
     for r in passes:
         log(f"pass n={r['n']}: {r['ns_per_fit_sample']:.0f} ns per fit-sample, {r['as_written_gbs']:.1f} GB/s as written")
 
     # 2. first call
-    fc = first_call_cost()
+    fc = section("first_call", first_call_cost)
     log(f"first call {fc['first']:.2f} s, second {fc['second']:.2f} s")
 
     # 3. scipy
-    cells = []
-    for n in a.ns:
-        for s in bench.STRUCTURES:
-            for r in bench.REGIMES:
-                methods = ("trf", "lm") if n <= a.lm_max_n else ("trf",)
-                k = a.scipy_starts if n <= a.lm_max_n else a.scipy_starts_large
-                c = bench.scipy_vs_ours(s, r, n, a.scipy_replicates, scipy_starts=k, methods=methods)
-                cells.append(c)
-                log(f"scipy {s} {r} n={n}: ours {c['ours_seconds_per_fit']:.3f} s/fit, " + ", ".join(
-                    f"{m} {c[m]['seconds_per_fit']:.2f} s/fit ({c[m]['ratio']:.1f}x, ours not worse {c[m]['ours_not_worse']}/{c[m]['fits']})"
-                    for m in methods))
+    def scipy_cells():
+        cells = []
+        for n in a.ns:
+            for s in bench.STRUCTURES:
+                for r in bench.REGIMES:
+                    methods = ("trf", "lm") if n <= a.lm_max_n else ("trf",)
+                    k = a.scipy_starts if n <= a.lm_max_n else a.scipy_starts_large
+                    c = bench.scipy_vs_ours(s, r, n, a.scipy_replicates, scipy_starts=k, methods=methods)
+                    cells.append(c)
+                    log(f"scipy {s} {r} n={n}: ours {c['ours_seconds_per_fit']:.3f} s/fit, " + ", ".join(
+                        f"{m} {c[m]['seconds_per_fit']:.2f} s/fit ({c[m]['ratio']:.1f}x)" for m in methods))
+        return cells
+
+    cells = section("scipy", scipy_cells)
 
     # 4. stopping rules
-    rules = bench.compare_stopping_rules(a.stop_grid, a.stop_replicates, logs, a.workers, log)
+    rules = section("stopping_rules", lambda: bench.compare_stopping_rules(a.stop_grid, a.stop_replicates, logs,
+                                                                          a.workers, log))
 
     # 5. paper-grade study and main job
     paper = None
@@ -195,7 +212,7 @@ def main(argv=None) -> None:
           f"({rules['strict']['wall'] / rules['statistical']['wall']:.2f}x); solver iterations of the reported fits: "
           f"strict {int(rules['strict']['rows'].n_iter.sum())}, statistical {int(rules['statistical']['rows'].n_iter.sum())}. "
           "Means over VALID fits at the largest n (95% t-interval) and slopes of log mean on log n (95% bootstrap "
-          "interval, reparam.checks.summarize); *moved* says whether a statistical-rule estimate falls outside the "
+          "interval over replicate streams, reparam.rates.fit_slopes); *moved* says whether a statistical-rule estimate falls outside the "
           "strict rule's interval.", "",
           "| structure | regime | error | mean at max n, strict | statistical | slope, strict | statistical | moved | median iterations strict / statistical |",
           "|---|---|---|---|---|---|---|---|---|"]
