@@ -194,24 +194,25 @@ def timed_study(plan: StudyPlan, log_path, workers: int = 2) -> tuple[pd.DataFra
 
 
 def curve_summary(rows: pd.DataFrame, errors=("voronoi_prefix", "l2_error"), n_boot: int = 1000) -> pd.DataFrame:
-    """Per (structure, regime, error), over the VALID fits (reparam.checks.summarize): the slope of the means
-    with its bootstrap interval, and the mean at the largest n with a 95% t-interval."""
+    """Per (structure, regime, error), over the VALID fits (column `valid`): the slope of log mean error on
+    log n with its bootstrap interval over replicate streams (reparam.rates.fit_slopes, as in the study's
+    summary), the mean at the largest n with a 95% t-interval, and the median solver iterations."""
     from scipy import stats
 
-    from .checks import summarize, valid_mask
+    from .rates import fit_slopes
 
-    summary = summarize(rows, errors=list(errors), n_boot=n_boot)
-    good = rows[valid_mask(rows)]
-    top = good[good.n == good.n.max()]
-    half = []
-    for _, s in summary.iterrows():
-        v = top[(top.structure == s.structure) & (top.regime == s.regime)][s.error].astype(float)
-        half.append(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan)
-    summary["mean_half_width"] = half
-    iters = rows.groupby(["structure", "regime"]).n_iter.median().rename("median_iter").reset_index()
-    keep = ["structure", "regime", "error", "slope", "slope_lo", "slope_hi", "mean_at_n_max", "mean_half_width",
-            "median_at_n_max"]
-    return summary[keep].merge(iters, on=["structure", "regime"])
+    good = rows[rows["valid"].astype(bool)]
+    out = []
+    for (s, r), g in good.groupby(["structure", "regime"]):
+        for error in errors:
+            slope = fit_slopes(g, error, by=[], replicate_col="seed", n_boot=n_boot).iloc[0]
+            top = g[g.n == g.n.max()][error].astype(float)
+            half = stats.t.ppf(0.975, len(top) - 1) * top.std(ddof=1) / np.sqrt(len(top)) if len(top) > 1 else np.nan
+            out.append(dict(structure=s, regime=r, error=error, slope=slope["slope"], slope_lo=slope["slope_lo"],
+                            slope_hi=slope["slope_hi"], mean_at_n_max=top.mean(), mean_half_width=half,
+                            median_at_n_max=top.median(), valid=len(g),
+                            median_iter=float(rows[(rows.structure == s) & (rows.regime == r)].n_iter.median())))
+    return pd.DataFrame(out)
 
 
 def compare_stopping_rules(n_grid, replicates: int, log_dir, workers: int = 2, log=print) -> dict:
