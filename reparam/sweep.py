@@ -167,6 +167,19 @@ def _run_cell_job(setting: Setting, n: int, missing: list[int], seed: int, threa
     return run_cell(setting, n, missing, seed), time.perf_counter() - t0
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: a killed study (SIGKILL, preemption) must not leave its workers fitting orphaned
+    cells whose results nobody records; a daemon thread ends the worker once its parent is gone."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _cell_results(todo, plan: StudyPlan, workers: int):
     """Yield (index, rows, seconds) per cell with work to do: in order when serial; with `workers` > 1 from
     a process pool (spawned: no forked OpenMP state), largest cells submitted first so that the pool is not
@@ -187,7 +200,8 @@ def _cell_results(todo, plan: StudyPlan, workers: int):
 
     threads = max(1, torch.get_num_threads() // workers)
     jobs.sort(key=lambda job: -job[2] * len(job[3]) * (2 if job[1].regime == "over" else 1))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_run_cell_job, s, n, m, plan.seed, threads): i for i, s, n, m in jobs}
         for future in as_completed(futures):
             rows, seconds = future.result()

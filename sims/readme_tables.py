@@ -88,6 +88,18 @@ def robustness_table(dist: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def inverse_ratio_table(summary: pd.DataFrame) -> str:
+    """The inverse-ratio check on the fits: slope of D / ||f_hat - f*|| against n per curve."""
+    lines = ["| structure | regime | predicted slope | slope of the mean ratio [95% CI] | verdict | slope of the median "
+             "ratio [95% CI] | mean / median ratio at the largest n | valid fits |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in summary.iterrows():
+        predicted = "> 0" if r.prediction == "flatter_than" else f"{r.predicted:+.0f} +- {r.tolerance:.1f}"
+        lines.append(f"| {r.structure} | {r.regime} | {predicted} | {_ci(r.slope, r.slope_lo, r.slope_hi)} | {r.verdict} | "
+                     f"{_ci(r.median_slope, r.median_slope_lo, r.median_slope_hi)} | "
+                     f"{r.mean_at_n_max:.0f} / {r.median_at_n_max:.0f} | {int(r.n_valid)}/{int(r.n_fits)} |")
+    return "\n".join(lines)
+
+
 def _read_summary(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     df["prediction"] = df["prediction"].fillna("")
@@ -103,6 +115,8 @@ def tables(figures: Path) -> dict[str, str]:
         out["canonical-largest-n"] = largest_n_table(summary, pd.read_csv(figures / "results.csv"))
     if (figures / "sensitivity.csv").is_file():
         out["sensitivity"] = sensitivity_table(pd.read_csv(figures / "sensitivity.csv"))
+    if (figures / "inverse-ratio" / "summary.csv").is_file():
+        out["inverse-ratio"] = inverse_ratio_table(_read_summary(figures / "inverse-ratio" / "summary.csv"))
     if (figures / "robustness_summary.csv").is_file():
         out["robustness"] = robustness_table(_read_summary(figures / "robustness_summary.csv"))
     return out
