@@ -18,7 +18,6 @@ API (cfg is the composed Hydra config of an experiment; `section` is its own blo
                                                repeats; n_test >= 1 (each only when present)
     validate_planted(cfg)                      the planted study (reparam.lm.planted.validate_study: its
                                                base / planted / fit / study blocks, unknown keys, outputs)
-    validate_low_data(cfg)                     everything above for the low-data experiment + its own fields
                                                (datasets, max_len, ...) + the data files it reads exist
     check_pool_size(field, n, available)       after the data are loaded: n <= available examples
 
@@ -148,25 +147,6 @@ def validate_planted(cfg: Any) -> dict:
     from .planted import validate_study
 
     return validate_study(cfg)
-
-
-def validate_low_data(cfg: Any) -> None:
-    """Everything `python -m experiments.low_data` reads, before any model or data is loaded."""
-    from .data import LOADERS
-
-    validate_common(cfg)
-    validate_model(_get(cfg, "model"), _get(cfg, "data_root"))
-    p = _get(cfg, "low_data")
-    require(p is not None, "low_data", p, "the experiment's block of settings")
-    check_list("low_data.datasets", _get(p, "datasets"), item_check=lambda f, v: check_choice(f, v, sorted(LOADERS)),
-               unique=True)
-    for key, low in (("max_len", 2), ("max_new_tokens", 1)):
-        if _get(p, key) is not None:
-            check_int(f"low_data.{key}", _get(p, key), low=low)
-    validate_prefix("low_data", p)
-    validate_sizes("low_data", p)
-    validate_train("low_data.train", _get(p, "train", {}))
-    check_data_files(_get(cfg, "data_root"), {name: ("train", "test") for name in _get(p, "datasets")})
 
 
 def check_data_files(root: str | None, splits: dict[str, tuple[str, ...]]) -> None:
