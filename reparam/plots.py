@@ -246,7 +246,7 @@ def draw_study_curves(ax, results: pd.DataFrame, error: str, regime: str, summar
     ax.set_ylabel(ylabel or ERROR_LABELS.get(error, error))
     ax.set_title(title or _REGIME_TITLES.get(regime, regime))
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.36), ncol=1)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1)
     return ax
 
 
@@ -272,7 +272,7 @@ def study_error_figure(results: pd.DataFrame, summary: pd.DataFrame | None, erro
                        guides: dict[str, float], ylabel: str | None, suptitle: str):
     """One panel per regime of log-log `error` against n (a column wide per panel)."""
     regimes = [r for r in regimes if r in set(results.regime)]
-    fig, axes = plt.subplots(1, len(regimes), figsize=(COLUMN_WIDTH * len(regimes), PANEL_HEIGHT + 0.2),
+    fig, axes = plt.subplots(1, len(regimes), figsize=(COLUMN_WIDTH * len(regimes), PANEL_HEIGHT + 1.2),
                              squeeze=False, sharey=True)
     for ax, regime in zip(axes[0], regimes):
         draw_study_curves(ax, results, error, regime, summary, guides, ylabel=ylabel)
