@@ -95,8 +95,10 @@ class PendingWatch(threading.Thread):
     """Prints, once per job, why a job of this sweep is still pending after `notice_s` seconds. The sweep's
     job ids are the names of the submitit folders (`.../.submitit/%j`) created after this watch started."""
 
-    def __init__(self, submitit_root: Path, notice_s: float, poll_s: float = 5.0):
+    def __init__(self, submitit_root: Path, notice_s: float, poll_s: float | None = None):
         super().__init__(name="reparam-slurm-pending", daemon=True)
+        # poll often enough that the notice comes about notice_s after submission, not up to a poll later
+        poll_s = min(5.0, max(0.5, notice_s / 2)) if poll_s is None else poll_s
         self.root, self.notice_s, self.poll_s = submitit_root, notice_s, poll_s
         self.before = self._job_dirs()
         self.stopped = threading.Event()
