@@ -314,7 +314,7 @@ class PreflightCallback(_HydraCallback):
           callbacks:
             preflight:
               _target_: reparam.validation.PreflightCallback
-              validator: sims.config.validate_cfg      # callable(cfg) raising InputError
+              validator: reparam.sims.config.validate_cfg      # callable(cfg) raising InputError
 
     on_run_start: checks that hydra.run.dir can be created, then runs the validator, before Hydra creates
     the run folder. on_multirun_start: checks hydra.sweep.dir, then composes EVERY job of the sweep from its

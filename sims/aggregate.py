@@ -19,7 +19,7 @@ import pandas as pd
 from reparam.results import ResultLog
 from reparam.sweep import tidy
 from reparam.validation import ConfigError, DataError, InputError, check_output_dir, check_output_file
-from sims.report import write_outputs
+from reparam.sims.report import write_outputs
 
 #: Columns every row of a synthetic-study log has (an LM experiment log lacks regime/setting_id).
 REQUIRED_COLUMNS = ["structure", "regime", "n", "replicate", "seed", "truth", "setting_id"]

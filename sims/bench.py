@@ -51,7 +51,7 @@ def main_job_seconds(workers: int, threads: int) -> float:
     """Wall time of the default main job (`python -m sims.convergence`, figures off) in a throw-away directory."""
     with tempfile.TemporaryDirectory() as tmp:
         tic = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "sims.convergence", f"hydra.run.dir={tmp}", "figures=false",
+        subprocess.run([sys.executable, "-m", "reparam.sims.convergence", f"hydra.run.dir={tmp}", "figures=false",
                         "progress=false", f"workers={workers}", f"threads={threads}"],
                        check=True, capture_output=True, text=True)
         return time.perf_counter() - tic

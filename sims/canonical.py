@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sims.figures import redraw
+from reparam.sims.figures import redraw
 
 
 def _run(args: list[str]) -> None:

@@ -26,7 +26,7 @@ from reparam.plots import inverse_bound_figure, inverse_ratio_figure, save_figur
 from reparam.sweep import check_resources, run_plan, set_threads, write_results
 from reparam.provenance import write_provenance
 from reparam.validation import InputError, check_output_dir, check_output_file
-from sims.aggregate import read_study_log
+from reparam.sims.aggregate import read_study_log
 from reparam.results import write_table
 
 

@@ -19,8 +19,8 @@ from reparam.console import say
 from reparam.sweep import PlanError, run_plan, set_threads
 from reparam.validation import ConfigError, check_output_file
 from reparam.study import DEFAULT_N_GRID
-from sims.config import plan_from_cfg
-from sims.report import write_outputs
+from reparam.sims.config import plan_from_cfg
+from reparam.sims.report import write_outputs
 
 logger = logging.getLogger(__name__)  # Hydra sends it to the console and to the run's convergence.log
 

@@ -20,7 +20,7 @@ from reparam.results import write_table
 from reparam.study import STUDY_INIT, Setting, TruthConfig
 from reparam.sweep import StudyPlan, check_resources, run_plan, set_threads, tidy, validate_plan, write_results
 from reparam.validation import InputError, check_output_dir, check_output_file
-from sims.aggregate import read_study_log
+from reparam.sims.aggregate import read_study_log
 
 DEFAULT_GRID = [300, 1000, 3000, 10000, 30000]
 

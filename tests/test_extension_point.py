@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from reparam.checks import CHECKS, check_lines, prediction_for
 from reparam.structures import STRUCTURES, SharedLinear, register, unregister
 from reparam.truth import canonical_truth
-from sims.config import plan_from_cfg  # also stores the Hydra app's options (ConfigStore)
+from reparam.sims.config import plan_from_cfg  # also stores the Hydra app's options (ConfigStore)
 
 NAME = "scaled_linear_test"
 
@@ -73,7 +73,7 @@ def test_unregistering_removes_every_trace():
 
 
 def test_new_structure_runs_through_the_main_job_and_the_checks(scaled_linear, tmp_path, monkeypatch):
-    from sims import check, convergence
+    from reparam.sims import check, convergence
 
     run_dir = tmp_path / "run"
     monkeypatch.setattr(sys, "argv", ["sims.convergence", *TINY, f"hydra.run.dir={run_dir}"])

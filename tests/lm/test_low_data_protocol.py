@@ -32,7 +32,7 @@ def test_protocol_smoke(tmp_path):
     """Both datasets (WebNLG when present), every structure and init, lr selection, beam search, scoring,
     paired table and figures; a second run recomputes nothing. CIDEr (the Java path) when pycocoevalcap
     and Java are there, BLEU only otherwise."""
-    from experiments import low_data
+    from reparam.experiments import low_data
 
     datasets = "[e2e,webnlg]" if HAS_WEBNLG else "[e2e]"
     metrics = ["bleu", "cider"] if HAS_COCO else ["bleu"]
@@ -67,7 +67,7 @@ def test_protocol_smoke(tmp_path):
 def test_selection_of_the_dev_best_lr_and_chunks(tmp_path):
     """Each (cell, structure, init) marks exactly the candidate with the lowest dev loss; a run cut by
     max_minutes records whole cells only, and the same command continues with the next cell."""
-    from experiments import low_data
+    from reparam.experiments import low_data
     from reparam.results import ResultLog
 
     cfg = _cfg(tmp_path, ["low_data.datasets=[e2e]", "low_data.ns=[4,8]", "low_data.structures=[shared,independent]",
@@ -90,7 +90,7 @@ def test_selection_of_the_dev_best_lr_and_chunks(tmp_path):
 
 
 def test_config_errors_name_the_field(tmp_path):
-    from experiments import low_data
+    from reparam.experiments import low_data
 
     cases = [("low_data.structures=[independent,prefix]", "low_data.structures"),
              ("low_data.lr_grid.shared=[0.0]", "low_data.lr_grid.shared"), ("low_data.fit.warmup=10", "low_data.fit.warmup"),

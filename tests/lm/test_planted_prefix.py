@@ -126,7 +126,7 @@ def test_bad_settings_are_refused_before_work(tmp_path, override, field):
 
 
 def test_smoke_app_records_every_fit_resumes_and_checks(tmp_path, capsys):
-    from experiments import planted_prefix as app
+    from reparam.experiments import planted_prefix as app
 
     cfg = _compose(tmp_path, ["planted.structures=[independent,shared_fixed,embedding_only]", "study.ns=[4,8,16]"])
     settings = pl.validate_study(cfg)

@@ -1,6 +1,6 @@
 """README's generated tables are rendered from the committed tables, idempotently, and only between markers."""
 from reparam.checks import summarize
-from sims.readme_tables import refresh
+from reparam.sims.readme_tables import refresh
 
 from .test_checks_and_figures import synthetic
 

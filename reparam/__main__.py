@@ -1,0 +1,3 @@
+from reparam.cli import main
+
+main()
