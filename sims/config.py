@@ -5,7 +5,7 @@ Groups (pick one with `group=name`, then override fields with `group.field=value
     structure  all | shared | shared_linear | shared_mlp | independent | shared_learned (and every structure
                registered later: each declares its options, reparam.structures `hydra_options`)
     regime     both | exact | over
-    optimiser  lm | lm_long                             -> reparam.fit.SolverConfig
+    optimiser  newton | newton_long                     -> reparam.fit.SolverConfig (damped Newton / Levenberg-Marquardt)
     init       near_truth | random | mixed              -> reparam.study.InitConfig
     hydra/launcher  joblib, submitit_local, submitit_slurm (plugins) and the shipped local_parallel, slurm
 """
@@ -113,8 +113,8 @@ def register() -> None:
     on_registry_change(store_structure_options)
     for name, names in {"both": ["exact", "over"], "exact": ["exact"], "over": ["over"]}.items():
         cs.store(group="regime", name=name, node=RegimeConf(names=names))
-    cs.store(group="optimiser", name="lm", node=SolverConfig())
-    cs.store(group="optimiser", name="lm_long", node=SolverConfig(max_iter=1000))
+    cs.store(group="optimiser", name="newton", node=SolverConfig())
+    cs.store(group="optimiser", name="newton_long", node=SolverConfig(max_iter=1000))
     for mode in ("near_truth", "random", "mixed"):  # `mixed` (the default) is reparam.study.STUDY_INIT
         n_starts = 1 if mode == "near_truth" else STUDY_INIT.n_starts
         cs.store(group="init", name=mode, node=InitConfig(mode=mode, n_starts=n_starts))
