@@ -6,6 +6,7 @@ exact code and libraries that made it (README, "Citing").
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from . import __version__
+from . import STARTED, __version__
 
 LIBRARIES = ("torch", "numpy", "scipy", "pandas", "transformers")
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -48,9 +49,31 @@ def provenance() -> dict:
             "argv": list(sys.argv), "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def write_provenance(out_dir: str | Path) -> Path:
-    """Write OUT_DIR/provenance.json (creating OUT_DIR) and return its path."""
+def resources(started: float | None = None) -> dict:
+    """What the run cost and on what: wall seconds since `started` (a time.perf_counter() value; default: the
+    process's first import of reparam), CPU seconds of this process and of its finished child processes (the
+    worker processes of a study), the CPU count and the load average when it ended (other programs' load
+    slows a run: a wall time is only comparable with its load), and torch's thread count."""
+    import time
+
+    times = os.times()
+    record = {"wall_seconds": round(time.perf_counter() - (STARTED if started is None else started), 2),
+              "wall_clock_from": "process start" if started is None else "run start",
+              "cpu_seconds": round(times.user + times.system + times.children_user + times.children_system, 2),
+              "cpu_count": os.cpu_count()}
+    try:
+        record["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not available on this platform
+        record["load_average"] = None
+    if "torch" in sys.modules:
+        record["torch_threads"] = sys.modules["torch"].get_num_threads()
+    return record
+
+
+def write_provenance(out_dir: str | Path, started: float | None = None) -> Path:
+    """Write OUT_DIR/provenance.json (creating OUT_DIR): what produced the outputs (`provenance()`) and what it
+    cost (`resources(started)`; call this when the run's work is done). Returns its path."""
     path = Path(out_dir) / "provenance.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(provenance(), indent=2) + "\n")
+    path.write_text(json.dumps({**provenance(), "resources": resources(started)}, indent=2) + "\n")
     return path

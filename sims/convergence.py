@@ -49,7 +49,7 @@ def main(cfg: DictConfig) -> None:
             "few minutes on 2 CPU cores (over-specified fits at n=1e5 dominate the cost); raise `replicates=` or "
             "extend `n_grid=` for tighter intervals")
     results = run_plan(plan, out / "results.jsonl", progress=cfg.progress, workers=int(cfg.workers))
-    write_outputs(results, out, figures=cfg.figures)
+    write_outputs(results, out, figures=cfg.figures, started=tic)
     say(logger, f"\nwall time: {time.perf_counter() - tic:.1f} s")
 
 

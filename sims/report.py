@@ -18,9 +18,11 @@ from reparam.results import write_table
 logger = logging.getLogger(__name__)
 
 
-def write_outputs(results: pd.DataFrame, out_dir: Path, figures: bool = True, stream=None) -> pd.DataFrame:
+def write_outputs(results: pd.DataFrame, out_dir: Path, figures: bool = True, stream=None,
+                  started: float | None = None) -> pd.DataFrame:
     """The tables, figures and provenance of a study's rows; the summary text goes to `stream` if given, else
-    through logging where configured (Hydra: console and job log), else to stdout."""
+    through logging where configured (Hydra: console and job log), else to stdout. `started` (perf_counter)
+    is when the run began, for the wall time in provenance.json (default: process start)."""
     out_dir = Path(out_dir)
     write_results(results, out_dir / "results.csv")
     by = ("truth", "structure", "regime") if results["truth"].nunique() > 1 else ("structure", "regime")
@@ -29,10 +31,10 @@ def write_outputs(results: pd.DataFrame, out_dir: Path, figures: bool = True, st
         by = ("setting_id",) + by
     summary = summarize(results, by=by)
     write_table(summary, out_dir / "summary.csv")
-    write_provenance(out_dir)
     paths = []
     if figures and results["truth"].nunique() == 1 and not several:
         paths = study_figures(results, summary, out_dir)
+    write_provenance(out_dir, started)  # after the figures: its wall time is the whole run's
     text = io.StringIO()
     print_summary(results, summary, text)
     print(f"\nwrote {out_dir / 'results.csv'} ({len(results)} rows), {out_dir / 'summary.csv'}", file=text)

@@ -36,6 +36,20 @@ def test_provenance_records_version_commit_and_libraries(tmp_path):
     assert provenance()["python"].count(".") == 2
 
 
+def test_provenance_records_the_cost_of_the_run(tmp_path):
+    import time
+
+    started = time.perf_counter()
+    sum(i * i for i in range(2_000_000))  # some CPU work (about 0.1 s)
+    cost = json.loads(write_provenance(tmp_path, started=started).read_text())["resources"]
+    assert cost["wall_clock_from"] == "run start"
+    assert 0 < cost["wall_seconds"] < 30 and cost["cpu_seconds"] > 0
+    assert cost["cpu_count"] == os.cpu_count()
+    since_start = json.loads(write_provenance(tmp_path).read_text())["resources"]
+    assert since_start["wall_clock_from"] == "process start"
+    assert since_start["wall_seconds"] >= cost["wall_seconds"]  # the process began before this test
+
+
 def test_no_commit_outside_a_git_checkout(tmp_path):
     assert git_commit(tmp_path) is None
 
