@@ -342,6 +342,11 @@ class PrefixSpaceTerms:
         return total / self.n, grad, H, gn
 
 
+# a fit's outcome, stored as an int8 code while the solver runs (RUNNING until it stops)
+STATUSES = ("max_iter", "converged", "stalled", "nonfinite", "pruned")
+RUNNING, MAX_ITER, CONVERGED, STALLED, NONFINITE, PRUNED = -1, 0, 1, 2, 3, 4
+
+
 @dataclass
 class FitState:
     """Per-fit outcome of the solver (all tensors share the leading batch shape)."""
@@ -350,7 +355,7 @@ class FitState:
     loss: Tensor
     n_iter: Tensor
     converged: Tensor
-    status: list[str]  # "converged", "max_iter", "stalled", "nonfinite" or "pruned"
+    status: list[str]  # one of STATUSES per fit
     pruned: Tensor
 
 
@@ -375,101 +380,122 @@ def _prune_checkpoint(iteration: int, config: SolverConfig) -> bool:
     return k >= 1 and k == int(k) and (int(k) & (int(k) - 1)) == 0
 
 
+class _Solver:
+    """The state of a batch of damped Newton fits, one row per fit (B rows, P parameters each).
+
+    theta (B, P); loss (B,); grad (B, P); H (B, P, P) the curvature; scale (B, P) the running max of
+    diag(Gauss-Newton), the diagonal scaling D^2; mu, nu (B,) the damping and its growth factor (Nielsen);
+    n_iter (B,); code (B,) int8: RUNNING or the final status (index into STATUSES)."""
+
+    def __init__(self, terms: PrefixSpaceTerms, theta0: Tensor, rep: Tensor, config: SolverConfig):
+        self.terms, self.rep, self.config = terms, rep, config
+        self.theta = theta0.clone().to(DTYPE)
+        B, P = self.theta.shape
+        self.mu = torch.full((B,), config.damping0, dtype=DTYPE)
+        self.nu = torch.full((B,), 2.0, dtype=DTYPE)
+        self.n_iter = torch.zeros(B, dtype=torch.long)
+        self.code = torch.full((B,), RUNNING, dtype=torch.int8)
+        self.loss = torch.full((B,), float("nan"), dtype=DTYPE)
+        self.grad = torch.zeros(B, P, dtype=DTYPE)
+        self.H = torch.zeros(B, P, P, dtype=DTYPE)
+        self.scale = torch.zeros(B, P, dtype=DTYPE)
+        self.n_reps = int(rep.max()) + 1 if B else 0
+        self.evaluate(torch.isfinite(self.theta).all(-1).nonzero().flatten())  # a non-finite start stays NaN
+        self.stop_nonfinite()
+
+    def running(self) -> Tensor:
+        return self.code == RUNNING
+
+    def evaluate(self, idx: Tensor) -> None:
+        """Loss, gradient and curvature at theta[idx]; the scaling keeps the largest GN diagonal seen."""
+        if idx.numel() == 0:
+            return
+        self.loss[idx], self.grad[idx], self.H[idx], gn = _curvature(self.terms, self.theta[idx], self.rep[idx],
+                                                                     self.config.method)
+        self.scale[idx] = torch.maximum(self.scale[idx], torch.diagonal(gn, dim1=-2, dim2=-1))
+
+    def stop_nonfinite(self) -> None:
+        bad = self.running() & (~torch.isfinite(self.loss) | ~torch.isfinite(self.grad).all(-1)
+                                | ~torch.isfinite(self.H).flatten(1).all(-1))
+        self.code[bad] = NONFINITE
+
+    def prune(self) -> None:
+        """Stop the starts of a replicate whose loss is clearly above that replicate's best start."""
+        loss, rep = self.loss, self.rep
+        finite = torch.where(torch.isfinite(loss), loss, torch.full_like(loss, float("inf")))
+        best = torch.full((self.n_reps,), float("inf"), dtype=DTYPE).scatter_reduce(0, rep, finite, "amin")
+        margin = self.config.prune_margin * best.abs() / (self.terms.m * self.terms.n)  # prune_margin * sigma^2 / n
+        self.code[self.running() & (finite > best[rep] + margin[rep])] = PRUNED
+
+    def scaled_eigen(self, active: Tensor):
+        """Eigendecomposition of the scaled curvature D^-1 H D^-1 = V diag(lam) V^T of the active fits, with
+        D (b, P) and the scaled gradient in the eigenbasis, coef = V^T D^-1 g."""
+        D = self.scale[active]
+        D = D.clamp_min(1e-12 * D.amax(-1, keepdim=True).clamp_min(1e-300)).sqrt()  # (b, P)
+        lam, V = torch.linalg.eigh(self.H[active] / (D.unsqueeze(-1) * D.unsqueeze(-2)))
+        coef = (V.transpose(1, 2) @ (self.grad[active] / D).unsqueeze(-1)).squeeze(-1)
+        return D, lam, V, coef
+
+    def stop_tests(self, active: Tensor, lam: Tensor, coef: Tensor) -> tuple[Tensor, Tensor]:
+        """(converged, stalled) masks over `active`: converged = curvature PSD within psd_tol and Newton
+        decrement within stopping_tolerance; stalled = not converged and the damping beyond damping_max."""
+        lam_max = lam.abs().amax(-1).clamp_min(1e-300)
+        decrement = 0.5 * (coef.square() / lam.clamp_min((1e-14 * lam_max).unsqueeze(-1))).sum(-1)
+        ok = (lam[:, 0] >= -self.config.psd_tol * lam_max) & (
+            decrement <= stopping_tolerance(self.loss[active], self.terms.n, self.terms.m, self.config))
+        return ok, ~ok & (self.mu[active] > self.config.damping_max)
+
+    def step(self, active: Tensor, D: Tensor, lam: Tensor, V: Tensor, coef: Tensor) -> None:
+        """One damped step s = -D^-1 V (lam + sigma)^-1 V^T D^-1 g, sigma = mu + max(0, -lam_min); accepted
+        when the loss drops; mu shrinks by the gain ratio on success and grows by nu on failure."""
+        lam_mu, f0, nu = self.mu[active], self.loss[active], self.nu[active]
+        self.n_iter[active] += 1
+        sigma = lam_mu + (-lam[:, 0]).clamp_min(0.0)
+        step_e = -coef / (lam + sigma.unsqueeze(-1))
+        predicted = -(coef * step_e + 0.5 * lam * step_e.square()).sum(-1)
+        trial = self.theta[active] + (V @ step_e.unsqueeze(-1)).squeeze(-1) / D
+        trial_loss = self.terms.loss(trial, self.rep[active])
+        gain = (f0 - trial_loss) / predicted.clamp_min(1e-300)
+        accepted = torch.isfinite(trial_loss) & (trial_loss < f0)
+        shrink = (1.0 - (2.0 * gain - 1.0).pow(3)).clamp(min=1.0 / 3.0)
+        self.mu[active] = torch.where(accepted, (lam_mu * shrink).clamp_min(1e-15), lam_mu * nu)
+        self.nu[active] = torch.where(accepted, torch.full_like(nu, 2.0), 2.0 * nu)
+        self.theta[active[accepted]] = trial[accepted]
+        self.evaluate(active[accepted])
+
+    def result(self) -> FitState:
+        code = torch.where(self.code == RUNNING, torch.full_like(self.code, MAX_ITER), self.code)
+        return FitState(theta=self.theta, loss=self.loss, n_iter=self.n_iter, converged=code == CONVERGED,
+                        status=[STATUSES[c] for c in code.tolist()], pruned=code == PRUNED)
+
+
 def levenberg_marquardt(terms: PrefixSpaceTerms, theta0: Tensor, rep: Tensor, config: SolverConfig) -> FitState:
     """Minimise terms.loss for every row of theta0 (B, P); row b uses the data of replicate rep[b].
 
     Per iteration and fit: scale by D = running max of diag(GN); eigendecompose the scaled curvature
     H' = V diag(lam) V^T; test convergence (SolverConfig); step s' = -V (lam + sigma)^-1 V^T g' with
     sigma = mu + max(0, -lam_min); accept when the loss drops; update mu from the gain ratio (Nielsen).
-    With several rows per replicate, clearly worse rows are pruned at the checkpoints of SolverConfig."""
-    theta = theta0.clone().to(DTYPE)
-    B, P = theta.shape
-    mu = torch.full((B,), config.damping0, dtype=DTYPE)
-    nu = torch.full((B,), 2.0, dtype=DTYPE)
-    n_iter = torch.zeros(B, dtype=torch.long)
-    done = torch.zeros(B, dtype=torch.bool)
-    converged = torch.zeros(B, dtype=torch.bool)
-    pruned = torch.zeros(B, dtype=torch.bool)
-    status = ["max_iter"] * B
-    loss = torch.full((B,), float("nan"), dtype=DTYPE)
-    grad = torch.zeros(B, P, dtype=DTYPE)
-    H = torch.zeros(B, P, P, dtype=DTYPE)
-    scale = torch.zeros(B, P, dtype=DTYPE)
-    finite0 = torch.isfinite(theta).all(-1)
-    idx = finite0.nonzero().flatten()
-    if idx.numel():
-        loss[idx], grad[idx], H[idx], gn = _curvature(terms, theta[idx], rep[idx], config.method)
-        scale[idx] = torch.diagonal(gn, dim1=-2, dim2=-1)
-    n_reps = int(rep.max()) + 1 if B else 0
-    multi_start = config.prune and B > n_reps
-
-    def mark_nonfinite():
-        bad = ~done & (~torch.isfinite(loss) | ~torch.isfinite(grad).all(-1) | ~torch.isfinite(H).flatten(1).all(-1))
-        for b in bad.nonzero().flatten().tolist():
-            status[b], done[b], converged[b] = "nonfinite", True, False
-
-    def prune():
-        finite = torch.where(torch.isfinite(loss), loss, torch.full_like(loss, float("inf")))
-        best = torch.full((n_reps,), float("inf"), dtype=DTYPE).scatter_reduce(0, rep, finite, "amin")
-        margin = config.prune_margin * best.abs() / (terms.m * terms.n)  # prune_margin * sigma_hat^2 / n
-        worse = ~done & (finite > best[rep] + margin[rep])
-        for b in worse.nonzero().flatten().tolist():
-            status[b], done[b], pruned[b] = "pruned", True, True
-
-    mark_nonfinite()
+    With several rows per replicate, clearly worse rows are pruned at the checkpoints of SolverConfig.
+    A fit still running when max_iter steps are spent ends as "max_iter"."""
+    solver = _Solver(terms, theta0, rep, config)
+    multi_start = config.prune and theta0.shape[0] > solver.n_reps
     for iteration in range(config.max_iter + 1):
         if multi_start and _prune_checkpoint(iteration, config):
-            prune()
-        active = (~done).nonzero().flatten()
+            solver.prune()
+        active = solver.running().nonzero().flatten()
         if active.numel() == 0:
             break
-        g, lam_mu, f0 = grad[active], mu[active], loss[active]
-        D = scale[active]
-        D = D.clamp_min(1e-12 * D.amax(-1, keepdim=True).clamp_min(1e-300)).sqrt()  # (b, P)
-        Hs = H[active] / (D.unsqueeze(-1) * D.unsqueeze(-2))
-        gs = g / D
-        lam, V = torch.linalg.eigh(Hs)
-        coef = (V.transpose(1, 2) @ gs.unsqueeze(-1)).squeeze(-1)  # g' in the eigenbasis
-        lam_max = lam.abs().amax(-1).clamp_min(1e-300)
-        floor = 1e-14 * lam_max
-        decrement = 0.5 * (coef.square() / lam.clamp_min(floor.unsqueeze(-1))).sum(-1)
-        ok = (lam[:, 0] >= -config.psd_tol * lam_max) & (decrement <= stopping_tolerance(f0, terms.n, terms.m, config))
-        for b in active[ok].tolist():
-            status[b] = "converged"
-        converged[active[ok]] = True
-        done[active[ok]] = True
-        stalled = ~ok & (lam_mu > config.damping_max)
-        for b in active[stalled].tolist():
-            status[b] = "stalled"
-        done[active[stalled]] = True
-        go = ~ok & ~stalled
-        if iteration >= config.max_iter:  # budget spent: stop the rest as max_iter
-            done[active[go]] = True
+        D, lam, V, coef = solver.scaled_eigen(active)
+        converged, stalled = solver.stop_tests(active, lam, coef)
+        solver.code[active[converged]] = CONVERGED
+        solver.code[active[stalled]] = STALLED
+        if iteration >= config.max_iter:  # budget spent: the rest end as max_iter
             break
-        active, lam, coef, D, lam_mu, f0 = active[go], lam[go], coef[go], D[go], lam_mu[go], f0[go]
-        V = V[go]
-        if active.numel() == 0:
-            continue
-        n_iter[active] += 1
-        sigma = lam_mu + (-lam[:, 0]).clamp_min(0.0)
-        step_e = -coef / (lam + sigma.unsqueeze(-1))
-        predicted = -(coef * step_e + 0.5 * lam * step_e.square()).sum(-1)
-        step = (V @ step_e.unsqueeze(-1)).squeeze(-1) / D
-        trial = theta[active] + step
-        trial_loss = terms.loss(trial, rep[active])
-        gain = (f0 - trial_loss) / predicted.clamp_min(1e-300)
-        accepted = torch.isfinite(trial_loss) & (trial_loss < f0)
-        shrink = (1.0 - (2.0 * gain - 1.0).pow(3)).clamp(min=1.0 / 3.0)
-        nu_a = nu[active]
-        mu[active] = torch.where(accepted, (lam_mu * shrink).clamp_min(1e-15), lam_mu * nu_a)
-        nu[active] = torch.where(accepted, torch.full_like(nu_a, 2.0), 2.0 * nu_a)
-        idx_acc = active[accepted]
-        if idx_acc.numel():
-            theta[idx_acc] = trial[accepted]
-            loss[idx_acc], grad[idx_acc], H[idx_acc], gn = _curvature(terms, theta[idx_acc], rep[idx_acc], config.method)
-            scale[idx_acc] = torch.maximum(scale[idx_acc], torch.diagonal(gn, dim1=-2, dim2=-1))
-        mark_nonfinite()
-    return FitState(theta=theta, loss=loss, n_iter=n_iter, converged=converged, status=status, pruned=pruned)
+        go = ~converged & ~stalled
+        if go.any():
+            solver.step(active[go], D[go], lam[go], V[go], coef[go])
+        solver.stop_nonfinite()
+    return solver.result()
 
 
 @contextlib.contextmanager
