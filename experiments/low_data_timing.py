@@ -1,7 +1,8 @@
-"""CPU timings of the low-data protocol's pieces on SmolLM2-135M, the basis of its GPU-time estimate (README).
+"""`reparam low-data-timing out=FILE [threads=1] [estimate_only=true]` (Hydra app): CPU timings of the low-data
+protocol's pieces on SmolLM2-135M, the basis of its GPU-time estimate (README).
 
-    python -m experiments.low_data_timing --out figures/lm/low_data_cpu_timing.json [--threads 1]
-    python -m experiments.low_data_timing --out figures/lm/low_data_cpu_timing.json --estimate-only
+    reparam low-data-timing out=figures/lm/low_data_cpu_timing.json threads=1
+    reparam low-data-timing out=figures/lm/low_data_cpu_timing.json estimate_only=true   # no measurement
 
 Measures, on 8 training pairs of each dataset: one training step (forward + backward through the frozen model)
 with 1 and with 5 configurations in the pass (one per structure), one no-gradient pass, and a 5-beam search of
@@ -9,18 +10,53 @@ with 1 and with 5 configurations in the pass (one per structure), one no-gradien
 """
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import os
+import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
+import hydra
 import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 from reparam.lm.data import SEP, load_dataset, nested_subset
 from reparam.lm.models import ModelConfig, load_model
 from reparam.lm.multiprefix import Member, MultiPrefix, collate_split, encode_prompts, encode_split, word_ids
+from reparam.console import say
+from reparam.validation import (ConfigError, DataError, InputError, check_int, check_output_file, check_unknown_keys,
+                                report_input_error)
+
+logger = logging.getLogger(__name__)
+
+# the config folder by file path: `reparam <command>` imports this app as reparam.experiments.*, whose conf/
+# is package data, not a Python package that Hydra could find by module name
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
+#: The protocol whose GPU time is estimated (read by gpu_estimate).
+PROTOCOL = Path(CONF_DIR) / "low_data.yaml"
+
+
+@dataclass
+class LowDataTimingConf:
+    """Settings of `reparam low-data-timing`.
+
+    out: the JSON file to write: the timings and the GPU estimate (required). With estimate_only=true, the file of
+        an earlier measurement, read and updated with a fresh estimate.
+    threads: torch CPU threads of the measurement.
+    estimate_only: only (re)compute the GPU estimate from the timings already in `out` (no model is loaded).
+    """
+
+    out: Optional[str] = None
+    threads: int = 1
+    estimate_only: bool = False
+
+
+ConfigStore.instance().store(name="low_data_timing_schema", node=LowDataTimingConf)
 
 
 def measure(threads: int = 1, repeats: int = 2) -> dict:
@@ -49,7 +85,7 @@ def measure(threads: int = 1, repeats: int = 2) -> dict:
             with torch.no_grad():
                 mp.nll(batch, ks)
             out[f"{dataset}_eval_pass_K{K}_s"] = time.perf_counter() - t
-            print(json.dumps(out), flush=True)
+            say(logger, json.dumps(out))
         items = load_dataset(dataset, "test", grouped=True)[:2]
         mp = MultiPrefix(base, groups[1], prefix_len=10, hidden=512)
         t = time.perf_counter()
@@ -64,7 +100,7 @@ def measure(threads: int = 1, repeats: int = 2) -> dict:
 H100_RECORDED = {"steps": 120, "rows": 32, "tokens": 80, "seconds": 12.0}
 
 
-def gpu_estimate(timing: dict, conf: str = "experiments/conf/low_data.yaml") -> dict:
+def gpu_estimate(timing: dict, conf: str | Path = PROTOCOL) -> dict:
     """GPU minutes per cell and in total for the protocol in `conf`, at the throughput of the recorded H100 run.
 
     Work is counted in token-passes of the frozen model (a backward pass to the activations costs about one
@@ -103,14 +139,60 @@ def gpu_estimate(timing: dict, conf: str = "experiments/conf/low_data.yaml") -> 
     return out
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="python -m experiments.low_data_timing")
-    ap.add_argument("--out", required=True, help="JSON file to write (with --estimate-only: to read and update)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--estimate-only", action="store_true", help="only (re)compute the GPU estimate from --out")
-    args = ap.parse_args()
-    result = json.loads(Path(args.out).read_text()) if args.estimate_only else measure(args.threads)
+def _timings(path: Path) -> dict:
+    """The timings recorded in `path` (estimate_only=true); DataError when the file is not such a record."""
+    try:
+        timing = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path} is not a readable JSON timing record ({str(err).splitlines()[0]})") from None
+    datasets = list(OmegaConf.load(PROTOCOL).low_data.datasets)
+    missing = [f"{d}_batch_shape" for d in datasets if not isinstance(timing, dict) or f"{d}_batch_shape" not in timing]
+    if missing:
+        raise DataError(f"{path} lacks {missing}: it is not a timing record of this command (run it without "
+                        f"estimate_only to measure)")
+    return timing
+
+
+def validate_cfg(cfg: Any) -> None:
+    """Every check before any work (raises InputError naming the field)."""
+    check_unknown_keys(cfg, LowDataTimingConf)
+    if cfg.out is None:
+        raise ConfigError("out=null is invalid: must be the JSON file to write (e.g. out=figures/lm/"
+                          "low_data_cpu_timing.json)")
+    check_int("threads", cfg.threads, low=1)
+    out = check_output_file("out", str(cfg.out))
+    if cfg.estimate_only:
+        if not out.is_file():
+            raise ConfigError(f"out={str(cfg.out)!r} is invalid with estimate_only=true: must be an existing timing "
+                              f"record (run without estimate_only to measure)")
+        _timings(out)
+
+
+def run(cfg: Any) -> int:
+    """Measure (or, with estimate_only, read) the timings, add the GPU estimate, write `out`; returns the exit
+    status (a user's mistake: one line on stderr, status 2). cfg: a DictConfig or a LowDataTimingConf."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.structured(cfg)
+    try:
+        validate_cfg(cfg)
+    except InputError as err:
+        report_input_error(err, "config error" if isinstance(err, ConfigError) else "error")
+        return 2
+    out = Path(str(cfg.out))
+    result = _timings(out) if cfg.estimate_only else measure(int(cfg.threads))
     result["gpu_estimate"] = gpu_estimate(result)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result["gpu_estimate"], indent=1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    say(logger, json.dumps(result["gpu_estimate"], indent=1))
+    return 0
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="low_data_timing")
+def main(cfg: DictConfig) -> None:
+    code = run(cfg)
+    if code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,44 +1,118 @@
-"""`python -m sims.canonical`: rerun the recorded studies behind figures/ and refresh it.
+"""`reparam canonical [work=outputs/canonical] [figures=figures] [skip_robustness=true]` (Hydra app): rerun the
+recorded studies behind figures/ and refresh it.
 
-1. the main job, default configuration      -> outputs/canonical/main         (resumable)
-2. the theory checks, reusing that log       -> outputs/canonical/checks       (no extra fits: same cells;
+1. the main job, default configuration      -> WORK/main         (resumable)
+2. the theory checks, reusing that log       -> WORK/checks       (no extra fits: same cells;
    inverse-bound is a fit-free computation, inverse-ratio reads the main job's fits)
-3. the start / iteration-budget sensitivity  -> outputs/canonical/sensitivity  (reuses the main job's fits)
-4. the robustness sweep over 20 random truths -> outputs/canonical/robustness  (resumable)
-5. copy the tables into figures/, draw every figure from them (sims.figures) and refresh README's
-   generated tables (sims.readme_tables).
-Steps 1, 3 and 4 skip fits already in their logs, so a killed run picks up where it stopped.
+3. the start / iteration-budget sensitivity  -> WORK/sensitivity  (reuses the main job's fits)
+4. the robustness sweep over 20 random truths -> WORK/robustness  (a multirun, one job folder per truth; resumable;
+   fits recorded by the older one-log layout, WORK/robustness/results.jsonl, are reused)
+5. copy the tables into FIGURES, draw every figure from them (reparam figures) and refresh README's
+   generated tables (reparam readme-tables).
+Steps 1, 3 and 4 skip fits already in their logs, so a killed run picks up where it stopped. Each step runs as
+its own command (printed before it runs, as `reparam <command> ...`), in a fresh interpreter.
 """
 from __future__ import annotations
 
-import argparse
+import logging
+import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from reparam.console import say
 from reparam.sims.figures import redraw
+from reparam.validation import (ConfigError, InputError, check_output_dir, check_unknown_keys,
+                                report_input_error)
+
+logger = logging.getLogger(__name__)
 
 
-def _run(args: list[str]) -> None:
-    print("$ python -m " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", *args], check=True)
+@dataclass
+class CanonicalConf:
+    """Settings of `reparam canonical`.
+
+    work: folder of the studies' own outputs and logs (main/, checks/, sensitivity/, robustness/ and this
+        command's canonical.log); rerun with the same folder to resume.
+    figures: folder that receives the tables, the figures drawn from them and whose README tables are refreshed
+        (the committed figures/).
+    skip_robustness: do not run the robustness sweep (its tables in WORK/robustness are still copied if there).
+    """
+
+    work: str = "outputs/canonical"
+    figures: str = "figures"
+    skip_robustness: bool = False
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sims.canonical", description=__doc__.split("\n")[0])
-    ap.add_argument("--work", type=Path, default=Path("outputs/canonical"))
-    ap.add_argument("--figures", type=Path, default=Path("figures"))
-    ap.add_argument("--skip-robustness", action="store_true")
-    args = ap.parse_args(argv)
-    main_dir, checks_dir, robust_dir = args.work / "main", args.work / "checks", args.work / "robustness"
-    sens_dir = args.work / "sensitivity"
-    _run(["sims.convergence", f"hydra.run.dir={main_dir}", "figures=false"])
-    _run(["sims.check", "--all", "--out", str(checks_dir), "--log", str(main_dir / "results.jsonl"), "--quiet"])
-    _run(["sims.sensitivity", "--out", str(sens_dir), "--reuse", str(main_dir / "results.jsonl"), "--quiet"])
-    if not args.skip_robustness:
-        _run(["sims.robustness", "--out", str(robust_dir), "--quiet"])
-    args.figures.mkdir(parents=True, exist_ok=True)
+ConfigStore.instance().store(name="canonical_schema", node=CanonicalConf)
+
+
+def validate_cfg(cfg: Any) -> None:
+    """The validator of the preflight callback: known keys only, and both folders can be written."""
+    check_unknown_keys(cfg, CanonicalConf)
+    check_output_dir("work", str(cfg.work))
+    check_output_dir("figures", str(cfg.figures))
+    if not isinstance(cfg.skip_robustness, bool):
+        raise ConfigError(f"skip_robustness={cfg.skip_robustness!r} is invalid: must be true or false")
+
+
+def quote(value: Any) -> str:
+    """A path as the value of a Hydra override: quoted unless plain (a comma would make it a sweep)."""
+    text = str(value)
+    if re.fullmatch(r"[\w./~+-]+", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def steps(cfg: Any) -> list[tuple[str, list[str]]]:
+    """The commands of steps 1-4, as (command, overrides): `reparam <command> <overrides>`."""
+    work = Path(str(cfg.work))
+    main_log = work / "main" / "results.jsonl"
+    robust = work / "robustness"
+    out = [("convergence", [f"hydra.run.dir={quote(work / 'main')}", "figures=false"]),
+           ("check", ["all=true", f"out={quote(work / 'checks')}", f"log={quote(main_log)}", "quiet=true"]),
+           ("sensitivity", [f"out={quote(work / 'sensitivity')}", f"reuse={quote(main_log)}", "quiet=true"])]
+    if not cfg.skip_robustness:
+        old = robust / "results.jsonl"  # the one log of the older layout: its fits are copied, not refitted
+        out.append(("robustness", ["-m", f"hydra.sweep.dir={quote(robust)}", "progress=false"]
+                    + ([f"reuse={quote(old)}"] if old.is_file() else [])))
+    return out
+
+
+def _run(command: str, overrides: list[str]) -> None:
+    from reparam.cli import COMMANDS
+
+    say(logger, f"$ reparam {command} {' '.join(overrides)}")
+    sys.stdout.flush()
+    subprocess.run([sys.executable, "-m", COMMANDS[command][0], *overrides], check=True)
+
+
+def run(cfg: Any) -> int:
+    """Every step from a config (a DictConfig or a CanonicalConf); returns the exit status."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.structured(cfg)
+    try:
+        validate_cfg(cfg)
+    except InputError as err:
+        report_input_error(err)
+        return 2
+    work, figures = Path(str(cfg.work)), Path(str(cfg.figures))
+    main_dir, checks_dir, robust_dir = work / "main", work / "checks", work / "robustness"
+    sens_dir = work / "sensitivity"
+    try:
+        for command, overrides in steps(cfg):
+            _run(command, overrides)
+    except subprocess.CalledProcessError as err:
+        say(logger, f"canonical: step failed with exit status {err.returncode}; rerun to resume")
+        return err.returncode if err.returncode > 0 else 1
+    figures.mkdir(parents=True, exist_ok=True)
     for src, dst in [(main_dir / "results.csv", "results.csv"), (main_dir / "summary.csv", "summary.csv"),
                      (checks_dir / "report.md", "checks_report.md"),
                      (sens_dir / "sensitivity.csv", "sensitivity.csv"),
@@ -46,15 +120,25 @@ def main(argv: list[str] | None = None) -> int:
                      (robust_dir / "robustness_summary.csv", "robustness_summary.csv"),
                      (robust_dir / "results.csv", "robustness_results.csv")]:
         if src.exists():
-            shutil.copyfile(src, args.figures / dst)
+            shutil.copyfile(src, figures / dst)
     for check in ("inverse-ratio", "inverse-bound"):  # their tables, reports and figures keep their own folders
         if (checks_dir / check).is_dir():
-            shutil.copytree(checks_dir / check, args.figures / check, dirs_exist_ok=True)
-    for p in redraw(args.figures):
-        print(p)
-    _run(["sims.readme_tables", "--figures", str(args.figures)])
+            shutil.copytree(checks_dir / check, figures / check, dirs_exist_ok=True)
+    for p in redraw(figures):
+        say(logger, str(p))
+    try:
+        _run("readme-tables", [f"figures={quote(figures)}"])
+    except subprocess.CalledProcessError as err:
+        return err.returncode if err.returncode > 0 else 1
     return 0
 
 
+@hydra.main(version_base="1.3", config_path="conf", config_name="canonical")
+def main(cfg: DictConfig) -> None:
+    code = run(cfg)
+    if code:
+        sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

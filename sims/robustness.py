@@ -1,97 +1,338 @@
-"""`python -m sims.robustness [--truths 20] [--out DIR]`: the study over many random ground truths.
+"""`reparam robustness -m [key=value ...]` (Hydra app): the study over many random ground truths.
 
-For truth seeds 0 .. truths-1 (reparam.truth.random_truth: random pretrained head, tie maps, latent
-prompts and biases, true atoms >= 0.5 apart), fits every structure and regime on a smaller grid, then
-writes per-truth slopes (robustness.csv), their distribution per structure and regime
-(robustness_summary.csv) and a figure (robustness.png/pdf). Resumable: one result log in DIR.
+A Hydra multirun over `truth.seed` (sims/conf/robustness.yaml: `hydra.sweeper.params`, seeds 0..19; override with
+`truth.seed=range(0,5)`), so any Hydra launcher runs it (basic, joblib, submitit, the shipped `slurm`) with no
+code change. Each job is one truth (reparam.truth.random_truth: random pretrained head, tie maps, latent prompts
+and biases, true atoms >= 0.5 apart) and runs through the main job's code path (sims/config.py `plan_from_cfg`
+-> reparam.sweep.run_plan): every structure with a THEORY rate, exact- and over-specified, on a smaller grid,
+with results.jsonl (resumable) and results.csv in the job folder. When the sweep ends, `RobustnessCallback`
+collects every job of the sweep folder and writes there results.csv (all truths), robustness.csv (per-truth
+slopes), robustness_summary.csv (their distribution per structure, regime and error), robustness.png/pdf and
+provenance.json, and prints the distribution table.
+
+    reparam robustness -m                                     # 20 truths -> multirun/robustness/<date>_<time>/
+    reparam robustness -m hydra.sweep.dir=DIR                 # rerun with the same DIR to resume
+    reparam robustness truth.seed=7 hydra.run.dir=DIR         # one truth (no -m): its summary in DIR
+    reparam robustness summarize=DIR                          # rewrite DIR's summary from its fits, fit nothing
 """
 from __future__ import annotations
 
-import argparse
 import copy
+import dataclasses
+import functools
+import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, List, Optional
+
+import hydra
+import pandas as pd
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from reparam.checks import ALL, robustness_tables
+from reparam.console import say
 from reparam.plots import robustness_figure, save_figure
 from reparam.provenance import write_provenance
-from reparam.results import write_table
-from reparam.study import STUDY_INIT, Setting, TruthConfig
-from reparam.sweep import StudyPlan, check_resources, run_plan, set_threads, tidy, validate_plan, write_results
-from reparam.validation import InputError, check_output_dir, check_output_file
+from reparam.results import ResultLog, write_table
+from reparam.study import TruthConfig
+from reparam.sweep import copy_planned_rows, plan_rows, run_plan, set_threads, tidy, write_results
+from reparam.validation import (ConfigError, DataError, InputError, PreflightCallback, check_output_dir,
+                                check_output_file, check_unknown_keys, report_input_error)
 from reparam.sims.aggregate import read_study_log
+from reparam.sims.config import StructureConf, StudyConf, plan_from_cfg
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_GRID = [300, 1000, 3000, 10000, 30000]
+#: What the summary writes into the sweep (or run) folder.
+SUMMARY_FILES = ("results.csv", "robustness.csv", "robustness_summary.csv", "robustness.png", "robustness.pdf",
+                 "provenance.json")
+#: Job settings that may differ between the jobs of one summary: the truth, the replicate streams (`seed`, pooled
+#: as in `reparam aggregate`), the sample size of a job, and what does not change a fit.
+POOLED_FIELDS = ("truth.seed", "seed", "n", "n_grid", "threads", "workers", "progress", "figures", "allow_large",
+                 "summarize", "reuse")
 
 
-def draw(out: Path, per_truth=None):
-    import pandas as pd
-    per_truth = per_truth if per_truth is not None else pd.read_csv(out / "robustness.csv")
-    return save_figure(robustness_figure(per_truth), out / "robustness")
+@dataclass
+class RobustnessConf(StudyConf):
+    """The robustness study: every field of sims/config.py StudyConf (one job = one truth), with the robustness
+    defaults (truth=random, n_grid 300..30000, 4 replicates, the structures with a THEORY rate), and:
+
+    summarize: an existing sweep (or single-run) folder: (re)write its summary (results.csv, robustness.csv,
+        robustness_summary.csv, robustness.png/pdf, provenance.json) from the fits recorded by its jobs, fitting
+        nothing; the run logs into that folder (robustness.log) and leaves no .hydra folder there.
+    reuse: another result log (e.g. the results.jsonl of a robustness folder of the older one-log layout) whose
+        fits of a job's plan (same setting, n, seed and replicate) are copied into the job's log, not refitted.
+    """
+
+    truth: TruthConfig = field(default_factory=lambda: TruthConfig(kind="random"))
+    structure: StructureConf = field(default_factory=lambda: StructureConf(names=list(ALL)))
+    n_grid: List[int] = field(default_factory=lambda: list(DEFAULT_GRID))
+    replicates: int = 4
+    summarize: Optional[str] = None
+    reuse: Optional[str] = None
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sims.robustness", description=__doc__.split("\n")[0])
-    ap.add_argument("--truths", type=int, default=20, help="number of random truths (seeds 0 .. truths-1)")
-    ap.add_argument("--first-truth", type=int, default=0)
-    ap.add_argument("--n-grid", type=int, nargs="+", default=DEFAULT_GRID)
-    ap.add_argument("--replicates", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--structures", nargs="+", default=list(ALL))  # every structure with a THEORY rate
-    ap.add_argument("--threads", type=int, default=2, help="torch threads, shared among the workers")
-    ap.add_argument("--workers", type=int, default=2, help="processes running cells in parallel (rows do not depend on it)")
-    ap.add_argument("--out", type=Path, default=Path("outputs/robustness"))
-    ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--allow-large", action="store_true",
-                    help="run even when the up-front estimate exceeds this machine's memory or 24 h")
-    args = ap.parse_args(argv)
-    if args.truths < 1:
-        print(f"error: truths={args.truths!r} is invalid: must be an integer >= 1", file=sys.stderr)
-        return 2
-    plans = [StudyPlan(structures=args.structures, regimes=["exact", "over"], n_grid=args.n_grid,
-                       replicates=args.replicates, seed=args.seed,
-                       setting=Setting(truth=TruthConfig(kind="random", seed=t), init=copy.deepcopy(STUDY_INIT)))
-             for t in range(args.first_truth, args.first_truth + args.truths)]
-    try:  # every value, path and size is checked before the first fit
-        for p in plans:
-            validate_plan(p)
-            check_resources(p, args.allow_large, flag="--allow-large", n_field="--n-grid")
-        set_threads(args.threads)
-        check_output_dir("out", args.out)
-        for name in ("results.jsonl", "results.csv", "robustness.csv", "robustness_summary.csv", "robustness.png",
-                     "robustness.pdf"):
-            check_output_file(f"out ({name})", args.out / name)
-        if (args.out / "results.jsonl").is_file():
-            read_study_log(args.out / "results.jsonl")
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    tic = time.perf_counter()
-    log = args.out / "results.jsonl"
-    frames = []
-    for i, plan in enumerate(plans):
-        print(f"== truth random-{plan.setting.truth.seed} ({i + 1}/{len(plans)}), elapsed {time.perf_counter() - tic:.0f}s",
-              flush=True)
-        frames.append(run_plan(plan, log, progress=not args.quiet, workers=args.workers))
-    import pandas as pd
-    results = tidy(pd.concat(frames, ignore_index=True))
-    write_results(results, args.out / "results.csv")
-    per_truth, dist = robustness_tables(results)
-    write_table(per_truth, args.out / "robustness.csv")
-    write_table(dist, args.out / "robustness_summary.csv")
-    write_provenance(args.out)
-    paths = draw(args.out, per_truth)
+ConfigStore.instance().store(name="robustness_schema", node=RobustnessConf)
+# hydra.run.dir / hydra.output_subdir of conf/robustness.yaml: `summarize=DIR` runs in DIR without a .hydra folder
+OmegaConf.register_new_resolver("robustness_dir", lambda summarize, default: default if summarize is None
+                                else summarize, replace=True)
+OmegaConf.register_new_resolver("robustness_subdir", lambda summarize: ".hydra" if summarize is None else None,
+                                replace=True)
+
+STUDY_FIELDS = [f.name for f in dataclasses.fields(StudyConf)]
+
+
+def study_cfg(cfg: Any) -> DictConfig:
+    """The StudyConf part of a robustness config (what plan_from_cfg reads)."""
+    return OmegaConf.masked_copy(cfg, [k for k in STUDY_FIELDS if k in cfg])
+
+
+def typed(cfg: Any) -> DictConfig:
+    """A robustness config (a dict, a dataclass, or a job's .hydra/config.yaml) merged onto its schema."""
+    return OmegaConf.merge(OmegaConf.structured(RobustnessConf), cfg)
+
+
+@functools.lru_cache(maxsize=8)
+def _check_log(path: str, size: int, mtime: float) -> None:
+    read_study_log(Path(path))  # DataError when the file is not a log of the synthetic study
+
+
+def check_log(path: Path) -> None:
+    """Refuse (DataError) a results.jsonl that is not a result log of the synthetic study; each file read once."""
+    if Path(path).is_file():
+        stat = Path(path).stat()
+        _check_log(str(path), stat.st_size, stat.st_mtime)
+
+
+def validate_cfg(cfg: Any) -> None:
+    """The validator of the Hydra preflight callback: no unknown key, every check of plan_from_cfg (values,
+    sizes, the resource estimate unless allow_large=true), and the folder / log named by summarize or reuse."""
+    check_unknown_keys(cfg, RobustnessConf)
+    if cfg.summarize is not None:
+        folder = Path(str(cfg.summarize))
+        if not folder.is_dir():
+            raise ConfigError(f"summarize={str(cfg.summarize)!r} is invalid: must be an existing folder (a robustness "
+                              f"sweep or run folder)")
+        for name in SUMMARY_FILES:
+            check_output_file(f"summarize ({name})", folder / name)
+        return
+    plan_from_cfg(study_cfg(cfg))
+    if cfg.reuse is not None:
+        if not Path(str(cfg.reuse)).is_file():
+            raise ConfigError(f"reuse={str(cfg.reuse)!r} is invalid: must be an existing results.jsonl")
+        check_log(Path(str(cfg.reuse)))
+
+
+# ------------------------------------------------------------------------------------------ the summary
+
+def show_distribution(dist: pd.DataFrame) -> str:
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         show = dist[dist.prediction != ""][["structure", "regime", "error", "predicted", "n_truths", "slope_median",
                                              "slope_q25", "slope_q75", "agree", "disagree", "inconclusive",
                                              "excluded_fits", "fits"]]
-        print("\nslope distribution over random truths (per-truth slopes from valid fits):")
-        print(show.to_string(index=False, float_format=lambda x: f"{x:+.3f}"))
-    print(f"\nwrote {args.out / 'robustness.csv'}, {args.out / 'robustness_summary.csv'}, {paths[0]} (+ .pdf); "
-          f"wall time {time.perf_counter() - tic:.0f} s")
+        return ("slope distribution over random truths (per-truth slopes from valid fits):\n"
+                + show.to_string(index=False, float_format=lambda x: f"{x:+.3f}"))
+
+
+def draw(out: Path, per_truth=None):
+    per_truth = per_truth if per_truth is not None else pd.read_csv(out / "robustness.csv")
+    return save_figure(robustness_figure(per_truth), out / "robustness")
+
+
+def write_summary(results: pd.DataFrame, out: Path, figures: bool = True, stream=None) -> pd.DataFrame:
+    """results.csv, robustness.csv, robustness_summary.csv, provenance.json and (figures) robustness.png/pdf in
+    `out` from the fits of one or more truths; prints the distribution table. Returns the distribution."""
+    out = Path(out)
+    results = tidy(results)
+    write_results(results, out / "results.csv")
+    per_truth, dist = robustness_tables(results)
+    write_table(per_truth, out / "robustness.csv")
+    write_table(dist, out / "robustness_summary.csv")
+    write_provenance(out)
+    text = "\n" + show_distribution(dist)
+    wrote = f"\nwrote {out / 'results.csv'} ({len(results)} fits, {results['truth'].nunique()} truths), " \
+            f"{out / 'robustness.csv'}, {out / 'robustness_summary.csv'}"
+    if figures:
+        wrote += f", {draw(out, per_truth)[0]} (+ .pdf)"
+    say(logger, text + "\n" + wrote, stream)
+    return dist
+
+
+def _job_folders(folder: Path) -> list[Path]:
+    """Every job folder of a sweep folder (or the run folder itself): a results.jsonl beside .hydra/config.yaml."""
+    found = [log.parent for log in folder.rglob("results.jsonl") if (log.parent / ".hydra" / "config.yaml").is_file()]
+
+    def key(path: Path):
+        rel = path.relative_to(folder).parts
+        return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in rel]
+    return sorted(found, key=key)
+
+
+def _setting(cfg: DictConfig) -> dict:
+    d = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in POOLED_FIELDS:
+        head, _, rest = dotted.partition(".")
+        if rest:
+            d.get(head, {}).pop(rest, None)
+        else:
+            d.pop(head, None)
+    return d
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix.rstrip('.')} ({a!r} vs {b!r})"]
+
+
+def collect(folder: Path, stream=None) -> pd.DataFrame:
+    """The fits of every finished job below `folder` (each job's plan, rebuilt from its .hydra/config.yaml, read
+    from its results.jsonl). Unfinished jobs are left out with a warning; jobs of different settings (other than
+    the truth, the replicate streams and the sample sizes) are refused: they are never pooled."""
+    folder = Path(folder)
+    jobs = _job_folders(folder)
+    if not jobs:
+        raise DataError(f"{folder} holds no robustness job (a results.jsonl beside .hydra/config.yaml); run "
+                        f"`reparam robustness -m hydra.sweep.dir={folder}` first")
+    frames, first, left_out = [], None, []
+    for job in jobs:
+        try:
+            cfg = typed(OmegaConf.load(job / ".hydra" / "config.yaml"))
+            plan, _ = plan_from_cfg(study_cfg(cfg))
+        except (InputError, ValueError) as err:
+            raise DataError(f"{job / '.hydra' / 'config.yaml'} is not the config of a robustness job: "
+                            f"{str(err).splitlines()[0]}") from None
+        setting = _setting(cfg)
+        if first is None:
+            first = (job, setting)
+        elif setting != first[1]:
+            raise DataError(f"the jobs {first[0]} and {job} ran different settings: "
+                            f"{'; '.join(_differences(first[1], setting))}; a robustness summary pools one setting "
+                            f"over truths: summarize each setting's sweep apart")
+        log = job / "results.jsonl"
+        check_log(log)
+        try:
+            frames.append(plan_rows(plan, ResultLog(log)))
+        except RuntimeError:  # some planned fits are not in the log yet
+            left_out.append(job)
+    if left_out:
+        say(logger, f"left out {len(left_out)} unfinished job(s) (rerun the sweep to finish them): "
+            f"{', '.join(str(j) for j in left_out)}", stream)
+    if not frames:
+        raise DataError(f"no job below {folder} has finished; rerun the sweep to finish them")
+    return tidy(pd.concat(frames, ignore_index=True))
+
+
+def summarize_folder(folder: Path, figures: bool = True, stream=None) -> pd.DataFrame:
+    """(Re)write the summary of a sweep (or run) folder from the fits of its jobs, fitting nothing."""
+    return write_summary(collect(folder, stream), folder, figures=figures, stream=stream)
+
+
+# ------------------------------------------------------------------------------------------ one job
+
+def run(cfg: Any, out: str | Path, summary: bool = True) -> int:
+    """One job (one truth) in `out` from a robustness config (a DictConfig or a RobustnessConf): fit what its
+    results.jsonl lacks, write results.csv, and with `summary` (a run that is not a job of a sweep) also the
+    summary files. With cfg.summarize: only (re)write that folder's summary. Returns the exit status (a user's
+    mistake: one line on stderr, status 2)."""
+    cfg = typed(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    out = Path(out)
+    try:
+        validate_cfg(cfg)
+        if cfg.summarize is not None:
+            summarize_folder(Path(str(cfg.summarize)), figures=bool(cfg.figures))
+            return 0
+        tic = time.perf_counter()
+        plan, threads = plan_from_cfg(study_cfg(cfg))
+        set_threads(threads)
+        names = ("results.jsonl",) + (SUMMARY_FILES if summary else ("results.csv",))
+        for name in names:  # checked before any fit: a bad output path must not cost the work
+            check_output_file(f"output file {name} in the job folder", out / name)
+        log = out / "results.jsonl"
+        check_log(log)
+    except InputError as err:
+        report_input_error(err, "config error" if isinstance(err, ConfigError) else "error")
+        return 2
+    if cfg.reuse is not None:
+        copied = copy_planned_rows([plan], ResultLog(str(cfg.reuse)), ResultLog(log))
+        say(logger, f"reused {copied} fits from {cfg.reuse}")
+    fits = len(plan.cells()) * plan.replicates
+    say(logger, f"robustness job: truth random-{plan.setting.truth.seed}, structures={plan.structures} "
+        f"regimes={plan.regimes} n_grid={plan.n_grid} replicates={plan.replicates} seed={plan.seed} -> {fits} fits, "
+        f"{threads} torch threads, {cfg.workers} worker process(es); output {out}")
+    results = run_plan(plan, log, progress=bool(cfg.progress), workers=int(cfg.workers))
+    write_results(results, out / "results.csv")
+    if summary:
+        write_summary(results, out, figures=bool(cfg.figures))
+    else:
+        write_provenance(out)
+    say(logger, f"wall time {time.perf_counter() - tic:.0f} s")
     return 0
 
 
+# ------------------------------------------------------------------------------------------ Hydra
+
+class RobustnessCallback(PreflightCallback):
+    """The preflight of conf/robustness.yaml, and the summary of a sweep.
+
+    on_run_start: PreflightCallback's checks. on_multirun_start: PreflightCallback's checks on every job of the
+    sweep, `hydra.sweeper.params` included (the truths of the config's own sweep); also refuses a sweep without
+    jobs, `summarize` with -m, a folder that holds foreign result logs and summary paths that cannot be written.
+    on_multirun_end: collects every job of the sweep folder and writes the summary there (summarize_folder)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+        task = list(config.hydra.overrides.task)
+        try:
+            parsed = OverridesParser.create().parse_overrides(params + task)
+            for override in parsed:
+                if override.is_sweep_override() and override.is_discrete_sweep() \
+                        and not list(override.sweep_string_iterator()):
+                    raise ConfigError(f"{override.input_line} is invalid: the sweep has no job (must give at least "
+                                      f"one value, e.g. {override.get_key_element()}=range(0,20))")
+            jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+            if any(o.split("=", 1)[0].lstrip("+~") == "summarize" for job in jobs for o in job) or \
+                    config.get("summarize") is not None:
+                raise ConfigError("summarize is invalid with -m: summarize a folder without -m "
+                                  "(reparam robustness summarize=DIR)")
+            sweep = Path(str(config.hydra.sweep.dir))
+            check_output_dir("hydra.sweep.dir", sweep)
+            for name in SUMMARY_FILES:
+                check_output_file(f"hydra.sweep.dir ({name})", sweep / name)
+            if sweep.is_dir():
+                for log in sweep.rglob("results.jsonl"):
+                    check_log(log)
+        except InputError as err:
+            self._fail(err)
+        every_job = copy.deepcopy(config)
+        with read_write(every_job), open_dict(every_job):
+            every_job.hydra.overrides.task = params + task
+        super().on_multirun_start(every_job, **kwargs)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        try:
+            summarize_folder(Path(str(config.hydra.sweep.dir)), figures=bool(config.figures), stream=sys.stdout)
+        except InputError as err:
+            self._fail(err)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="robustness")
+def main(cfg: DictConfig) -> None:
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    code = run(cfg, hc.runtime.output_dir, summary=hc.mode != RunMode.MULTIRUN)
+    if code:
+        sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

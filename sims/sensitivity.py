@@ -1,70 +1,156 @@
-"""`python -m sims.sensitivity [--out DIR] [--log LOG]`: how much of each over-specified number is the optimiser.
+"""`reparam sensitivity [key=value ...]` (Hydra app): how much of each over-specified number is the optimiser.
 
 Runs the over-specified cells of the main job three ways (reparam.checks.SENSITIVITY_VARIANTS): the default
 multi-start (near-truth + 4 random starts), the near-truth start only, and the default starts with a 10x larger
-iteration budget; everything else is the main job's configuration (same data streams). Writes DIR/sensitivity.csv
+iteration budget; everything else is the main job's configuration (same data streams). Writes OUT/sensitivity.csv
 (one row per variant, structure, error: valid and converged fits, mean and median at the largest n, slope with
-its 95% interval) and prints it. Resumable; pass the main job's results.jsonl as --reuse to copy its fits instead of refitting them.
+its 95% interval) and prints it. Resumable (OUT/results.jsonl); pass the main job's results.jsonl as `reuse=` to
+copy its fits instead of refitting them:
+
+    reparam sensitivity out=outputs/sensitivity reuse=outputs/convergence/<run>/results.jsonl quiet=true
 """
 from __future__ import annotations
 
-import argparse
+import importlib
+import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, List, Optional
 
+import hydra
 import pandas as pd
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 from reparam.checks import ALL, SENSITIVITY_VARIANTS, sensitivity_plan, sensitivity_table
+from reparam.console import say
 from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
-from reparam.sweep import PlanError, copy_planned_rows, run_plan, set_threads, validate_plan
+from reparam.sweep import StudyPlan, check_resources, copy_planned_rows, run_plan, set_threads, validate_plan
+from reparam.validation import (ConfigError, InputError, PreflightCallback, check_int, check_output_dir,
+                                check_output_file, check_unknown_keys, report_input_error)
+from reparam.sims.aggregate import read_study_log
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_GRID = [300, 1000, 3000, 10000, 30000, 100000]
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sims.sensitivity", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=Path("outputs/sensitivity"))
-    ap.add_argument("--reuse", type=Path, default=None,
-                    help="another result log (e.g. the main job's results.jsonl) whose matching fits are copied, not refitted")
-    ap.add_argument("--n-grid", type=int, nargs="+", default=DEFAULT_GRID)
-    ap.add_argument("--replicates", type=int, default=10)
-    ap.add_argument("--regimes", nargs="+", default=["over"])
-    ap.add_argument("--structures", nargs="+", default=list(ALL))  # every structure with a THEORY rate
-    ap.add_argument("--threads", type=int, default=2, help="torch threads, shared among the workers")
-    ap.add_argument("--workers", type=int, default=2, help="processes running cells in parallel (rows do not depend on it)")
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
-    plans = {v.name: sensitivity_plan(v, args.structures, args.regimes, args.n_grid, args.replicates)
-             for v in SENSITIVITY_VARIANTS}
+@dataclass
+class SensitivityConf:
+    """The sensitivity study.
+
+    out: output folder: results.jsonl (every fit; rerun to resume), sensitivity.csv, provenance.json and the
+        job log sensitivity.log.
+    reuse: another result log (e.g. the main job's results.jsonl) whose matching fits are copied, not refitted.
+    n_grid: sample sizes (sorted, unique, >= 1); replicates: replicate streams per cell (>= 1).
+    regimes: 'exact' and/or 'over'; structures: the structures compared (default: every one with a THEORY rate).
+    threads: torch threads, shared among the workers; workers: processes running cells in parallel (rows do not
+        depend on it).
+    quiet: no per-cell progress lines.
+    allow_large: run even when the up-front estimate exceeds this machine's memory or 24 h.
+    """
+
+    out: str = "outputs/sensitivity"
+    reuse: Optional[str] = None
+    n_grid: List[int] = field(default_factory=lambda: list(DEFAULT_GRID))
+    replicates: int = 10
+    regimes: List[str] = field(default_factory=lambda: ["over"])
+    structures: List[str] = field(default_factory=lambda: list(ALL))
+    threads: int = 2
+    workers: int = 2
+    quiet: bool = False
+    allow_large: bool = False
+
+
+ConfigStore.instance().store(name="sensitivity_schema", node=SensitivityConf)
+
+OUTPUT_FILES = ("results.jsonl", "sensitivity.csv", "provenance.json")
+
+
+class OutputPreflight(PreflightCallback):
+    """PreflightCallback for an app whose hydra.run.dir is its own output folder (`hydra.run.dir: ${out}`): the
+    validator runs before the run-folder check, so a bad folder is reported under the field the user typed
+    (`out=...`), not as hydra.run.dir. Nothing is created before both pass."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        module, _, name = self.validator.rpartition(".")
+        try:
+            getattr(importlib.import_module(module), name)(config)
+            check_output_dir("hydra.run.dir", str(config.hydra.run.dir))
+        except InputError as err:
+            self._fail(err)
+
+
+def plans_of(cfg: Any) -> dict[str, StudyPlan]:
+    return {v.name: sensitivity_plan(v, list(cfg.structures), list(cfg.regimes), list(cfg.n_grid), cfg.replicates)
+            for v in SENSITIVITY_VARIANTS}
+
+
+def validate_cfg(cfg: Any) -> dict[str, StudyPlan]:
+    """Every check before any work (raises InputError naming the field): no unknown key, the plans of the three
+    variants (values and the resource estimate unless allow_large=true), threads and workers, the output folder
+    and its files, and the logs in `out` and `reuse` (results of the synthetic study). Returns the plans."""
+    check_unknown_keys(cfg, SensitivityConf)
+    for name in ("n_grid", "regimes", "structures"):
+        if not OmegaConf.is_list(cfg[name]) and not isinstance(cfg[name], (list, tuple)):
+            raise ConfigError(f"{name}={cfg[name]!r} is invalid: must be a list")
+    plans = plans_of(cfg)
+    for plan in plans.values():
+        validate_plan(plan)
+        check_resources(plan, bool(cfg.allow_large))
+    check_int("threads", cfg.threads, low=1)
+    check_int("workers", cfg.workers, low=1)
+    out = check_output_dir("out", str(cfg.out))
+    for name in OUTPUT_FILES:
+        check_output_file(f"out ({name})", out / name)
+    if (out / "results.jsonl").is_file():
+        read_study_log(out / "results.jsonl")
+    if cfg.reuse is not None:
+        if not Path(str(cfg.reuse)).is_file():
+            raise ConfigError(f"reuse={str(cfg.reuse)!r} is invalid: must be an existing results.jsonl")
+        read_study_log(Path(str(cfg.reuse)))
+    return plans
+
+
+def run(cfg: Any) -> int:
+    """The study from a config (a DictConfig or a SensitivityConf); returns the exit status (a user's mistake:
+    one line on stderr, status 2)."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.structured(cfg)
     try:
-        for plan in plans.values():
-            validate_plan(plan)
-        set_threads(args.threads)
-    except PlanError as err:
-        print(f"error: {err}", file=sys.stderr)
+        plans = validate_cfg(cfg)
+        set_threads(int(cfg.threads))
+    except InputError as err:
+        report_input_error(err, "config error" if isinstance(err, ConfigError) else "error")
         return 2
     tic = time.perf_counter()
-    log = args.out / "results.jsonl"
-    if args.reuse is not None:
-        if not args.reuse.is_file():
-            print(f"error: reuse={str(args.reuse)!r} is invalid: must be an existing results.jsonl", file=sys.stderr)
-            return 2
-        copied = copy_planned_rows(list(plans.values()), ResultLog(args.reuse), ResultLog(log))
-        print(f"reused {copied} fits from {args.reuse}", flush=True)
+    out = Path(str(cfg.out))
+    log = out / "results.jsonl"
+    if cfg.reuse is not None:
+        copied = copy_planned_rows(list(plans.values()), ResultLog(str(cfg.reuse)), ResultLog(log))
+        say(logger, f"reused {copied} fits from {cfg.reuse}")
     results = {}
     for name, plan in plans.items():
-        print(f"== {name}", flush=True)
-        results[name] = run_plan(plan, log, progress=not args.quiet, workers=args.workers)
+        say(logger, f"== {name}")
+        results[name] = run_plan(plan, log, progress=not cfg.quiet, workers=int(cfg.workers))
     table = sensitivity_table(results)
-    path = write_table(table, args.out / "sensitivity.csv")
-    write_provenance(args.out)
+    path = write_table(table, out / "sensitivity.csv")
+    write_provenance(out)
     with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_rows", 100):
-        print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    print(f"\nwrote {path}; wall time {time.perf_counter() - tic:.0f} s")
+        say(logger, table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    say(logger, f"\nwrote {path}; wall time {time.perf_counter() - tic:.0f} s")
     return 0
 
 
+@hydra.main(version_base="1.3", config_path="conf", config_name="sensitivity")
+def main(cfg: DictConfig) -> None:
+    code = run(cfg)
+    if code:
+        sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -136,7 +136,7 @@ def test_foreign_files_and_paths_are_refused_with_one_line(tmp_path):
         (["sims.check", "shared-exact", "--log", str(lm / "results.jsonl"), "--out", str(tmp_path / "c1")],
          "not a result log of the synthetic study"),
         (["sims.check", "shared-exact", "--log", str(tmp_path), "--out", str(tmp_path / "c2")], "existing folder"),
-        (["sims.robustness", "--out", str(a_file), "--truths", "1"], "existing file"),
+        (["sims.robustness", "-m", "truth.seed=0", f"hydra.sweep.dir={a_file}"], "existing file"),
         (["sims.figures", "--dir", str(wrong)], "lacks the columns"),
     ]
     with ThreadPoolExecutor(max_workers=3) as pool:
