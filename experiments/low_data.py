@@ -31,9 +31,9 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from reparam.lm.compare import paired_differences
+from reparam.lm.compare import paired_differences, paired_markdown, score_summary
 from reparam.lm.data import SEP, Example, load_dataset, nested_subset
-from reparam.lm.metrics import E2E_METRICS, E2EScorer
+from reparam.lm.metrics import E2E_METRICS, METRIC_LABELS, SCORE_RANGES, E2EScorer
 from reparam.lm.multiprefix import (INITS, STRUCTURES, FitConfig, Member, MultiPrefix, encode_prompts, encode_split,
                                     fit, word_ids)
 from reparam.lm.runner import prepare_model, repo_path
@@ -47,8 +47,6 @@ STAGES = ("train", "score", "report", "all")
 #: low_data settings that choose cells and configurations (own columns of every row) or only change speed:
 #: not part of the result fingerprint
 NOT_RESULT = ("datasets", "ns", "replicates", "structures", "inits", "metrics", "fit.train_rows", "fit.eval_rows", "test.gen_rows", "test.nll_rows")
-METRIC_LABELS = {"test_nll": "test NLL [nats/token]", "bleu": "BLEU", "nist": "NIST", "meteor": "METEOR",
-                 "rouge_l": "ROUGE-L", "cider": "CIDEr"}
 
 
 # ----------------------------------------------------------------------------- config
@@ -310,12 +308,13 @@ def report_stage(cfg: DictConfig) -> None:
     for dataset, d in df.groupby("dataset"):
         stem = f"low_data_{dataset}"
         write_table(d, out / f"{stem}.csv")
-        g = d.groupby(["init", "structure", "n"])[metrics]
-        summary = pd.concat([g.mean().add_suffix("_mean"), g.std().add_suffix("_sd"), g.size().rename("replicates")],
-                            axis=1).reset_index()
+        summary = score_summary(d, metrics, by=("init", "structure", "n"))  # Student-t, none from < 3 replicates
         write_table(summary, out / f"{stem}_summary.csv")
         paired = paired_differences(d, metrics, baseline="independent", n_boot=cfg.n_boot)
         write_table(paired, out / f"{stem}_paired.csv")
+        (out / f"{stem}_paired.md").write_text(
+            f"# {dataset}: paired difference vs independent (95% percentile bootstrap over replicates; "
+            f"no interval from fewer than 3)\n\n{paired_markdown(paired, METRIC_LABELS)}\n")
         if not sel.empty:
             s = sel[sel.dataset == dataset].drop_duplicates(["n", "replicate", "structure", "init", "lr"], keep="last")
             lr_table = (s.groupby(["structure", "init", "n", "lr"])
@@ -323,15 +322,20 @@ def report_stage(cfg: DictConfig) -> None:
                              best_step_mean=("best_step", "mean")).reset_index())
             write_table(lr_table, out / f"{stem}_lr_selection.csv")
         for m in metrics:
-            save_figure(low_data_scores_figure(summary, m, ylabel=METRIC_LABELS[m], title=f"{dataset}: {METRIC_LABELS[m]}"),
-                        out / f"{stem}_{m}")
+            save_figure(low_data_scores_figure(summary, m, ylabel=METRIC_LABELS[m], title=f"{dataset}: {METRIC_LABELS[m]}",
+                                               bounds=SCORE_RANGES.get(m)), out / f"{stem}_{m}")
         save_figure(low_data_paired_figure(paired, metrics, labels=METRIC_LABELS,
-                                           title=f"{dataset}: paired difference vs independent (95% bootstrap CI)"),
+                                           title=f"{dataset}: paired difference vs independent"),
                     out / f"{stem}_paired")
     print(f"[low_data] tables and figures in {out}")
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="low_data")
+# the config folder by file path: `reparam <command>` imports this app as reparam.experiments.*, whose conf/
+# is package data, not a Python package that Hydra could find by module name
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="low_data")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     check_added_keys()  # `+low_data.tol=1` would otherwise be recorded and ignored

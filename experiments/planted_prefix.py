@@ -5,11 +5,12 @@ A frozen random-init GPT-2 (or Llama) plus a TRUE prefix is the teacher; student
 L-BFGS to tokens SAMPLED from the teacher, and their prefixes are compared with the truth per (layer, head).
 All logic is in reparam.lm.planted; this app only loops, records and draws.
 
-Run:   python -m experiments.planted_prefix                     (the CPU study: outputs/lm/planted)
-       python -m experiments.planted_prefix study=smoke         (seconds)
-       python -m experiments.planted_prefix check               (verdict table from the recorded fits)
-       python -m experiments.planted_prefix check check_table=figures/lm/planted/planted_fits.csv   (committed)
-       python -m experiments.planted_prefix draw                (tables + figures from the recorded fits)
+Run:   reparam planted-prefix                     (the CPU study: outputs/lm/planted)
+       reparam planted-prefix study=smoke         (seconds)
+       reparam planted-prefix check               (verdict table from the recorded fits)
+       reparam planted-prefix check check_table=figures/lm/planted/draws_1/planted_fits.csv   (committed table)
+       reparam planted-prefix draw                (tables + figures from the recorded fits; no fitting)
+(`reparam planted-prefix ...` = `python -m reparam.experiments.planted_prefix ...`.)
 `check` / `draw` are shorthands for mode=check / mode=draw. Fits are recorded in <run_dir>/replicate_<r>.jsonl
 (one file per replicate, so replicates can run in separate processes) and a rerun only fits what is missing.
 """
@@ -84,32 +85,62 @@ def load_fits(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     return fits.reset_index(drop=True)
 
 
+#: figure stem -> (plotted column, slope-table error whose slopes it has): every figure is named after what it
+#: shows, never after the truth (the truth family of each structure is in reparam.lm.planted.STUDENT_TRUTH)
+FIGURES = {
+    "planted_voronoi_rel_vs_n": ("voronoi_rel", "voronoi"),  # normalised: same slopes as the raw loss
+    "planted_rel_dist_vs_n": ("rel_dist", "rel_dist"),
+    "planted_kl_vs_n": ("kl", "kl"),
+    "planted_inverse_ratio_vs_n": ("inverse_ratio_rel", "inverse_ratio"),
+}
+VALLEY = "planted_rel_dist_vs_kl"
+
+
+def figure_title(settings: dict, what: str = "mean of valid fits, 95% band") -> str:
+    draws = settings["planted"].draws
+    return f"Planted prefix, {draws} sampled token{'s' if draws > 1 else ''} per position ({what})"
+
+
+def draw_figures(est: pd.DataFrame, slopes: pd.DataFrame, settings: dict, out_dir: Path, width: float | None = None,
+                 suffix: str = "") -> list[Path]:
+    """Every figure from the estimates table (with the normalised columns of pl.add_normalised_errors) and the
+    slope table; `width` (inches) defaults to the text width (7 in; at 3.5 in the regimes are stacked)."""
+    from reparam.plots import TEXT_WIDTH, planted_error_figure, planted_valley_figure, save_figure
+
+    width = width or TEXT_WIDTH
+    title = figure_title(settings)
+    paths = []
+    for stem, (column, slope_error) in FIGURES.items():
+        predictions = {(s, g): v for (s, g, e), v in pl.PREDICTIONS.items() if e == slope_error}
+        fig = planted_error_figure(est, column, slopes=slopes[slopes["error"] == slope_error],
+                                   predictions=predictions, width=width, title=title)
+        paths += save_figure(fig, out_dir / f"{stem}{suffix}")
+    valley_title = figure_title(settings, "one point per valid fit")
+    paths += save_figure(planted_valley_figure(est, "rel_dist", "kl", width=width, title=valley_title),
+                         out_dir / f"{VALLEY}{suffix}")
+    return paths
+
+
 def draw(cfg: DictConfig, settings: dict) -> pd.DataFrame:
-    """Tables and figures from the recorded fits only; returns the slope table."""
+    """Tables and figures from the recorded fits only (nothing is refitted; the truths' scales are recomputed from
+    the settings and checked against the recorded fits); returns the slope table."""
     from reparam.lm.runner import summary_table
-    from reparam.plots import error_vs_n, prefix_error_vs_kl_figure, save_figure
 
     out_dir = repo_path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir)
     fits = load_fits(cfg, settings)
-    est = pl.estimates(fits)
+    est = pl.add_normalised_errors(pl.estimates(fits), pl.truth_references(settings))
     slopes = pl.slope_table(est, settings["study"], n_boot=cfg.n_boot)
     write_table(fits, out_dir / "planted_fits.csv")  # every start of every fit, with its validity
     write_table(est, out_dir / "planted_estimates.csv")  # the selected start of every fit
     write_table(slopes, out_dir / "planted_slopes.csv")
     valid = est[est["valid"].astype(bool)]
-    cols = list(pl.ERRORS) + ["iterations", "grad_max", "rel_gap", "fit_s"]
+    cols = list(pl.ERRORS) + ["voronoi_rel", "inverse_ratio_rel", "iterations", "grad_max", "rel_gap", "fit_s"]
     summary = summary_table(valid, cols, ["structure", "regime"])
     share = est.groupby(["structure", "regime", "n"])["valid"].mean().rename("valid_share").reset_index()
     write_table(summary.merge(share, on=["structure", "regime", "n"], how="right"), out_dir / "planted_summary.csv")
-    for error, label in pl.ERRORS.items():
-        sl = slopes[slopes["error"] == error]
-        fig = error_vs_n(valid, error, group="structure", panel="regime", slopes=sl,
-                         theory_slopes={"-1/2": -0.5} if error in ("voronoi", "rel_dist") else None,
-                         ylabel=label)  # panels are titled "regime = exact" / "regime = over"
-        save_figure(fig, out_dir / f"planted_{error}")
-    save_figure(prefix_error_vs_kl_figure(valid, "rel_dist", "kl", panel="regime"), out_dir / "planted_valley")
+    draw_figures(est, slopes, settings, out_dir)
     report = pl.check_lines(slopes)
     (out_dir / "planted_check.md").write_text(
         f"# Planted-prefix check (setting {settings['setting_id']})\n\n{report}\n\n"
@@ -127,9 +158,14 @@ def check(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     return slopes
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="planted_prefix")
+# the config folder by file path: `reparam <command>` imports this app as reparam.experiments.*, whose conf/
+# is package data, not a Python package that Hydra could find by module name
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="planted_prefix")
 @exit_on_input_error
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     settings = pl.validate_study(cfg)  # every field, before a model is built or a file written
     if cfg.mode == "run":
         run(cfg, settings)
@@ -147,6 +183,11 @@ def _shorthand(argv: list[str]) -> list[str]:
     return argv
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """`reparam planted-prefix [run|draw|check] [key=value ...]` (and `python -m reparam.experiments.planted_prefix`)."""
     sys.argv = _shorthand(sys.argv)
+    _main()
+
+
+if __name__ == "__main__":
     main()

@@ -470,73 +470,140 @@ def robustness_figure(slopes: pd.DataFrame):
 
 # ----------------------------------------------------------------------------- low-data protocol (real transformers)
 
-def low_data_scores_figure(summary: pd.DataFrame, metric: str, ylabel: str | None = None, title: str | None = None,
-                           panel: str = "init"):
-    """Mean +- sd over replicates of `metric` against n, one line per structure, one panel per `panel` value.
+def _ld_grid(n_rows: int, n_cols: int, width: float, row_height: float, **kw):
+    return plt.subplots(n_rows, n_cols, figsize=(width, n_rows * row_height + 0.9), squeeze=False,
+                        layout="constrained", **kw)
 
-    summary: columns panel, structure, n, <metric>_mean, <metric>_sd, replicates. n on a log axis, the score
-    on a LINEAR axis (scores are bounded; a log axis would stretch the small differences at the top).
+
+def _no_data(ax, text: str = "no finite values recorded") -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.4")
+
+
+def low_data_scores_figure(summary: pd.DataFrame, metric: str, ylabel: str | None = None, title: str | None = None,
+                           panel: str = "init", width: float = TEXT_WIDTH, bounds: tuple[float, float] | None = None):
+    """Mean over replicates of `metric` against n, one line per structure, one panel per `panel` value (side by
+    side at the text width, stacked at a column's width), one legend below.
+
+    summary: `reparam.lm.compare.score_summary` output (columns panel, structure, n, <metric>_mean and, where
+    there are at least 3 replicates, the Student-t interval <metric>_ci_low/_ci_high; `replicates`). The band
+    is that interval; with fewer replicates there is none and the legend says "insufficient" (hollow markers).
+    n on a log axis with ticks at the measured n; the score on a LINEAR axis, clipped to `bounds` (the score's
+    range, e.g. (0, 100) for BLEU): a bounded score has no power law in n, so no log axis and no slope.
     """
-    panels = sorted(summary[panel].unique())
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
-    for ax, value in zip(axes[0], panels):
-        d = summary[summary[panel] == value]
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    panels = sorted(summary[panel].unique()) if len(summary) else [None]
+    rows, cols = _lm_panels(len(panels), width)
+    fig, axes = _ld_grid(rows, cols, width, PANEL_HEIGHT, sharey=True)
+    ns = summary["n"].unique() if len(summary) else [1]
+    handles, some_band, some_without = {}, False, False
+    for ax, value in zip(axes.flat, panels):
+        d = summary[summary[panel] == value] if value is not None else summary
+        drew = False
         for structure, g in d.groupby("structure"):
             g = g.sort_values("n")
-            mean, sd = g[f"{metric}_mean"].to_numpy(), g[f"{metric}_sd"].fillna(0).to_numpy()
-            ax.plot(g["n"], mean, "o-", color=color_for(structure), label=f"{structure}")
-            ax.fill_between(g["n"], mean - sd, mean + sd, color=color_for(structure), alpha=0.15, lw=0)
-        ax.set_xscale("log")
-        ax.set_xticks(sorted(d["n"].unique()))
-        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("training examples n")
-        ax.set_title(f"{panel} = {value}", fontsize=9)
+            mean = g[f"{metric}_mean"].to_numpy(dtype=float)
+            if not np.isfinite(mean).any():
+                continue
+            lo = g.get(f"{metric}_ci_low", pd.Series(np.nan, index=g.index)).to_numpy(dtype=float)
+            hi = g.get(f"{metric}_ci_high", pd.Series(np.nan, index=g.index)).to_numpy(dtype=float)
+            has = np.isfinite(lo) & np.isfinite(hi)
+            color = color_for(structure)
+            handles[structure], = ax.plot(g["n"], mean, "-", color=color)
+            ax.plot(g["n"][has], mean[has], "o", color=color)
+            ax.plot(g["n"][~has], mean[~has], "o", color=color, mfc="white")
+            if has.any():
+                ax.fill_between(g["n"], np.where(has, lo, np.nan), np.where(has, hi, np.nan), color=color, alpha=0.15,
+                                lw=0)
+            some_band |= bool(has.any())
+            some_without |= bool((~has).any())
+            drew = True
+        if not drew:
+            _no_data(ax)
+        _log_n_axis(ax, ns)
+        ax.set_yscale("linear")
+        ax.set_xlabel(r"training examples $n$")
+        ax.set_ylabel(ylabel or metric)
+        if value is not None:
+            ax.set_title(f"{panel} = {value}")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(ylabel or metric)
-    axes[0][-1].legend(fontsize=7)
-    if title:
-        fig.suptitle(f"{title} (mean +- sd over replicates)", fontsize=10)
-    fig.tight_layout()
+    if bounds is not None:
+        low, high = axes.flat[0].get_ylim()
+        axes.flat[0].set_ylim(max(low, bounds[0]), min(high, bounds[1]))
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    if cols > 1:
+        for ax in axes[0][1:]:
+            ax.set_ylabel("")
+            ax.tick_params(labelleft=True)
+    if some_band:
+        handles["band: 95% t-interval of the mean"] = Patch(color="0.6", alpha=0.4, lw=0)
+    if some_without:
+        handles["hollow: insufficient (< 3 replicates, no interval)"] = Line2D(
+            [], [], marker="o", mfc="white", color="0.3", ls="none")
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=1 if width < TEXT_WIDTH else 3)
+    reps = sorted(summary["replicates"].unique()) if "replicates" in summary.columns and len(summary) else []
+    what = f"mean over {reps[0]} replicate{'s' if reps[0] != 1 else ''}" if len(reps) == 1 else "mean over replicates"
+    _lm_suptitle(fig, f"{title}: {what}" if title else None, width)
     return fig
 
 
 def low_data_paired_figure(paired: pd.DataFrame, metrics: list[str], labels: dict[str, str] | None = None,
-                           title: str | None = None, panel: str = "init"):
-    """Paired difference (structure - baseline) against n with its bootstrap interval; one row of panels per
-    metric, one column per `panel` value. paired: `reparam.lm.compare.paired_differences` output. n on a
-    log axis, the difference on a linear axis; the zero line is "no difference"."""
-    panels = sorted(paired[panel].unique())
-    fig, axes = plt.subplots(len(metrics), len(panels), figsize=(4.2 * len(panels), 2.6 * len(metrics)),
-                             squeeze=False, sharex=True)
+                           title: str | None = None, panel: str = "init", width: float = TEXT_WIDTH):
+    """Paired difference (structure - baseline) against n: its mean over replicates with the 95% percentile
+    bootstrap interval of `reparam.lm.compare.paired_differences` as error bars; where that gave none (fewer than
+    3 replicates) a hollow marker and no bar, and the legend says "insufficient". One row of panels per metric,
+    one column per `panel` value, one legend below. n on a log axis with ticks at the measured n, the difference
+    on a linear axis; the solid line at 0 is "no difference"."""
+    from matplotlib.lines import Line2D
+
+    panels = sorted(paired[panel].unique()) if len(paired) else [None]
+    fig, axes = _ld_grid(len(metrics), len(panels), width, 1.35, sharex=True)
+    ns = paired["n"].unique() if len(paired) else [1]
+    handles, some_bar, some_without = {}, False, False
     for i, metric in enumerate(metrics):
         for j, value in enumerate(panels):
             ax = axes[i][j]
-            d = paired[(paired.metric == metric) & (paired[panel] == value)]
+            d = paired[(paired.metric == metric) & ((paired[panel] == value) if value is not None else True)]
+            d = d[np.isfinite(d["mean_diff"].astype(float))]
             structures = sorted(d.structure.unique())
-            for s_i, (structure, g) in enumerate(d.groupby("structure")):
-                g = g.sort_values("n")
-                x = g["n"].to_numpy() * (1 + 0.04 * (s_i - (len(structures) - 1) / 2))  # dodge overlapping bars
-                err = np.vstack([g["mean_diff"] - g["ci_low"], g["ci_high"] - g["mean_diff"]]).clip(min=0)
-                ax.errorbar(x, g["mean_diff"], yerr=np.nan_to_num(err), fmt="o-", ms=3, capsize=2,
-                            color=color_for(structure), label=f"{structure} - {g['baseline'].iloc[0]}")
-            ax.axhline(0.0, color="k", lw=0.8)
-            ax.set_xscale("log")
-            if len(d):
-                ax.set_xticks(sorted(d["n"].unique()))
-                ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-                ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
+            for s_i, structure in enumerate(structures):
+                g = d[d.structure == structure].sort_values("n")
+                x = g["n"].to_numpy(dtype=float) * (1 + 0.04 * (s_i - (len(structures) - 1) / 2))  # dodge the bars
+                y = g["mean_diff"].to_numpy(dtype=float)
+                lo, hi = g["ci_low"].to_numpy(dtype=float), g["ci_high"].to_numpy(dtype=float)
+                has = np.isfinite(lo) & np.isfinite(hi)
+                color = color_for(structure)
+                handles[f"{structure} \N{MINUS SIGN} {g['baseline'].iloc[0]}"], = ax.plot(x, y, "-", color=color, lw=1.0)
+                if has.any():
+                    ax.errorbar(x[has], y[has], yerr=np.vstack([y[has] - lo[has], hi[has] - y[has]]).clip(min=0),
+                                fmt="o", ms=3, capsize=2, color=color, lw=0.9)
+                ax.plot(x[~has], y[~has], "o", ms=3.5, color=color, mfc="white")
+                some_bar |= bool(has.any())
+                some_without |= bool((~has).any())
+            if d.empty:
+                _no_data(ax)
+            ax.axhline(0.0, color="k", lw=0.7)
+            _log_n_axis(ax, ns)
+            ax.set_yscale("linear")
             ax.grid(alpha=0.3)
             if j == 0:
-                ax.set_ylabel(f"diff. {(labels or {}).get(metric, metric)}", fontsize=8)
-            if i == 0:
-                ax.set_title(f"{panel} = {value}", fontsize=9)
+                ax.set_ylabel(f"\N{GREEK CAPITAL LETTER DELTA} {(labels or {}).get(metric, metric)}")
+            if i == 0 and value is not None:
+                ax.set_title(f"{panel} = {value}")
             if i == len(metrics) - 1:
-                ax.set_xlabel("training examples n")
-    axes[0][-1].legend(fontsize=6)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+                ax.set_xlabel(r"training examples $n$")
+    if some_bar:
+        handles["bars: 95% bootstrap interval"] = Line2D(
+            [], [], marker="o", color="0.3", ms=3)
+    if some_without:
+        handles["hollow: insufficient (< 3 replicates, no interval)"] = Line2D(
+            [], [], marker="o", mfc="white", color="0.3", ls="none")
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=1 if width < TEXT_WIDTH else 2)
+    _lm_suptitle(fig, title, width)
     return fig
 
 
@@ -584,23 +651,172 @@ def inverse_ratio_figure(results: pd.DataFrame, summary: pd.DataFrame | None = N
 
 # ----------------------------------------------------------------------------- planted prefix (real transformers)
 
-def prefix_error_vs_kl_figure(df: pd.DataFrame, error: str, kl: str = "kl", panel: str = "regime",
-                              group: str = "structure"):
-    """THEORY section 7's "flat valley": prefix-space error against held-out KL, one point per fit, one color per
-    structure, one panel per `panel` value (log-log). Where the inverse bound holds the points fall along a line
-    (error shrinks with KL); where it fails they stay high while KL goes to 0."""
-    panels = sorted(df[panel].unique())
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.0), squeeze=False, sharey=True)
-    for ax, value in zip(axes[0], panels):
-        part = df[(df[panel] == value) & np.isfinite(df[error]) & np.isfinite(df[kl]) & (df[kl] > 0)]
-        for name, g in part.groupby(group, sort=True):
-            ax.scatter(g[kl], g[error], s=14, alpha=0.7, color=color_for(name), label=str(name))
+#: axis labels of the planted study's figures (reparam.lm.planted: voronoi_rel and inverse_ratio_rel are normalised
+#: by the all-zero prefix's Voronoi loss against the same truth, `reparam.lm.planted.add_normalised_errors`)
+PLANTED_LABELS = {
+    "voronoi_rel": r"$\mathcal{D}(\hat G, G^*)\,/\,\mathcal{D}(0, G^*)$",
+    "rel_dist": r"relative distance $\|\hat\theta - \theta^*\|\,/\,\|\theta^*\|$",
+    "kl": r"held-out $\mathrm{KL}(p_{G^*}\,\|\,p_{\hat G})$ [nats/token]",
+    "inverse_ratio_rel": r"$\mathcal{D}(\hat G, G^*)\,/\,\mathcal{D}(0, G^*)\,/\,\sqrt{\mathrm{KL}}$",
+}
+#: the reference line of each planted error (None: the bare model's KL, one line per truth family)
+PLANTED_REFERENCES = {
+    "voronoi_rel": (1.0, "1: the all-zero prefix's loss"),
+    "rel_dist": (1.0, "1: an error as large as the truth"),
+    "kl": None,
+}
+_FAMILY_STYLES = {"shared": (0, (5, 2)), "independent": (0, (5, 2)), "embedding": (0, (1, 1.5))}
+
+
+def _minus(text: str) -> str:
+    return text.replace("-", "\N{MINUS SIGN}")
+
+
+def lm_slope_text(slope: float, lo: float, hi: float) -> str:
+    """'-0.49 [-0.62, -0.37]' with as many decimals (2 to 4) as the interval needs to show its width, and one
+    significant digit for a non-zero number that would print as 0.00 ('-0.02 [-0.04, -0.003]'), so nothing prints
+    as '-0.00 [-0.00, -0.00]'; 'slope insufficient' without an interval (reparam.rates gives none from fewer than 3
+    replicates)."""
+    if not np.isfinite(slope):
+        return "slope insufficient"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "slope insufficient (< 3 replicates)"
+    digits = int(np.clip(np.ceil(-np.log10(max(hi - lo, 1e-4))), 2, 4))
+
+    def f(x):
+        d = digits if round(x, digits) != 0 or x == 0 else max(digits, int(np.ceil(-np.log10(abs(x)))))
+        return _minus(f"{x:+.{d}f}")  # a non-zero number never prints as 0.00
+
+    return f"{f(slope)} [{f(lo)}, {f(hi)}]"
+
+
+def _lm_suptitle(fig, title: str | None, width: float) -> None:
+    """A figure title wrapped to the figure's width (about 13 characters per inch at the title size)."""
+    if title:
+        import textwrap
+
+        fig.suptitle(textwrap.fill(title, int(width * 13)))
+
+
+def _plain_log_ticks(axis) -> None:
+    """Ticks of a log axis written as plain numbers (0.05, 0.1, 0.2, 10): at 1, 2 and 5 times the powers of ten
+    where the axis spans at most 2.5 decades, at the powers of ten beyond; unlabelled minor ticks in between.
+    Call after the limits are final."""
+    lo, hi = axis.get_view_interval()
+    decades = np.log10(max(hi, 1e-300) / max(lo, 1e-300))
+    axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _pos: _minus(f"{x:g}")))
+    axis.set_minor_locator(matplotlib.ticker.LogLocator(subs=np.arange(2, 10)))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def _lm_panels(n: int, width: float) -> tuple[int, int]:
+    """Panels side by side at the text width, stacked at a column's width."""
+    return (1, n) if width >= TEXT_WIDTH - 1e-9 or n == 1 else (n, 1)
+
+
+def planted_error_figure(est: pd.DataFrame, error: str, *, slopes: pd.DataFrame | None = None,
+                         predictions: dict | None = None, width: float = TEXT_WIDTH, title: str | None = None):
+    """One planted-study error against n: mean of the VALID fits with its 95% Student-t band, one panel per
+    regime, one colour per structure (excluded invalid fits are counted in the legend). Legends give the slope
+    [95% bootstrap CI] of each curve (`slopes`: reparam.lm.planted.slope_table rows of this error) and the
+    verdict where THEORY predicts one (`predictions`: (structure, regime) -> slope, drawn as a dashed guide
+    through that curve's points). Reference lines (`PLANTED_REFERENCES`): 1 for the normalised errors, the
+    bare model's KL (mean of the recorded `kl_truth_vs_base` per truth family) for the KL.
+    At `width` = TEXT_WIDTH the regimes sit side by side, at COLUMN_WIDTH they are stacked."""
+    regimes = [r for r in ("exact", "over") if r in set(est.regime)]
+    rows, cols = _lm_panels(len(regimes), width)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, rows * (PANEL_HEIGHT + 0.9)), squeeze=False,
+                             sharey=cols > 1, layout="constrained")
+    predictions = predictions or {}
+    for ax, regime in zip(axes.flat, regimes):
+        part = est[est.regime == regime]
+        drew_guide = False
+        for structure in sorted(part.structure.unique()):
+            g_all = part[part.structure == structure]
+            ok = g_all["valid"].astype(bool)
+            g = g_all[ok & np.isfinite(g_all[error].astype(float)) & (g_all[error] > 0)]
+            if g.empty:
+                continue
+            label = structure
+            if slopes is not None:
+                s = slopes[(slopes.structure == structure) & (slopes.regime == regime)]
+                if len(s):
+                    r = s.iloc[0]
+                    label += ": " + lm_slope_text(r["slope"], r["slope_lo"], r["slope_hi"])
+                    if (structure, regime) in predictions or r.get("verdict") == "insufficient":
+                        label += f", {r['verdict']}"
+            if (~ok).any():
+                label += f"\n({int((~ok).sum())}/{len(g_all)} invalid fits excluded)"
+            agg = _band(g, error)
+            color = color_for(structure)
+            ax.plot(agg.index, agg["mean"], "o-", color=color, label=label)
+            ax.fill_between(agg.index, agg["lo"], agg["hi"], color=color, alpha=0.18, lw=0)
+            if (structure, regime) in predictions:
+                _guide(ax, agg.index, agg["mean"], predictions[(structure, regime)], color)
+                drew_guide = True
+        if drew_guide:
+            slope = next(v for (s, g), v in predictions.items() if g == regime)
+            ax.plot([], [], "k--", lw=0.9, label=_minus(f"THEORY slope {slope:+g}"))
+        ref = PLANTED_REFERENCES.get(error, False)
+        if ref:
+            ax.axhline(ref[0], color="0.35", lw=0.9, ls=(0, (5, 2)), label=ref[1])
+        elif ref is None and "kl_truth_vs_base" in part.columns:
+            for family, kl0 in part.groupby("truth")["kl_truth_vs_base"].mean().items():
+                ax.axhline(kl0, color="0.35", lw=0.9, ls=_FAMILY_STYLES.get(family, "-."),
+                           label=f"no prefix (bare model), {family} truth: {kl0:.3f}")
+        _log_n_axis(ax, part["n"].unique())
+        ax.set_yscale("log")
+        ax.set_xlabel(r"sample size $n$ (sequences)")
+        ax.set_ylabel(PLANTED_LABELS.get(error, error))
+        ax.set_title(_REGIME_TITLES.get(regime, regime))
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
+    for ax in axes.flat[:len(regimes)]:
+        _plain_log_ticks(ax.yaxis)
+    if cols > 1:
+        for ax in axes[0][1:]:
+            ax.set_ylabel("")
+            ax.tick_params(which="both", labelleft=True)
+    _lm_suptitle(fig, title, width)
+    return fig
+
+
+def planted_valley_figure(est: pd.DataFrame, error: str = "rel_dist", kl: str = "kl", width: float = TEXT_WIDTH,
+                          title: str | None = None):
+    """THEORY section 7's "flat valley": prefix-space error against held-out KL, one point per valid fit, one colour
+    per structure, one panel per regime (log-log), one legend below. Where the inverse bound holds the points fall
+    along a line (error shrinks with KL); where it fails they stay high while KL goes to 0. Reference lines: error
+    1 (as large as the truth) and the bare model's KL per truth family (mean of the recorded `kl_truth_vs_base`)."""
+    regimes = [r for r in ("exact", "over") if r in set(est.regime)]
+    rows, cols = _lm_panels(len(regimes), width)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, rows * PANEL_HEIGHT + 0.9), squeeze=False,
+                             sharex=True, sharey=True, layout="constrained")
+    handles = {}
+    for ax, regime in zip(axes.flat, regimes):
+        part = est[(est.regime == regime) & est["valid"].astype(bool) & np.isfinite(est[error]) & np.isfinite(est[kl])
+                   & (est[kl] > 0)]
+        for name, g in part.groupby("structure", sort=True):
+            handles[str(name)] = ax.scatter(g[kl], g[error], s=9, alpha=0.75, lw=0, color=color_for(name))
+        ref = PLANTED_REFERENCES.get(error)
+        if ref:
+            handles[ref[1]] = ax.axhline(ref[0], color="0.35", lw=0.9, ls=(0, (5, 2)))
+        if "kl_truth_vs_base" in part.columns:
+            for family, kl0 in part.groupby("truth")["kl_truth_vs_base"].mean().items():
+                label = f"bare model's KL, {family} truth"
+                handles[label] = ax.axvline(kl0, color="0.35", lw=0.9, ls=(0, (1, 1.5)) if family == "embedding"
+                                            else (0, (4, 1.5, 1, 1.5)))
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel(f"held-out {kl}")
-        ax.set_title(f"{panel} = {value}", fontsize=10)
+        ax.set_title(_REGIME_TITLES.get(regime, regime))
         ax.grid(True, which="major", alpha=0.3)
-    axes[0][0].set_ylabel(error)
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    for ax in axes.flat[:len(regimes)]:
+        _plain_log_ticks(ax.xaxis)
+        _plain_log_ticks(ax.yaxis)
+        ax.set_xlabel(PLANTED_LABELS.get(kl, kl))
+        ax.tick_params(which="both", labelbottom=True, labelleft=True)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(PLANTED_LABELS.get(error, error))
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=2, markerscale=1.5)
+    _lm_suptitle(fig, title, width)
     return fig

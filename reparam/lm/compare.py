@@ -1,10 +1,12 @@
-"""Paired comparison of prefix structures across replicates, with bootstrap intervals.
+"""Paired comparison of prefix structures across replicates, with bootstrap intervals, and score summaries.
 
 In the low-data protocol every structure is trained on the same subset with the same seed in each
 replicate, so the natural estimate of "structure s against the baseline" at one n is the mean over
 replicates of the paired difference ``score(s) - score(baseline)``; its 95% interval is a percentile
-bootstrap over replicates (`scipy.stats.bootstrap`). With fewer than `min_replicates` pairs the verdict
-is "insufficient": an interval from two points is not evidence.
+bootstrap over replicates (`scipy.stats.bootstrap`). With fewer than `min_replicates` (3) pairs there is
+NO interval (NaN) and the verdict is "insufficient": a bootstrap of two points only reshuffles them (it
+would print "+0.22 [+0.22, +0.23]" as if it were an interval). `score_summary` gives each score's mean
+over replicates with a Student-t interval of the mean, under the same rule.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def paired_differences(df: pd.DataFrame, metrics: list[str], baseline: str = "in
                 row = {**dict(zip(by, keys)), "structure": structure, "baseline": baseline, "metric": metric,
                        "replicates": len(d), "mean_diff": float(d.mean()) if len(d) else np.nan,
                        "sd_diff": float(d.std(ddof=1)) if len(d) > 1 else np.nan, "ci_low": np.nan, "ci_high": np.nan}
-                if len(d) >= 2:
+                if len(d) >= min_replicates:  # fewer: no interval (a bootstrap of 2 points is no interval)
                     if np.ptp(d) == 0:
                         row["ci_low"] = row["ci_high"] = float(d[0])
                     else:
@@ -63,3 +65,62 @@ def _verdict(row: dict, structure: str, baseline: str, metric: str, min_replicat
     if hi < 0:
         return f"{baseline} better"
     return "no clear difference"
+
+
+def format_difference(row) -> str:
+    """'+0.22 [+0.10, +0.35]' (mean paired difference and its interval, with two significant digits of the
+    interval's width, so a small difference never prints as '+0.00 [+0.00, +0.00]'), or '+0.22 (insufficient:
+    2 replicates, no interval)' where `paired_differences` gave none."""
+    mean, lo, hi = row["mean_diff"], row["ci_low"], row["ci_high"]
+    if not np.isfinite(mean):
+        return "no pairs"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        reps = int(row["replicates"])
+        return f"{mean:+.3g} (insufficient: {reps} replicate{'s' if reps != 1 else ''}, no interval)"
+    if hi == lo:
+        return f"{mean:+.3g} (no spread: every replicate gives this difference)"
+    digits = int(np.clip(np.ceil(-np.log10(hi - lo)) + 1, 2, 8))  # two significant digits of the width
+    return f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def paired_markdown(paired: pd.DataFrame, labels: dict[str, str] | None = None) -> str:
+    """The paired table as markdown, one row per (init, n, structure, metric), intervals by `format_difference`."""
+    lines = ["| init | n | structure - baseline | metric | replicates | difference [95% CI] | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in paired.sort_values(["metric", "init", "n", "structure"]).iterrows():
+        lines.append(f"| {r['init']} | {int(r['n'])} | {r['structure']} - {r['baseline']} | "
+                     f"{(labels or {}).get(r['metric'], r['metric'])} | {int(r['replicates'])} | "
+                     f"{format_difference(r)} | {r['verdict']} |")
+    return "\n".join(lines)
+
+
+def mean_interval(values, level: float = 0.95, min_replicates: int = 3) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of the finite `values` and its Student-t interval (n - 1 degrees of freedom);
+    the interval is (NaN, NaN) with fewer than `min_replicates` values (never z = 1.96 from 2 seeds)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return np.nan, np.nan, np.nan
+    mean = float(v.mean())
+    if len(v) < max(min_replicates, 2):
+        return mean, np.nan, np.nan
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return mean, mean - half, mean + half
+
+
+def score_summary(df: pd.DataFrame, metrics: list[str], by: tuple[str, ...] = ("init", "structure", "n"),
+                  level: float = 0.95, min_replicates: int = 3) -> pd.DataFrame:
+    """One row per `by` group: `<metric>_mean`, `_sd`, `_ci_low`, `_ci_high` (`mean_interval`: Student t, none from
+    fewer than `min_replicates` replicates) and `replicates` (rows of the group)."""
+    rows = []
+    for keys, g in df.groupby(list(by)):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        row = {**dict(zip(by, keys)), "replicates": len(g)}
+        for m in metrics:
+            mean, lo, hi = mean_interval(g[m], level, min_replicates)
+            sd = g[m].std(ddof=1) if g[m].notna().sum() > 1 else np.nan
+            row.update({f"{m}_mean": mean, f"{m}_sd": sd, f"{m}_ci_low": lo, f"{m}_ci_high": hi})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -79,6 +79,12 @@ def token_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, mask: t
 # ----------------------------------------------------------------------------- the E2E challenge's five metrics
 
 E2E_METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
+#: axis labels of the low-data report; every score is drawn on a LINEAR axis against n (a bounded score has no
+#: power law in n, so neither a log axis nor a log-log slope means anything for it)
+METRIC_LABELS = {"test_nll": "test NLL [nats/token]", "bleu": "BLEU", "nist": "NIST", "meteor": "METEOR",
+                 "rouge_l": "ROUGE-L", "cider": "CIDEr"}
+#: the range of each bounded score (BLEU, METEOR and ROUGE-L are reported x100)
+SCORE_RANGES = {"bleu": (0.0, 100.0), "meteor": (0.0, 100.0), "rouge_l": (0.0, 100.0)}
 
 
 def _mteval_tokens(texts: list[str]) -> list[list[str]]:

@@ -500,7 +500,7 @@ def setting_id(base: BaseConfig, pc: PlantedConfig, fc: FitConfig) -> str:
 
 # --------------------------------------------------------------------------------------------- analysis
 
-#: error columns of a fit: label for the figures
+#: error columns of a fit: label for the tables (the figures' labels are reparam.plots.PLANTED_LABELS)
 ERRORS = {
     "voronoi": "per-head Voronoi loss, prefix space",
     "rel_dist": "relative prefix distance (per head)",
@@ -522,6 +522,58 @@ def estimates(fits):
     est = fits[fits["selected"].astype(bool)].merge(n_valid, on=key, how="left")
     est["inverse_ratio"] = est["voronoi"] / np.sqrt(est["kl"].clip(lower=1e-300))
     return est.sort_values(key).reset_index(drop=True)
+
+
+def truth_references(settings: dict):
+    """The scale of each planted truth, recomputed from the configuration (no fit): one row per (truth family,
+    replicate, student prefix length L) of the configured study.
+
+    ``voronoi_zero`` = D(0_L, G*): the per-head Voronoi loss (`prefix_errors`) of the all-zero prefix with L
+    positions against the truth, i.e. the truth's own size measured by the same loss; ``truth_atom_rms``: RMS norm of
+    a true atom ([key; value] of one position in one head); ``kl_bare``: held-out KL(teacher || bare base model),
+    the KL of using no prefix at all. ``kl_bare`` is what the fits recorded as ``kl_truth_vs_base``:
+    `add_normalised_errors` checks the two agree, so a reference can only belong to the recorded truth.
+    """
+    import pandas as pd
+
+    base_cfg, pc, fc, sc = (settings[k] for k in ("base", "planted", "fit", "study"))
+    base = make_base(base_cfg)
+    lengths = sorted({pc.prefix_len + (pc.extra if g == "over" else 0) for g in pc.regimes})
+    rows = []
+    for r in sc.replicates:
+        study = PlantedStudy(base, pc, fc, r, n_max=1)  # truths and held-out set only (data of one row)
+        for family, truth in study.truths.items():
+            shape = list(truth.kv.shape)
+            for L in lengths:
+                zero = torch.zeros(shape[:3] + [L] + shape[4:], dtype=torch.float64)
+                rows.append({"truth": family, "replicate": int(r), "prefix_len": L,
+                             "voronoi_zero": prefix_errors(zero, truth.kv)["voronoi"],
+                             "truth_atom_rms": float(head_atoms(truth.kv).pow(2).sum(-1).mean().sqrt()),
+                             "kl_bare": study.truth_kl_base[family]})
+    return pd.DataFrame(rows)
+
+
+def add_normalised_errors(est, refs, rtol: float = 1e-6):
+    """`est` with ``voronoi_rel`` = voronoi / c and ``inverse_ratio_rel`` = voronoi_rel / sqrt(kl), where c is the
+    mean over the study's replicates of D(0_L, G*) for the row's truth family and prefix length (`truth_references`):
+    the Voronoi loss in units of the all-zero prefix's (1 = no closer to the truth than the origin). c is one
+    number per (structure, regime) curve, so every log-log slope is the one of the unnormalised column.
+    Raises DataError when a recorded ``kl_truth_vs_base`` differs from the recomputed truth's ``kl_bare``."""
+    from reparam.validation import DataError
+
+    check = est[["truth", "replicate", "kl_truth_vs_base"]].drop_duplicates(["truth", "replicate"]).merge(
+        refs[["truth", "replicate", "kl_bare"]].drop_duplicates(["truth", "replicate"]), how="left")
+    bad = check[~np.isclose(check["kl_truth_vs_base"], check["kl_bare"], rtol=rtol, atol=0)]
+    if len(bad):
+        r = bad.iloc[0]
+        raise DataError(f"the recomputed {r.truth} truth of replicate {r.replicate} is not the recorded one "
+                        f"(KL of the bare model {r.kl_bare} vs recorded {r.kl_truth_vs_base}): draw with the "
+                        "settings of the recorded study")
+    scale = refs.groupby(["truth", "prefix_len"])["voronoi_zero"].mean().rename("voronoi_scale").reset_index()
+    out = est.merge(scale, on=["truth", "prefix_len"], how="left")
+    out["voronoi_rel"] = out["voronoi"] / out["voronoi_scale"]
+    out["inverse_ratio_rel"] = out["voronoi_rel"] / np.sqrt(out["kl"].clip(lower=1e-300))
+    return out
 
 
 def slope_table(est, sc: StudyConfig, n_boot: int = 2000, level: float = 0.95):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from reparam.lm.compare import paired_differences
+from reparam.lm.compare import format_difference, mean_interval, paired_differences, score_summary
 from reparam.lm.metrics import E2EScorer, e2e_metrics
 from reparam.validation import ConfigError
 
@@ -52,6 +52,10 @@ def test_protocol_smoke(tmp_path):
     assert set(sel[sel.structure == "shared"].lr) == {0.001, 0.01}
     paired = pd.read_csv(tmp_path / "fig" / "low_data_e2e_paired.csv")
     assert paired.verdict.str.startswith("insufficient").all()  # one replicate is never evidence
+    assert paired[["ci_low", "ci_high"]].isna().all().all()  # ... and gives no interval
+    assert "insufficient" in (tmp_path / "fig" / "low_data_e2e_paired.md").read_text()
+    summary = pd.read_csv(tmp_path / "fig" / "low_data_e2e_summary.csv")
+    assert summary["bleu_ci_low"].isna().all() and summary["bleu_mean"].notna().all()
     for name in ("low_data_e2e_bleu.png", "low_data_e2e_paired.png", "low_data_e2e_test_nll.png"):
         assert (tmp_path / "fig" / name).is_file()
     gens = list((tmp_path / "runs" / "low_data" / "generations").rglob("e2e_n4_r0_*.jsonl"))
@@ -149,3 +153,79 @@ def test_meteor_runs():
     refs = [["The Vaults is a pub near Cafe Adriatic."], ["Hello there, friend!"]]
     s = E2EScorer(("meteor",)).score_many({"same": [r[0] for r in refs], "other": ["A pub.", "Bye."]}, refs)
     assert s["same"]["meteor"] > 90 and s["other"]["meteor"] < s["same"]["meteor"]
+
+
+# ------------------------------------------------------------------ report: intervals and figures of few replicates
+
+
+def _scores(replicates: int, ns=(50, 100, 200, 500)) -> pd.DataFrame:
+    rng = np.random.default_rng(replicates)
+    rows = []
+    for r in range(replicates):
+        for n in ns:
+            for k, s in enumerate(["independent", "shared"]):
+                b = 40 + 5 * np.log(n / 50) + 2 * k + rng.normal(0, 1)
+                rows.append({"init": "random", "n": n, "replicate": r, "structure": s, "bleu": b, "rouge_l": b + 20,
+                             "test_nll": 2.0 - 0.05 * k + rng.normal(0, 0.01)})
+    return pd.DataFrame(rows)
+
+
+def test_two_replicates_give_no_interval():
+    """With 2 seeds a bootstrap only reshuffles two points (it printed '+0.22 [+0.22, +0.23]'), and z = 1.96 is no
+    interval either: below 3 replicates both the paired difference and the score mean get none, and say so."""
+    from scipy import stats
+
+    p = paired_differences(_scores(2), ["bleu"], n_boot=200)
+    assert p[["ci_low", "ci_high"]].isna().all().all() and p.verdict.str.startswith("insufficient").all()
+    text = format_difference(p.iloc[0])
+    assert "insufficient" in text and "[" not in text
+    p3 = paired_differences(_scores(3), ["bleu"], n_boot=200)
+    assert p3[["ci_low", "ci_high"]].notna().all().all() and "[" in format_difference(p3.iloc[0])
+    assert np.isnan(mean_interval([1.0, 2.0])[1])
+    mean, lo, hi = mean_interval([1.0, 2.0, 4.0])
+    assert (lo, hi) == pytest.approx(stats.t.interval(0.95, 2, loc=mean, scale=stats.sem([1.0, 2.0, 4.0])))
+    summary = score_summary(_scores(2), ["bleu"])
+    assert summary["bleu_ci_low"].isna().all() and summary["replicates"].eq(2).all()
+    small = format_difference({"mean_diff": 2.1e-4, "ci_low": 1.0e-4, "ci_high": 3.2e-4, "replicates": 3})
+    assert small == "+0.00021 [+0.00010, +0.00032]"  # never '+0.00 [+0.00, +0.00]'
+
+
+@pytest.mark.parametrize("width", [3.5, 7.0])
+def test_score_figures_are_linear_with_ticks_at_the_measured_n(width):
+    """A bounded score (BLEU) on a LINEAR axis within its range, n ticks at the measured n only, no band and an
+    'insufficient' legend with 2 replicates, a band with 3, and a panel without any finite score still drawn
+    (with a note) instead of an empty log-scaled plot; the figure no wider than asked."""
+    from matplotlib.collections import PolyCollection
+
+    from reparam.lm.metrics import SCORE_RANGES
+    from reparam.plots import low_data_paired_figure, low_data_scores_figure, plt
+
+    for replicates in (2, 3):
+        d = _scores(replicates)
+        d2 = pd.concat([d, d.assign(init="words", bleu=np.nan)])  # a panel with no score at all
+        summary = score_summary(d2, ["bleu", "test_nll"])
+        fig = low_data_scores_figure(summary, "bleu", ylabel="BLEU", title="e2e: BLEU", width=width,
+                                     bounds=SCORE_RANGES["bleu"])
+        axes = [ax for ax in fig.axes if ax.get_visible()]
+        assert len(axes) == 2
+        for ax in axes:
+            assert ax.get_yscale() == "linear" and ax.get_xscale() == "log"
+            assert list(ax.get_xticks()) == [50, 100, 200, 500]
+            assert [t.get_text() for t in ax.get_xticklabels()] == ["50", "100", "200", "500"]
+            low, high = ax.get_ylim()
+            assert 0 <= low < high <= 100
+        bands = [c for c in axes[0].collections if isinstance(c, PolyCollection)]
+        legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+        assert bool(bands) == (replicates >= 3) and ("insufficient" in legend) == (replicates < 3)
+        assert "no finite values" in " ".join(t.get_text() for t in axes[1].texts)
+        assert "slope" not in legend.lower()
+        fig.canvas.draw()
+        assert fig.get_tightbbox(fig.canvas.get_renderer()).width <= width + 0.05
+        plt.close(fig)
+        paired = paired_differences(d, ["bleu", "test_nll"], n_boot=200)
+        fig = low_data_paired_figure(paired, ["bleu", "test_nll"], title="paired", width=width)
+        assert all(ax.get_yscale() == "linear" for ax in fig.axes)
+        assert bool(fig.axes[0].containers) == (replicates >= 3)  # error bars only from >= 3 replicates
+        fig.canvas.draw()
+        assert fig.get_tightbbox(fig.canvas.get_renderer()).width <= width + 0.05
+        plt.close(fig)

@@ -136,9 +136,12 @@ def test_smoke_app_records_every_fit_resumes_and_checks(tmp_path, capsys):
     assert len(fits) == 3 * 2 * 3 * 3  # structures x regimes x sizes x replicates, 1 start each
     assert fits["valid"].isin([True, False]).all() and fits["setting_id"].nunique() == 1
     assert set(fits.prefix_len) == {3, 4}
-    for name in ("planted_estimates.csv", "planted_slopes.csv", "planted_summary.csv", "planted_kl.png",
-                 "planted_valley.png", "planted_check.md"):
+    for name in ("planted_estimates.csv", "planted_slopes.csv", "planted_summary.csv", "planted_check.md",
+                 *(f"{stem}.{ext}" for stem in [*app.FIGURES, app.VALLEY] for ext in ("png", "pdf"))):
         assert (tmp_path / "fig" / name).is_file()
+    assert not list((tmp_path / "fig").glob("planted_shared*")) and not (tmp_path / "fig" / "planted_valley.png").exists()
+    est = pd.read_csv(tmp_path / "fig" / "planted_estimates.csv")
+    assert (est["voronoi_rel"] > 0).all() and est["voronoi_scale"].notna().all()
     assert set(slopes.error) == set(pl.ERRORS) and slopes.verdict.isin(
         ["agree", "disagree", "inconclusive", "insufficient", "measured"]).all()
     app.run(cfg, settings)  # resumable: nothing refitted
@@ -146,3 +149,124 @@ def test_smoke_app_records_every_fit_resumes_and_checks(tmp_path, capsys):
     assert rows == len(fits)
     app.check(_compose(tmp_path, [f"check_table={tmp_path}/fig/planted_fits.csv"]), settings)
     assert "| shared_fixed | exact | voronoi |" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ figures: drawn from the recorded tables only
+
+COMMITTED = Path(__file__).resolve().parents[2] / "figures" / "lm" / "planted"
+
+
+def _fake_estimates(n_rep=5, ns=(2, 4, 8, 16, 32, 64)):
+    """Estimates of two structures with known power laws (rel_dist ~ n^-1/2 for shared_fixed, flat for
+    independent), recorded columns only."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for structure, slope, truth in (("shared_fixed", -0.5, "shared"), ("independent", 0.0, "shared")):
+        for regime, L in (("exact", 3), ("over", 4)):
+            for r in range(n_rep):
+                for n in ns:
+                    e = 2.0 * n ** slope * np.exp(rng.normal(0, 0.05))
+                    rows.append({"structure": structure, "regime": regime, "n": n, "replicate": r, "truth": truth,
+                                 "prefix_len": L, "valid": True, "voronoi": 40 * e, "rel_dist": e, "kl": 0.1 * e * e,
+                                 "kl_truth_vs_base": 0.15 + 0.01 * r})
+    return pd.DataFrame(rows)
+
+
+def test_normalised_voronoi_keeps_slopes_and_checks_the_truth():
+    """voronoi_rel = voronoi / (mean over replicates of D(0_L, G*)): one constant per curve, so its slope IS the
+    raw loss's; a reference computed for another truth (its bare-model KL differs) is refused."""
+    import numpy as np
+
+    from reparam.rates import fit_slopes
+    from reparam.validation import DataError
+
+    est = _fake_estimates()
+    refs = pd.DataFrame([{"truth": "shared", "replicate": r, "prefix_len": L, "voronoi_zero": 30.0 + 5 * r + L,
+                          "truth_atom_rms": 4.0, "kl_bare": 0.15 + 0.01 * r} for r in range(5) for L in (3, 4)])
+    out = pl.add_normalised_errors(est, refs)
+    exact = out[out.prefix_len == 3]
+    assert np.allclose(exact["voronoi_rel"], exact["voronoi"] / np.mean([33.0 + 5 * r for r in range(5)]))
+    raw, rel = (fit_slopes(out, e, ["structure", "regime"], n_boot=200) for e in ("voronoi", "voronoi_rel"))
+    assert np.allclose(raw[["slope", "slope_lo", "slope_hi"]], rel[["slope", "slope_lo", "slope_hi"]])
+    bad = refs.assign(kl_bare=refs["kl_bare"] * 1.01)
+    with pytest.raises(DataError, match="not the recorded one"):
+        pl.add_normalised_errors(est, bad)
+
+
+def test_truth_references_are_the_zero_prefix_loss(tmp_path):
+    """voronoi_zero is the Voronoi loss of an all-zero prefix against the re-planted truth, and kl_bare is what a
+    fit of the same setting records as kl_truth_vs_base (the same truth, without refitting anything)."""
+    cfg = _compose(tmp_path, ["planted.structures=[shared_fixed]", "study.replicates=[1]", "planted.regimes=[exact]"])
+    settings = pl.validate_study(cfg)
+    refs = pl.truth_references(settings)
+    assert list(refs.truth) == ["shared"] and list(refs.prefix_len) == [3]
+    base = pl.make_base(settings["base"])
+    study = pl.PlantedStudy(base, settings["planted"], settings["fit"], 1, n_max=4)
+    kv = study.truths["shared"].kv
+    assert refs.voronoi_zero.iloc[0] == pytest.approx(pl.prefix_errors(torch.zeros_like(kv), kv)["voronoi"], rel=1e-12)
+    row = study.fit("shared_fixed", "exact", 4)[0]
+    assert refs.kl_bare.iloc[0] == pytest.approx(row["kl_truth_vs_base"], rel=1e-12)
+
+
+def test_slope_text_has_the_precision_of_its_interval():
+    from reparam.plots import lm_slope_text
+
+    assert lm_slope_text(-0.49, -0.62, -0.37) == "\u22120.49 [\u22120.62, \u22120.37]"
+    import re
+
+    narrow = lm_slope_text(-0.0012, -0.0019, -0.0004)  # printed as "-0.00 [-0.00, -0.00]" before
+    numbers = [float(x.replace("\u2212", "-")) for x in re.findall(r"[+\u2212]?\d+\.\d+", narrow)]
+    assert len(numbers) == 3 and all(x < 0 for x in numbers) and numbers[1] < numbers[0] < numbers[2]
+    assert lm_slope_text(-0.02, -0.04, -0.003).endswith("\u22120.003]")  # no non-zero bound prints as 0.00
+    assert "insufficient" in lm_slope_text(-0.3, float("nan"), float("nan"))
+
+
+@pytest.mark.parametrize("width", [3.5, 7.0])
+def test_planted_figures_have_reference_lines_and_fit_their_width(width):
+    """Reference lines (relative distance 1, the bare model's KL per truth), the THEORY guide only where THEORY
+    predicts, slopes in the legends, and the drawn figure no wider than asked (3.5 in: panels stacked)."""
+    import numpy as np
+
+    from reparam.plots import planted_error_figure, planted_valley_figure, plt
+
+    est = _fake_estimates()
+    slopes = pd.DataFrame([{"structure": s, "regime": g, "error": "rel_dist", "slope": v, "slope_lo": v - 0.1,
+                            "slope_hi": v + 0.1, "verdict": "agree" if s == "shared_fixed" else "measured"}
+                           for s, v in (("shared_fixed", -0.5), ("independent", 0.0)) for g in ("exact", "over")])
+    fig = planted_error_figure(est, "rel_dist", slopes=slopes, predictions={("shared_fixed", "exact"): -0.5},
+                               width=width, title="a title long enough to need wrapping at a column's width, surely")
+    axes = fig.axes
+    assert len(axes) == 2 and (width > 4) == (axes[0].get_position().y0 == axes[1].get_position().y0)
+    for ax in axes:
+        flat = [line for line in ax.get_lines() if len(set(np.atleast_1d(line.get_ydata()))) == 1]
+        assert any(np.atleast_1d(line.get_ydata())[0] == 1.0 for line in flat)  # relative distance 1
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert any(t.startswith("shared_fixed: \u22120.50 [") for t in labels)
+        assert any("THEORY" in t for t in labels) == (ax is axes[0])
+        assert ax.get_yscale() == "log"
+    fig.canvas.draw()
+    bbox = fig.get_tightbbox(fig.canvas.get_renderer())
+    assert bbox.width <= width + 0.05
+    plt.close(fig)
+    kl = planted_error_figure(est, "kl", width=width)
+    refs = sorted(float(np.atleast_1d(line.get_ydata())[0]) for line in kl.axes[0].get_lines()
+                  if "bare model" in str(line.get_label()))
+    assert refs == pytest.approx([est["kl_truth_vs_base"].mean()])
+    plt.close(kl)
+    valley = planted_valley_figure(est, width=width)
+    assert any("bare model" in t.get_text() for t in valley.legends[0].get_texts())
+    plt.close(valley)
+
+
+@pytest.mark.skipif(not (COMMITTED / "draws_1" / "planted_fits.csv").is_file(), reason="no committed planted study")
+def test_committed_figures_are_named_after_what_they_show():
+    """Every committed planted figure is one the draw mode writes (no stale names such as planted_shared_* or
+    planted_valley), and every one it writes is committed, in both formats."""
+    from reparam.experiments import planted_prefix as app
+
+    stems = {*app.FIGURES, app.VALLEY}
+    for study in ("draws_1", "draws_16"):
+        found = {p.stem for p in (COMMITTED / study).glob("*.png")} | {p.stem for p in (COMMITTED / study).glob("*.pdf")}
+        assert found == stems, study
