@@ -1,25 +1,70 @@
-"""`python -m sims.aggregate DIR [DIR ...] [--out OUT] [--by-setting] [--no-figures]`: merge runs into one table.
+"""`reparam aggregate dirs=[DIR,...] [out=OUT] [by_setting=true] [figures=false]` (Hydra app): merge runs.
 
 Reads every results.jsonl below the given directories (a multirun directory holds one per job; corrupt
-records are skipped with a warning), drops duplicate fits, and writes OUT/results.csv, OUT/summary.csv and
-the figures. OUT defaults to DIR/aggregate (a new folder: a run's own results.csv is never overwritten).
+records are skipped with a warning), drops duplicate fits, and writes OUT/results.csv, OUT/summary.csv,
+the figures and aggregate.log (the printed lines, timed). OUT defaults to DIR/aggregate for the first DIR (a new
+folder: a run's own results.csv is never overwritten).
 
 Fits are only pooled within one setting (`setting_id`: everything but structure, regime, n and replicate).
 Logs that hold several settings (e.g. a multirun over truth.noise, or two runs into one folder) are refused
-unless --by-setting, which summarizes each setting apart (the summary gets a setting_id column).
+unless by_setting=true, which summarizes each setting apart (the summary gets a setting_id column).
+`python -m reparam.sims.aggregate dirs=[DIR]` is the same command; `run(cfg)` does the work in-process.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, List, Optional
 
+import hydra
 import pandas as pd
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
+from reparam.console import say
 from reparam.results import ResultLog
 from reparam.sweep import tidy
-from reparam.validation import ConfigError, DataError, InputError, check_output_dir, check_output_file
+from reparam.validation import (ConfigError, DataError, check_added_keys, check_list, check_output_dir,
+                                check_output_file, check_unknown_keys, exit_on_input_error)
+from reparam.sims import figures as _figures  # noqa: F401 - registers the resolver reparam.output_dir (conf)
 from reparam.sims.report import write_outputs
+
+logger = logging.getLogger(__name__)  # Hydra sends it to the console and to OUT/aggregate.log
+
+
+@dataclass
+class AggregateConf:
+    """Settings of `reparam aggregate`.
+
+    dirs: run or multirun folders (at least one); every results.jsonl below them is read.
+    out: the output folder of results.csv, summary.csv, the figures, provenance.json and aggregate.log; null (the
+        default) is the first of dirs + /aggregate, a new folder, so a run's own results.csv is never overwritten.
+    by_setting: summarize each setting (setting_id) apart, instead of refusing logs that hold several settings.
+    figures: draw the figures (false: the tables only).
+    """
+
+    dirs: List[str] = field(default_factory=list)
+    out: Optional[str] = None
+    by_setting: bool = False
+    figures: bool = True
+
+
+ConfigStore.instance().store(name="aggregate_schema", node=AggregateConf)
+
+
+def default_out(out: Any, dirs: Any) -> Optional[str]:
+    """The output folder: `out`, else the first of `dirs` + /aggregate (None without dirs). Also the resolver
+    `reparam.aggregate_out` of conf/aggregate.yaml (hydra.run.dir)."""
+    if out is not None:
+        return str(out)
+    dirs = list(dirs or [])
+    return str(Path(str(dirs[0])) / "aggregate") if dirs else None
+
+
+OmegaConf.register_new_resolver("reparam.aggregate_out", default_out, replace=True)
 
 #: Columns every row of a synthetic-study log has (an LM experiment log lacks regime/setting_id).
 REQUIRED_COLUMNS = ["structure", "regime", "n", "replicate", "seed", "truth", "setting_id"]
@@ -33,8 +78,8 @@ def read_study_log(path: Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if len(frame) and missing:
         raise DataError(f"{path} is not a result log of the synthetic study (its rows lack {missing}); LM "
-                        f"experiment logs are tabulated by their own commands (python -m experiments.planted_prefix "
-                        f"draw, python -m experiments.low_data stage=report)")
+                        f"experiment logs are tabulated by their own commands (reparam planted-prefix draw, "
+                        f"reparam low-data stage=report)")
     return frame
 
 
@@ -58,37 +103,59 @@ def describe_settings(results: pd.DataFrame) -> str:
                      for sid in per.index)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sims.aggregate", description=__doc__.split("\n")[0])
-    ap.add_argument("dirs", nargs="+", type=Path, help="run or multirun directories")
-    ap.add_argument("--out", type=Path, default=None, help="output directory (default: DIR/aggregate)")
-    ap.add_argument("--by-setting", action="store_true",
-                    help="summarize each setting (setting_id) apart instead of refusing mixed settings")
-    ap.add_argument("--no-figures", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        for d in args.dirs:
-            if not d.is_dir():
-                raise ConfigError(f"dirs={str(d)!r} is invalid: must be an existing directory")
-        out = args.out or args.dirs[0] / "aggregate"
-        check_output_dir("out", out)
-        for name in ("results.csv", "summary.csv"):
-            check_output_file(f"out ({name})", out / name)
-        results = collect(args.dirs)
-        if results["setting_id"].nunique() > 1 and not args.by_setting:
-            raise DataError(f"the logs hold fits of {results['setting_id'].nunique()} different settings: "
-                            f"{describe_settings(results)}; they are never pooled: pass --by-setting to summarize "
-                            f"each apart, or aggregate the runs of one setting")
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"aggregated {len(results)} fits from {len(args.dirs)} director{'y' if len(args.dirs) == 1 else 'ies'}: "
-          f"structures={sorted(results.structure.unique())} regimes={sorted(results.regime.unique())} "
-          f"n={sorted(int(n) for n in results.n.unique())} seeds(base)={sorted(results.base_seed.unique().tolist())} "
-          f"settings={sorted(results.setting_id.unique())}")
-    write_outputs(results, out, figures=not args.no_figures)
+def _typed(cfg: Any) -> DictConfig:
+    return OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) else cfg
+
+
+def prepare(cfg: Any) -> tuple[Path, pd.DataFrame]:
+    """Every check of `cfg` before anything is written (InputError naming the field or file), and what the run
+    needs: the output folder and the merged rows."""
+    cfg = _typed(cfg)
+    check_unknown_keys(cfg, AggregateConf)
+    check_added_keys()
+    dirs = [Path(str(d)) for d in check_list("dirs", cfg.dirs, non_empty=False)]
+    if not dirs:
+        raise ConfigError("dirs=[] is invalid: must name the run or multirun folders to merge, e.g. dirs=[DIR1,DIR2]")
+    for d in dirs:
+        if not d.is_dir():
+            raise ConfigError(f"dirs={str(d)!r} is invalid: must be an existing directory")
+    out = Path(default_out(cfg.out, cfg.dirs))
+    check_output_dir("out", out)
+    for name in ("results.csv", "summary.csv"):
+        check_output_file(f"out ({name})", out / name)
+    results = collect(dirs)
+    if results["setting_id"].nunique() > 1 and not cfg.by_setting:
+        raise DataError(f"the logs hold fits of {results['setting_id'].nunique()} different settings: "
+                        f"{describe_settings(results)}; they are never pooled: pass by_setting=true to summarize "
+                        f"each apart, or aggregate the runs of one setting")
+    return out, results
+
+
+def validate_cfg(cfg: Any) -> None:
+    """The validator of the Hydra preflight callback (conf/aggregate.yaml): every check of `prepare`."""
+    prepare(cfg)
+
+
+def run(cfg: Any) -> int:
+    """Merge the logs below `cfg.dirs` (an AggregateConf or its DictConfig) into cfg.out; 0 when done. Raises
+    InputError (before writing anything) for a bad setting, path or log."""
+    cfg = _typed(cfg)
+    out, results = prepare(cfg)
+    n_dirs = len(cfg.dirs)
+    say(logger, f"aggregated {len(results)} fits from {n_dirs} director{'y' if n_dirs == 1 else 'ies'}: "
+        f"structures={sorted(results.structure.unique())} regimes={sorted(results.regime.unique())} "
+        f"n={sorted(int(n) for n in results.n.unique())} seeds(base)={sorted(results.base_seed.unique().tolist())} "
+        f"settings={sorted(results.setting_id.unique())}")
+    write_outputs(results, out, figures=cfg.figures)
     return 0
 
 
+@hydra.main(version_base="1.3", config_path="conf", config_name="aggregate")
+def main(cfg: DictConfig) -> None:
+    code = exit_on_input_error(run)(cfg)
+    if code:
+        sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,33 +1,137 @@
-"""Citable theory checks, one per row of THEORY section 5.
+"""Citable theory checks, one per row of THEORY section 5 (Hydra app: `reparam check key=value ...`).
 
-    python -m sims.check --list                 the checks, their configuration and prediction
-    python -m sims.check shared-exact           run one (resumable) and print predicted vs measured slope
-    python -m sims.check --all                  run every check; writes OUT/report.md
-    python -m sims.check inverse-ratio --results figures/results.csv    summarise recorded fits, no fitting
-    python -m sims.check inverse-bound --out figures    psi(delta) of THEORY section 7 (no data, no fits)
+    reparam check list=true                          the checks, their configuration and prediction
+    reparam check names=[shared-exact]               run one (resumable) and print predicted vs measured slope
+    reparam check all=true                           run every check; writes OUT/report.md
+    reparam check names=[inverse-ratio] results=figures/results.csv    summarise recorded fits, no fitting
+    reparam check names=[inverse-bound] out=figures  psi(delta) of THEORY section 7 (no data, no fits)
 
 Every check runs a documented configuration (reparam.checks.CHECKS) through the same code path as the
 main job. Checks share one result log (OUT/results.jsonl), so fits common to several checks, or to a
-main-job log passed with --log, are computed once.
+main-job log passed with log=, are computed once. The printed lines are also kept, timed, in OUT/check.log.
+`python -m reparam.sims.check ...` is the same command; `run(cfg)` does the work in-process.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, List, Optional
 
+import hydra
 import pandas as pd
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
-from reparam.checks import CHECKS, check_lines, check_report, summarize
+from reparam.checks import CHECKS, Check, check_lines, check_report, summarize
+from reparam.console import say
 from reparam.identifiability import (InverseBoundConfig, add_inverse_ratio, inverse_bound_lines, inverse_bound_overall,
                                      inverse_bound_report, inverse_bound_study)
 from reparam.plots import inverse_bound_figure, inverse_ratio_figure, save_figure
 from reparam.sweep import check_resources, run_plan, set_threads, write_results
 from reparam.provenance import write_provenance
-from reparam.validation import InputError, check_output_dir, check_output_file
-from reparam.sims.aggregate import read_study_log
+from reparam.validation import (ConfigError, check_added_keys, check_int, check_output_dir, check_output_file,
+                                check_unknown_keys, exit_on_input_error)
+from reparam.sims.aggregate import read_study_log  # also registers the resolvers of conf/check.yaml
 from reparam.results import write_table
+
+logger = logging.getLogger(__name__)  # Hydra sends it to the console and to OUT/check.log
+
+
+@dataclass
+class CheckConf:
+    """Settings of `reparam check`.
+
+    names: the checks to run, e.g. [shared-exact,regression] (list=true shows them); ignored with all=true.
+    all: run every check and write OUT/report.md, the citable record of all verdicts.
+    list: print the checks, their configuration and prediction, and exit (nothing is run or written).
+    out: the output folder: OUT/<check>/ (results.csv, summary.csv, report.md, figures), OUT/report.md (all=true or
+        several names), OUT/results.jsonl (the shared result log, unless log=), provenance.json and check.log.
+    log: the result log to reuse and extend instead of OUT/results.jsonl (e.g. a main job's results.jsonl: its
+        fits are not refitted); its folder must exist, and a log of something else (an LM experiment) is refused.
+    replicates: replicates per cell instead of each check's documented number (null: the documented number).
+    threads: torch threads of this process.
+    quiet: no per-cell progress lines.
+    results: summarise this results.csv (e.g. figures/results.csv) instead of fitting; study checks only.
+    allow_large: run even when the up-front estimate exceeds this machine's memory or 24 h.
+    """
+
+    names: List[str] = field(default_factory=lambda: [])
+    all: bool = False
+    list: bool = False
+    out: str = "outputs/checks"
+    log: Optional[str] = None
+    replicates: Optional[int] = None
+    threads: int = 2
+    quiet: bool = False
+    results: Optional[str] = None
+    allow_large: bool = False
+
+
+ConfigStore.instance().store(name="check_schema", node=CheckConf)
+
+
+@dataclass
+class Prepared:
+    """What a validated config runs: the checks (documented, or with the replicates override), folder and log."""
+
+    names: List[str]
+    checks: dict[str, Check]
+    out: Path
+    log: Path
+
+
+def _typed(cfg: Any) -> DictConfig:
+    return OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) else cfg
+
+
+def prepare(cfg: Any) -> Optional[Prepared]:
+    """Every check of `cfg` before any fit or file (InputError naming the field, as typed on the command line):
+    known checks, replicates and threads, the paths, a foreign log, and the size of each study check (unless
+    allow_large=true). None for list=true."""
+    cfg = _typed(cfg)
+    check_unknown_keys(cfg, CheckConf)
+    check_added_keys()
+    if cfg.list:
+        return None
+    names = list(CHECKS) if cfg.all else [str(n) for n in cfg.names]
+    if not names:
+        raise ConfigError("names=[] is invalid: name the checks to run, e.g. names=[shared-exact] (list=true shows "
+                          "them), or pass all=true")
+    unknown = [n for n in names if n not in CHECKS]
+    if unknown:
+        raise ConfigError(f"names={names} is invalid: {unknown[0]!r} is not a check; must be among {list(CHECKS)}")
+    if cfg.replicates is not None:
+        check_int("replicates", cfg.replicates, low=1)
+    check_int("threads", cfg.threads, low=1)
+    if cfg.log is not None and not Path(str(cfg.log)).parent.is_dir():
+        raise ConfigError(f"log={str(cfg.log)!r} is invalid: its directory must exist")
+    if cfg.results is not None and not Path(str(cfg.results)).is_file():
+        raise ConfigError(f"results={str(cfg.results)!r} is invalid: must be a results.csv file")
+    out = Path(str(cfg.out))
+    log = Path(str(cfg.log)) if cfg.log is not None else out / "results.jsonl"
+    check_output_dir("out", out)
+    check_output_file("log", log)
+    if log.is_file():
+        read_study_log(log)  # a foreign file (e.g. an LM experiment log) is refused, not extended
+    checks = {}
+    for name in names:
+        check = CHECKS[name]
+        if cfg.replicates is not None:  # a copy: the documented configuration stays as it is
+            check = dataclasses.replace(check, replicates=int(cfg.replicates))
+        check_output_dir("out", out / name)
+        if check.kind == "study" and cfg.results is None:
+            check_resources(check.plan(), bool(cfg.allow_large))
+        checks[name] = check
+    return Prepared(names=names, checks=checks, out=out, log=log)
+
+
+def validate_cfg(cfg: Any) -> None:
+    """The validator of the Hydra preflight callback (conf/check.yaml): every check of `prepare`."""
+    prepare(cfg)
 
 
 def _inverse_bound(out_dir: Path, command: str) -> tuple[str, str]:
@@ -42,119 +146,89 @@ def _inverse_bound(out_dir: Path, command: str) -> tuple[str, str]:
     md = inverse_bound_report(summary, config, command, time.perf_counter() - tic)
     (out_dir / "report.md").write_text(md + "\n")
     for line in inverse_bound_lines(summary):
-        print("  " + line)
+        say(logger, "  " + line)
     return md, inverse_bound_overall(summary)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sims.check", description="THEORY section 5 checks")
-    ap.add_argument("names", nargs="*", help=f"checks to run: {', '.join(CHECKS)}")
-    ap.add_argument("--list", action="store_true", help="list the checks and exit")
-    ap.add_argument("--all", action="store_true", help="run every check")
-    ap.add_argument("--out", type=Path, default=Path("outputs/checks"), help="output directory")
-    ap.add_argument("--log", type=Path, default=None, help="result log to reuse/extend (default OUT/results.jsonl)")
-    ap.add_argument("--replicates", type=int, default=None, help="override the documented replicates")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quiet", action="store_true", help="no per-cell progress")
-    ap.add_argument("--results", type=Path, default=None,
-                    help="summarise this results.csv (e.g. figures/results.csv) instead of fitting; study checks only")
-    ap.add_argument("--allow-large", action="store_true",
-                    help="run even when the up-front estimate exceeds this machine's memory or 24 h")
-    args = ap.parse_args(argv)
-    if args.list:
-        for c in CHECKS.values():
-            detail = (f"n_grid={c.n_grid} replicates={c.replicates} truth={c.truth}" if c.kind == "study" else
-                      f"no fits; deltas={[round(d, 4) for d in InverseBoundConfig().deltas]} truth=canonical (r = 2, 3)")
-            print(f"{c.name:<18} {c.theory_row}\n{'':<18} structures={c.structures} regimes={c.regimes} "
-                  f"errors={c.errors} {detail}")
+def list_checks() -> None:
+    for c in CHECKS.values():
+        detail = (f"n_grid={c.n_grid} replicates={c.replicates} truth={c.truth}" if c.kind == "study" else
+                  f"no fits; deltas={[round(d, 4) for d in InverseBoundConfig().deltas]} truth=canonical (r = 2, 3)")
+        print(f"{c.name:<18} {c.theory_row}\n{'':<18} structures={c.structures} regimes={c.regimes} "
+              f"errors={c.errors} {detail}")
+
+
+def run(cfg: Any) -> int:
+    """Run the checks of `cfg` (a CheckConf or its DictConfig): per-check folders and reports, the printed
+    verdicts, and OUT/report.md for several; 0 when done. Raises InputError before any fit for a bad config."""
+    cfg = _typed(cfg)
+    prepared = prepare(cfg)
+    if prepared is None:  # list=true
+        list_checks()
         return 0
-    names = list(CHECKS) if args.all else args.names
-    if not names:
-        ap.print_usage(sys.stderr)
-        print("error: name a check (see --list) or pass --all", file=sys.stderr)
-        return 2
-    unknown = [n for n in names if n not in CHECKS]
-    if unknown:
-        print(f"error: check={unknown[0]!r} is invalid: must be one of {list(CHECKS)}", file=sys.stderr)
-        return 2
-    if args.replicates is not None and args.replicates < 1:
-        print(f"error: replicates={args.replicates!r} is invalid: must be an integer >= 1", file=sys.stderr)
-        return 2
-    if args.log is not None and not args.log.parent.is_dir():
-        print(f"error: log={str(args.log)!r} is invalid: its directory must exist", file=sys.stderr)
-        return 2
-    if args.results is not None and not args.results.is_file():
-        print(f"error: results={str(args.results)!r} is invalid: must be a results.csv file", file=sys.stderr)
-        return 2
-    log = args.log or args.out / "results.jsonl"
-    try:  # every path and size is checked before the first fit
-        set_threads(args.threads)
-        check_output_dir("out", args.out)
-        check_output_file("log", log)
-        if log.is_file():
-            read_study_log(log)  # a foreign file (e.g. an LM experiment log) is refused, not extended
-        for name in names:
-            check = CHECKS[name]
-            if args.replicates is not None:
-                check.replicates = args.replicates
-            check_output_dir("out", args.out / name)
-            if check.kind == "study" and args.results is None:
-                check_resources(check.plan(), args.allow_large, flag="--allow-large")
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    set_threads(int(cfg.threads))
+    names, out, log = prepared.names, prepared.out, prepared.log
+    results_csv = Path(str(cfg.results)) if cfg.results is not None else None
     sections, verdicts = [], {}
-    write_provenance(args.out)  # every check writes its outputs under OUT
+    write_provenance(out)  # every check writes its outputs under OUT
     for name in names:
-        check = CHECKS[name]
+        check = prepared.checks[name]
         tic = time.perf_counter()
-        print(f"== check {name}: {check.theory_row}", flush=True)
+        say(logger, f"== check {name}: {check.theory_row}")
         if check.kind == "inverse_bound":
-            md, overall = _inverse_bound(args.out / name, f"python -m sims.check {name} --out {args.out}")
+            md, overall = _inverse_bound(out / name, f"reparam check names=[{name}] out={out}")
             sections.append(md)
             verdicts[name] = overall
-            print(f"  => {name}: {overall.upper()} ({time.perf_counter() - tic:.0f} s)\n", flush=True)
+            say(logger, f"  => {name}: {overall.upper()} ({time.perf_counter() - tic:.0f} s)\n")
             continue
-        if args.results is not None:  # an existing table: the check's structures and regimes, no fitting
-            results = pd.read_csv(args.results)
+        if results_csv is not None:  # an existing table: the check's structures and regimes, no fitting
+            results = pd.read_csv(results_csv)
             results = results[results.structure.isin(check.structures) & results.regime.isin(check.regimes)]
         else:
-            results = run_plan(check.plan(), log, progress=not args.quiet)
+            results = run_plan(check.plan(), log, progress=not cfg.quiet)
         if "inverse_ratio" in check.errors:
             results = add_inverse_ratio(results)
         summary = summarize(results, errors=check.errors)
-        write_results(results, args.out / name / "results.csv")
-        write_table(summary, args.out / name / "summary.csv")
+        write_results(results, out / name / "results.csv")
+        write_table(summary, out / name / "summary.csv")
         if "inverse_ratio" in check.errors:
-            save_figure(inverse_ratio_figure(results, summary), args.out / name / "inverse_ratio")
-        command = f"python -m sims.check {name}" + (f" --replicates {args.replicates}" if args.replicates else "") \
-            + (f" --results {args.results}" if args.results is not None else "")
+            save_figure(inverse_ratio_figure(results, summary), out / name / "inverse_ratio")
+        command = f"reparam check names=[{name}]" + (f" replicates={cfg.replicates}" if cfg.replicates else "") \
+            + (f" results={results_csv}" if results_csv is not None else "")
         md = check_report(check, summary, command, time.perf_counter() - tic)
-        if args.results is not None:  # the fits were not made from the check's plan: describe what was read
-            recorded = (f"- Configuration: fits read from `{args.results}` (not refitted), as recorded in its rows: "
+        if results_csv is not None:  # the fits were not made from the check's plan: describe what was read
+            recorded = (f"- Configuration: fits read from `{results_csv}` (not refitted), as recorded in its rows: "
                         + ", ".join(f"{col}={sorted(set(results[col].tolist()))}" for col in
                                     ("truth", "init", "n_starts", "n") if col in results.columns)
                         + "; every valid fit enters: rel. optimality gap <= gap_tol, converged or not.")
             md = "\n".join(recorded if line.startswith("- Configuration:") else line for line in md.split("\n"))
-        (args.out / name / "report.md").write_text(md + "\n")
+        (out / name / "report.md").write_text(md + "\n")
         lines, overall = check_lines(check, summary)
         for o in lines:
-            print(f"  {o['structure']:<14} {o['regime']:<5} {o['error']:<18} {o['line']}"
-                  + (f"  (invalid fits excluded: {o['n_excluded']}/{o['n_fits']})" if "n_fits" in o else ""))
-        print(f"  => {name}: {overall.upper()}\n", flush=True)
+            say(logger, f"  {o['structure']:<14} {o['regime']:<5} {o['error']:<18} {o['line']}"
+                + (f"  (invalid fits excluded: {o['n_excluded']}/{o['n_fits']})" if "n_fits" in o else ""))
+        say(logger, f"  => {name}: {overall.upper()}\n")
         sections.append(md)
         verdicts[name] = overall
-    if len(names) > 1 or args.all:
+    if len(names) > 1 or cfg.all:
+        generated_by = "reparam check all=true" if cfg.all else f"reparam check names=[{','.join(names)}]"
         head = ["# Theory checks (THEORY section 5)", "",
-                "Generated by `python -m sims.check --all`; slopes are least-squares slopes of log(mean error of "
+                f"Generated by `{generated_by}`; slopes are least-squares slopes of log(mean error of "
                 "valid fits) on log(n), with 95% percentile-bootstrap intervals over replicates.", "",
                 "| check | verdict |", "|---|---|"] + [f"| `{k}` | **{v}** |" for k, v in verdicts.items()] + [""]
-        (args.out / "report.md").write_text("\n".join(head + sections) + "\n")
-        print(f"report: {args.out / 'report.md'}")
+        (out / "report.md").write_text("\n".join(head + sections) + "\n")
+        say(logger, f"report: {out / 'report.md'}")
     else:
-        print(f"report: {args.out / names[0] / 'report.md'}")
+        say(logger, f"report: {out / names[0] / 'report.md'}")
     return 0
 
 
+@hydra.main(version_base="1.3", config_path="conf", config_name="check")
+def main(cfg: DictConfig) -> None:
+    code = exit_on_input_error(run)(cfg)
+    if code:
+        sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

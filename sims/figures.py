@@ -1,21 +1,73 @@
-"""`python -m sims.figures [--dir figures]`: redraw the committed figures from the committed tables only.
+"""`reparam figures [dir=figures]` (Hydra app): redraw the committed figures from the committed tables only.
 
 Reads DIR/results.csv + DIR/summary.csv (main job) and DIR/robustness.csv (robustness sweep), and writes
 DIR/convergence_*.{png,pdf}, DIR/sample_complexity.{png,pdf}, DIR/robustness.{png,pdf} and, from
-DIR/inverse-bound/inverse_bound.csv, DIR/inverse-bound/inverse_bound.{png,pdf}.
-No fitting happens here; `python -m sims.canonical` reruns the recorded studies that produced the tables.
+DIR/inverse-bound/inverse_bound.csv, DIR/inverse-bound/inverse_bound.{png,pdf}; prints the path of each file.
+No fitting happens here; `reparam canonical` reruns the recorded studies that produced the tables.
+`python -m reparam.sims.figures dir=DIR` is the same command; `run(cfg)` does the work in-process.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import hydra
 import pandas as pd
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 from reparam.plots import inverse_bound_figure, robustness_figure, save_figure, study_figures
-from reparam.validation import DataError
+from reparam.validation import (ConfigError, DataError, check_added_keys, check_output_dir, check_unknown_keys,
+                                exit_on_input_error)
 
+
+@dataclass
+class FiguresConf:
+    """Settings of `reparam figures`.
+
+    dir: the folder whose tables are drawn and into which the figures are written: results.csv and summary.csv
+        (a main job's tables) are required; robustness.csv and inverse-bound/inverse_bound.csv are drawn when
+        present. Default: the committed figures/ folder.
+    """
+
+    dir: str = "figures"
+
+
+ConfigStore.instance().store(name="figures_schema", node=FiguresConf)
+
+
+def output_dir(path: Any = None, skip: bool = False) -> str:
+    """`hydra.run.dir` of a utility that writes into a folder the user names (`out=`, `dir=`): that folder, so
+    that Hydra's log file (if the app keeps one) lands beside the outputs and no `outputs/<date>` folder is made.
+    The temp folder instead when there is no such folder (`path` null, or `skip`, e.g. `check list=true`) or when
+    `path` cannot be a folder: the app's validator then reports the path by the field the user typed (`out=...`),
+    before Hydra creates anything. Registered as the resolver `reparam.output_dir` (conf/aggregate.yaml,
+    conf/check.yaml, conf/figures.yaml)."""
+    if path is None or skip:
+        return tempfile.gettempdir()
+    try:
+        check_output_dir("path", str(path))
+    except ConfigError:
+        return tempfile.gettempdir()
+    return str(path)
+
+
+def app_help(module: str, schema: str) -> str:
+    """The `--help` header of a sims utility: its module docstring (what it does, example command lines) and the
+    docstring of its schema (what each setting does). Registered as the resolver `reparam.help`."""
+    import importlib
+    import inspect
+
+    mod = importlib.import_module(module)
+    return f"{inspect.cleandoc(mod.__doc__ or '')}\n\n{inspect.cleandoc(getattr(mod, schema).__doc__ or '')}\n"
+
+
+OmegaConf.register_new_resolver("reparam.output_dir", output_dir, replace=True)
+OmegaConf.register_new_resolver("reparam.help", app_help, replace=True)
 
 #: Columns the figures read (a table without them is refused with a message, not a KeyError traceback).
 RESULT_COLUMNS = ["structure", "regime", "n", "replicate", "truth", "voronoi_prefix"]
@@ -26,7 +78,7 @@ ROBUSTNESS_COLUMNS = ["structure", "regime", "error", "truth", "slope"]
 def read_table(path: Path, columns: list[str], **kwargs) -> pd.DataFrame:
     """A CSV that must exist, parse and hold `columns`; DataError naming the file otherwise."""
     if not path.is_file():
-        raise DataError(f"{path} is missing (run `python -m sims.canonical`, or point --dir at a run folder)")
+        raise DataError(f"{path} is missing (run `reparam canonical`, or point dir= at a run folder)")
     try:
         table = pd.read_csv(path, **kwargs)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
@@ -37,38 +89,63 @@ def read_table(path: Path, columns: list[str], **kwargs) -> pd.DataFrame:
     return table
 
 
-def redraw(directory: Path) -> list[Path]:
-    paths = []
-    results = read_table(directory / "results.csv", RESULT_COLUMNS)
-    summary = read_table(directory / "summary.csv", SUMMARY_COLUMNS, keep_default_na=False, na_values=[""])
-    summary["prediction"] = summary["prediction"].fillna("")
-    paths += study_figures(results, summary, directory)
-    if (directory / "inverse-bound" / "inverse_bound.csv").exists():  # written by `python -m sims.check inverse-bound`
-        paths += save_figure(inverse_bound_figure(pd.read_csv(directory / "inverse-bound" / "inverse_bound.csv")),
-                             directory / "inverse-bound" / "inverse_bound")
+def read_tables(directory: Path) -> dict[str, pd.DataFrame]:
+    """Every table of `directory` that a figure is drawn from (DataError naming a file that cannot be drawn)."""
+    tables = {"results": read_table(directory / "results.csv", RESULT_COLUMNS),
+              "summary": read_table(directory / "summary.csv", SUMMARY_COLUMNS, keep_default_na=False,
+                                    na_values=[""])}
+    tables["summary"]["prediction"] = tables["summary"]["prediction"].fillna("")
+    if (directory / "inverse-bound" / "inverse_bound.csv").exists():  # written by `reparam check names=[inverse-bound]`
+        tables["inverse_bound"] = pd.read_csv(directory / "inverse-bound" / "inverse_bound.csv")
     if (directory / "robustness.csv").exists():
-        robustness = read_table(directory / "robustness.csv", ROBUSTNESS_COLUMNS)
-        paths += save_figure(robustness_figure(robustness), directory / "robustness")
+        tables["robustness"] = read_table(directory / "robustness.csv", ROBUSTNESS_COLUMNS)
+    return tables
+
+
+def redraw(directory: Path) -> list[Path]:
+    """Draw every figure of `directory` from its tables; the paths written."""
+    directory = Path(directory)
+    tables = read_tables(directory)
+    paths = study_figures(tables["results"], tables["summary"], directory)
+    if "inverse_bound" in tables:
+        paths += save_figure(inverse_bound_figure(tables["inverse_bound"]),
+                             directory / "inverse-bound" / "inverse_bound")
+    if "robustness" in tables:
+        paths += save_figure(robustness_figure(tables["robustness"]), directory / "robustness")
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sims.figures", description=__doc__.split("\n")[0])
-    ap.add_argument("--dir", type=Path, default=Path("figures"))
-    args = ap.parse_args(argv)
-    if not (args.dir / "results.csv").is_file():
-        print(f"error: dir={str(args.dir)!r} is invalid: must contain results.csv (run `python -m sims.canonical`)",
-              file=sys.stderr)
-        return 2
-    try:
-        paths = redraw(args.dir)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for p in paths:
+def _typed(cfg: Any) -> DictConfig:
+    return OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) else cfg
+
+
+def validate_cfg(cfg: Any) -> None:
+    """The validator of the Hydra preflight callback (conf/figures.yaml): dir holds readable tables with the
+    columns the figures draw (InputError otherwise)."""
+    cfg = _typed(cfg)
+    check_unknown_keys(cfg, FiguresConf)
+    check_added_keys()
+    directory = Path(str(cfg.dir))
+    if not (directory / "results.csv").is_file():
+        raise ConfigError(f"dir={str(cfg.dir)!r} is invalid: must contain results.csv (run `reparam canonical`)")
+    read_tables(directory)
+
+
+def run(cfg: Any) -> int:
+    """Redraw the figures of `cfg.dir` (a FiguresConf or its DictConfig) and print their paths; 0 when done.
+    Raises InputError (before drawing anything) for a folder without the tables."""
+    validate_cfg(cfg)
+    for p in redraw(Path(str(cfg.dir))):
         print(p)
     return 0
 
 
+@hydra.main(version_base="1.3", config_path="conf", config_name="figures")
+def main(cfg: DictConfig) -> None:
+    code = exit_on_input_error(run)(cfg)
+    if code:
+        sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

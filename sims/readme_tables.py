@@ -1,4 +1,4 @@
-"""`python -m sims.readme_tables [--figures figures] [--readme README.md]`: refresh README's generated tables.
+"""`reparam readme-tables [figures=figures] [readme=README.md]` (Hydra app): refresh README's generated tables.
 
 The README quotes the canonical results. Every such table is rendered here from the committed tables in
 figures/ (never typed by hand) and written between a pair of markers,
@@ -7,18 +7,43 @@ figures/ (never typed by hand) and written between a pair of markers,
     ...
     <!-- /generated:NAME -->
 
-so a rerun of the recorded studies (`python -m sims.canonical`) updates the prose's numbers too. A table
+so a rerun of the recorded studies (`reparam canonical`) updates the prose's numbers too. A table
 whose source file is missing is left as it is, with a note on stderr.
+`python -m reparam.sims.readme_tables figures=DIR` is the same command; `run(cfg)` does the work in-process.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import hydra
 import numpy as np
 import pandas as pd
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from reparam.validation import ConfigError, check_added_keys, check_unknown_keys, exit_on_input_error
+from reparam.sims import figures as _figures  # noqa: F401 - registers the resolver reparam.help (conf)
+
+
+@dataclass
+class ReadmeTablesConf:
+    """Settings of `reparam readme-tables`.
+
+    figures: the folder of the committed tables the README quotes (summary.csv, results.csv, sensitivity.csv,
+        inverse-ratio/summary.csv, robustness_summary.csv; a missing one leaves its README table as it is).
+    readme: the markdown file whose `<!-- generated:NAME -->` blocks are rewritten in place.
+    """
+
+    figures: str = "figures"
+    readme: str = "README.md"
+
+
+ConfigStore.instance().store(name="readme_tables_schema", node=ReadmeTablesConf)
 
 
 def _ci(slope: float, lo: float, hi: float) -> str:
@@ -138,21 +163,33 @@ def refresh(readme: Path, figures: Path) -> list[str]:
     return done
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sims.readme_tables", description=__doc__.split("\n")[0])
-    ap.add_argument("--figures", type=Path, default=Path("figures"))
-    ap.add_argument("--readme", type=Path, default=Path("README.md"))
-    args = ap.parse_args(argv)
-    if not args.readme.is_file():
-        print(f"error: readme={str(args.readme)!r} is invalid: must be an existing file", file=sys.stderr)
-        return 2
-    if not args.figures.is_dir():
-        print(f"error: figures={str(args.figures)!r} is invalid: must be an existing directory", file=sys.stderr)
-        return 2
-    for name in refresh(args.readme, args.figures):
+def validate_cfg(cfg: Any) -> None:
+    """The validator of the Hydra preflight callback (conf/readme_tables.yaml): readme is an existing file and
+    figures an existing folder (ConfigError otherwise)."""
+    cfg = OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    check_unknown_keys(cfg, ReadmeTablesConf)
+    check_added_keys()
+    if not Path(str(cfg.readme)).is_file():
+        raise ConfigError(f"readme={str(cfg.readme)!r} is invalid: must be an existing file")
+    if not Path(str(cfg.figures)).is_dir():
+        raise ConfigError(f"figures={str(cfg.figures)!r} is invalid: must be an existing directory")
+
+
+def run(cfg: Any) -> int:
+    """Refresh the generated tables of `cfg.readme` from `cfg.figures` (a ReadmeTablesConf or its DictConfig) and
+    print the name of each; 0 when done. Raises ConfigError (before writing) for a missing file or folder."""
+    validate_cfg(cfg)
+    for name in refresh(Path(str(cfg.readme)), Path(str(cfg.figures))):
         print(f"refreshed generated:{name}")
     return 0
 
 
+@hydra.main(version_base="1.3", config_path="conf", config_name="readme_tables")
+def main(cfg: DictConfig) -> None:
+    code = exit_on_input_error(run)(cfg)
+    if code:
+        sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -96,6 +96,6 @@ def test_new_structure_runs_through_the_main_job_and_the_checks(scaled_linear, t
     assert len(mine) == 1 and mine[0]["predicted"] == -0.5 and "slope" in mine[0]
 
     out = tmp_path / "checks"
-    check.main(["shared-exact", "--results", str(run_dir / "results.csv"), "--out", str(out)])
+    assert check.run(check.CheckConf(names=["shared-exact"], results=str(run_dir / "results.csv"), out=str(out))) == 0
     report = (out / "shared-exact" / "report.md").read_text()
     assert f"| {NAME} | exact | `voronoi_prefix` | -0.50 +- 0.10 |" in report

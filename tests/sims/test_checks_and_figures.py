@@ -1,10 +1,15 @@
 """Summaries, verdicts and figures on synthetic tables with known laws (so the tests can fail)."""
+import os
+import shutil
+import subprocess
+
 import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
 
 from reparam.checks import CHECKS, check_lines, prediction_for, robustness_tables, summarize
+from reparam.cli import COMMANDS
 from reparam.plots import color_for, robustness_figure, study_figures, draw_study_curves
 from .conftest import run_cli
 
@@ -94,11 +99,48 @@ def test_every_theory_row_has_a_check():
                     assert prediction_for(s, r, e)[0] is not None, (c.name, s, r, e)
 
 
-def test_check_list_cli():
-    proc = run_cli(["sims.check", "--list"])
-    assert proc.returncode == 0
+def test_check_list_cli(tmp_path):
+    proc = run_cli(["sims.check", "list=true"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     for name in CHECKS:
         assert name in proc.stdout
+    assert list(tmp_path.iterdir()) == []  # no outputs/ folder, no log: list=true writes nothing
+
+
+def test_entry_point_lists_every_command_and_runs_check_list(tmp_path):
+    exe = shutil.which("reparam")
+    if exe is None:
+        pytest.skip("the `reparam` entry point is not installed (pip install -e .)")
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    listed = [line.split()[0] for line in proc.stdout.split("commands:")[1].splitlines() if line.strip()]
+    assert listed == list(COMMANDS)
+    for command in ("check", "aggregate", "figures", "readme-tables"):
+        assert command in listed
+    proc = subprocess.run([exe, "check", "list=true"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [line.split()[0] for line in proc.stdout.splitlines() if not line.startswith(" ")] == list(CHECKS)
+    proc = subprocess.run([exe, "check", "names=[no-such-check]"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no-such-check" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_figures_cli_redraws_a_folder_and_refuses_one_without_tables(tmp_path):
+    df = synthetic({("shared_mlp", "exact"): -0.5, ("independent", "over"): -0.1})
+    df.to_csv(tmp_path / "results.csv", index=False)
+    summarize(df, n_boot=100).to_csv(tmp_path / "summary.csv", index=False)
+    proc = run_cli(["sims.figures", f"dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    printed = proc.stdout.split()
+    assert str(tmp_path / "convergence_voronoi.png") in printed and all(os.path.exists(p) for p in printed)
+    assert not (tmp_path / ".hydra").exists() and not list(tmp_path.glob("*.log"))  # nothing of Hydra's
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli(["sims.figures", f"dir={empty}"])
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"config error: dir='{empty}' is invalid: must contain results.csv (run `reparam canonical`)")
+    assert list(empty.iterdir()) == []
 
 
 def test_study_figures_png_pdf_one_color_per_structure(tmp_path):

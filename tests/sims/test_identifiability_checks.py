@@ -21,15 +21,20 @@ def test_inverse_ratio_check_summarises_a_recorded_table_without_fitting(tmp_pat
                                      rel_gap=-1e-4, converged=True, status="converged", truth="canonical"))
     path = tmp_path / "results.csv"
     pd.DataFrame(rows).to_csv(path, index=False)  # no `valid` column: the gap rule decides
-    proc = run_cli(["sims.check", "inverse-ratio", "--results", str(path), "--out", str(tmp_path / "out"),
-                    "--threads", "1"])
+    proc = run_cli(["sims.check", "names=[inverse-ratio]", f"results={path}", f"out={tmp_path / 'out'}", "threads=1"])
     assert proc.returncode == 0, proc.stderr
     assert "inverse-ratio: AGREE" in proc.stdout
+    assert proc.stdout.rstrip().endswith(f"report: {tmp_path / 'out' / 'inverse-ratio' / 'report.md'}")
     summary = pd.read_csv(tmp_path / "out" / "inverse-ratio" / "summary.csv").set_index(["structure", "regime"])
     assert abs(summary.loc[("independent", "over"), "slope"] - 0.25) < 0.05
     assert (summary["verdict"] == "agree").all()
     assert (tmp_path / "out" / "inverse-ratio" / "inverse_ratio.png").stat().st_size > 1000
-    assert "--results" in (tmp_path / "out" / "inverse-ratio" / "report.md").read_text()
+    report = (tmp_path / "out" / "inverse-ratio" / "report.md").read_text()
+    assert f"- Command: `reparam check names=[inverse-ratio] results={path}`" in report
+    assert f"fits read from `{path}` (not refitted)" in report
+    # the printed lines are kept in OUT/check.log; Hydra leaves nothing else (no .hydra, no outputs/<date>)
+    assert "inverse-ratio: AGREE" in (tmp_path / "out" / "check.log").read_text()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["check.log", "inverse-ratio", "provenance.json"]
 
 
 def test_inverse_bound_figure_one_colour_per_structure_and_reference_line():

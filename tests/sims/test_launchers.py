@@ -12,7 +12,7 @@ SWEEP = ["-m", "n=300,600", "structure=independent", "regime=exact", "replicates
 def _check_multirun(sweep_dir):
     logs = sorted(sweep_dir.rglob("results.jsonl"))
     assert len(logs) == 2, logs
-    agg = run_cli(["sims.aggregate", str(sweep_dir)])
+    agg = run_cli(["sims.aggregate", f"dirs=[{sweep_dir}]"])
     assert agg.returncode == 0, agg.stderr[-2000:]
     out = sweep_dir / "aggregate"  # the default output folder: never a run's own files
     table = pd.read_csv(out / "results.csv")

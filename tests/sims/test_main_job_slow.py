@@ -41,7 +41,7 @@ def test_default_main_job(tmp_path):
 
 
 def test_shared_exact_check_cli(tmp_path):
-    proc = run_cli(["sims.check", "shared-exact", "--out", str(tmp_path), "--replicates", "4"], timeout=900)
+    proc = run_cli(["sims.check", "names=[shared-exact]", f"out={tmp_path}", "replicates=4"], timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "predicted -0.50" in proc.stdout and "=> shared-exact:" in proc.stdout
     assert (tmp_path / "shared-exact" / "report.md").exists()

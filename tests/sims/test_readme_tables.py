@@ -2,6 +2,7 @@
 from reparam.checks import summarize
 from reparam.sims.readme_tables import refresh
 
+from .conftest import run_cli
 from .test_checks_and_figures import synthetic
 
 
@@ -21,3 +22,24 @@ def test_refresh_renders_summary_between_markers_and_is_idempotent(tmp_path):
     assert f"{row.verdict} |" in text
     refresh(readme, tmp_path)
     assert readme.read_text() == text
+
+
+def test_readme_tables_cli_refreshes_like_refresh_and_refuses_a_missing_readme(tmp_path):
+    results = synthetic({("shared_mlp", "exact"): -0.5, ("independent", "over"): -0.1})
+    results.to_csv(tmp_path / "results.csv", index=False)
+    summarize(results, n_boot=100).to_csv(tmp_path / "summary.csv", index=False)
+    stale = ("<!-- generated:canonical-summary -->\nstale\n<!-- /generated:canonical-summary -->\n"
+             "<!-- generated:canonical-largest-n -->\n<!-- /generated:canonical-largest-n -->\n")
+    by_cli, in_process = tmp_path / "cli.md", tmp_path / "direct.md"
+    by_cli.write_text(stale)
+    in_process.write_text(stale)
+    proc = run_cli(["sims.readme_tables", f"figures={tmp_path}", f"readme={by_cli}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == "refreshed generated:canonical-summary\nrefreshed generated:canonical-largest-n\n"
+    refresh(in_process, tmp_path)
+    assert by_cli.read_text() == in_process.read_text() != stale
+    names = sorted(p.name for p in tmp_path.iterdir())
+    proc = run_cli(["sims.readme_tables", f"figures={tmp_path}", f"readme={tmp_path / 'nope.md'}"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"config error: readme='{tmp_path / 'nope.md'}' is invalid: must be an existing file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # no log, no .hydra, no outputs/ anywhere here

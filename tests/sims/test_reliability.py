@@ -39,11 +39,13 @@ def test_aggregate_never_pools_settings_and_never_overwrites_the_run(tmp_path):
     for noise in (0.1, 0.5):  # two runs of different settings into one folder
         run_plan(tiny_plan(noise), tmp_path / "results.jsonl", progress=False)
     (tmp_path / "results.csv").write_text("the run's own table\n")
-    proc = run_cli(["sims.aggregate", str(tmp_path), "--no-figures"])
+    proc = run_cli(["sims.aggregate", f"dirs=[{tmp_path}]", "figures=false"])
     assert proc.returncode == 2 and "2 different settings" in proc.stderr and "noise=0.5" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    proc = run_cli(["sims.aggregate", str(tmp_path), "--no-figures", "--by-setting"])
+    assert "pass by_setting=true" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr and not (tmp_path / "aggregate").exists()
+    proc = run_cli(["sims.aggregate", f"dirs=[{tmp_path}]", "figures=false", "by_setting=true"])
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("aggregated 12 fits from 1 directory: structures=['shared_linear']")
     summary = pd.read_csv(tmp_path / "aggregate" / "summary.csv")
     assert summary["setting_id"].nunique() == 2  # one summary row set per setting, not pooled
     assert (tmp_path / "results.csv").read_text() == "the run's own table\n"  # default OUT is DIR/aggregate
@@ -131,17 +133,18 @@ def test_foreign_files_and_paths_are_refused_with_one_line(tmp_path):
     (wrong / "results.csv").write_text("a,b\n1,2\n")
     (wrong / "summary.csv").write_text("a,b\n1,2\n")
     cases = [
-        (["sims.aggregate", str(study), "--out", str(a_file)], "out="),
-        (["sims.aggregate", str(lm)], "not a result log of the synthetic study"),
-        (["sims.check", "shared-exact", "--log", str(lm / "results.jsonl"), "--out", str(tmp_path / "c1")],
+        (["sims.aggregate", f"dirs=[{study}]", f"out={a_file}"], "out="),
+        (["sims.aggregate", f"dirs=[{lm}]"], "not a result log of the synthetic study"),
+        (["sims.check", "names=[shared-exact]", f"log={lm / 'results.jsonl'}", f"out={tmp_path / 'c1'}"],
          "not a result log of the synthetic study"),
-        (["sims.check", "shared-exact", "--log", str(tmp_path), "--out", str(tmp_path / "c2")], "existing folder"),
+        (["sims.check", "names=[shared-exact]", f"log={tmp_path}", f"out={tmp_path / 'c2'}"], "existing folder"),
         (["sims.robustness", "-m", "truth.seed=0", f"hydra.sweep.dir={a_file}"], "existing file"),
-        (["sims.figures", "--dir", str(wrong)], "lacks the columns"),
+        (["sims.figures", f"dir={wrong}"], "lacks the columns"),
     ]
     with ThreadPoolExecutor(max_workers=3) as pool:
         procs = list(pool.map(lambda c: run_cli(c[0], timeout=120), cases))
     problems = [f"{args}: exit {p.returncode}, {p.stderr[-300:]!r}" for (args, needle), p in zip(cases, procs)
                 if p.returncode != 2 or needle not in p.stderr or "Traceback" in p.stderr]
     assert not problems, "\n".join(problems)
-    assert not (tmp_path / "c1" / "shared-exact").exists() and a_file.read_text() == "x"
+    assert not (tmp_path / "c1").exists() and not (tmp_path / "c2").exists() and a_file.read_text() == "x"
+    assert not (lm / "aggregate").exists() and sorted(p.name for p in wrong.iterdir()) == ["results.csv", "summary.csv"]

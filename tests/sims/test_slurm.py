@@ -72,7 +72,8 @@ def test_slurm_sweep_resumes_and_equals_the_local_sweep(cluster, tmp_path, capsy
     proc = run_cli(["sims.convergence", "-m", *SWEEP, f"hydra.sweep.dir={local}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     for sweep in (on_slurm, local):
-        agg = run_cli(["sims.aggregate", str(sweep), "--out", str(tmp_path / f"{sweep.name}_merged"), "--no-figures"])
+        agg = run_cli(["sims.aggregate", f"dirs=[{sweep}]", f"out={tmp_path / f'{sweep.name}_merged'}",
+                       "figures=false"])
         assert agg.returncode == 0, agg.stderr[-2000:]
     merged = without_timing(tmp_path / "slurm_merged" / "results.csv")
     expected = without_timing(tmp_path / "local_merged" / "results.csv")

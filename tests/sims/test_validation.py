@@ -63,13 +63,33 @@ def test_bad_inputs_stop_before_any_work(tmp_path, cases):
     assert not problems, "\n".join(problems)
 
 
+def _one_line_refusal(proc, needle):
+    """Exit status 2 and exactly one line on stderr that names the problem: no traceback, no Hydra help."""
+    lines = proc.stderr.strip().splitlines()
+    return proc.returncode == 2 and len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
+
+
 def test_aggregate_rejects_missing_directory(tmp_path):
-    proc = run_cli(["sims.aggregate", str(tmp_path / "nope")])
-    assert proc.returncode != 0 and "must be an existing directory" in proc.stderr
+    proc = run_cli(["sims.aggregate", f"dirs=[{tmp_path / 'nope'}]"])
+    assert _one_line_refusal(proc, f"dirs='{tmp_path / 'nope'}' is invalid: must be an existing directory"), proc.stderr
+    proc = run_cli(["sims.aggregate"])
+    assert _one_line_refusal(proc, "dirs=[] is invalid"), proc.stderr
+    assert not (tmp_path / "nope").exists()  # not even the default out, nope/aggregate
 
 
-def test_check_rejects_unknown_name_and_bad_replicates():
-    proc = run_cli(["sims.check", "no-such-check"])
-    assert proc.returncode == 2 and "no-such-check" in proc.stderr and "shared-exact" in proc.stderr
-    proc = run_cli(["sims.check", "shared-exact", "--replicates", "0"])
-    assert proc.returncode == 2 and "replicates=0" in proc.stderr
+def test_check_rejects_unknown_name_and_bad_replicates(tmp_path):
+    out = tmp_path / "checks"
+    cases = [(["names=[no-such-check]"], "'no-such-check' is not a check"),
+             (["names=[shared-exact]", "replicates=0"], "replicates=0 is invalid: must be an integer >= 1"),
+             (["names=[shared-exact]", "threads=0"], "threads=0 is invalid"),
+             ([], "names=[] is invalid"),
+             (["names=[shared-exact]", f"results={tmp_path / 'none.csv'}"], "results="),
+             (["names=[shared-exact]", "replicates=100000"], "pass allow_large=true"),
+             (["names=[shared-exact]", "+bogus=1"], "bogus is not a known setting")]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        procs = list(pool.map(lambda c: run_cli(["sims.check", *c[0], f"out={out}"], timeout=120), cases))
+    problems = [f"{args}: exit {p.returncode}, {p.stderr[-300:]!r}" for (args, needle), p in zip(cases, procs)
+                if not _one_line_refusal(p, needle)]
+    assert not problems, "\n".join(problems)
+    assert "shared-exact" in procs[0].stderr  # the message lists the checks there are
+    assert not out.exists()  # refused before Hydra made the output folder
