@@ -13,18 +13,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import hydra
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from reparam.app import hydra_main
 from reparam.lm.data import SEP, load_dataset, nested_subset
 from reparam.lm.models import ModelConfig, load_model
 from reparam.lm.multiprefix import Member, MultiPrefix, collate_split, encode_prompts, encode_split, word_ids
@@ -187,11 +186,7 @@ def run(cfg: Any) -> int:
     return 0
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="low_data_timing")
-def main(cfg: DictConfig) -> None:
-    code = run(cfg)
-    if code:
-        sys.exit(code)
+main = hydra_main(run, "low_data_timing", __file__)
 
 
 if __name__ == "__main__":

@@ -14,21 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-import hydra
 import pandas as pd
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from reparam.app import hydra_main
 from reparam.console import say
 from reparam.results import ResultLog
 from reparam.sweep import tidy
 from reparam.validation import (ConfigError, DataError, check_added_keys, check_list, check_output_dir,
-                                check_output_file, check_unknown_keys, exit_on_input_error)
+                                check_output_file, check_unknown_keys)
 from reparam.sims import figures as _figures  # noqa: F401 - registers the resolver reparam.output_dir (conf)
 from reparam.sims.report import write_outputs
 
@@ -150,11 +149,7 @@ def run(cfg: Any) -> int:
     return 0
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="aggregate")
-def main(cfg: DictConfig) -> None:
-    code = exit_on_input_error(run)(cfg)
-    if code:
-        sys.exit(code)
+main = hydra_main(run, "aggregate", __file__)
 
 
 if __name__ == "__main__":

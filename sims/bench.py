@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, List, Optional
 
-import hydra
 import numpy as np
 import pandas as pd
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from reparam.app import hydra_main
 from reparam import bench
 from reparam.console import say
 from reparam.study import STUDY_INIT
@@ -362,11 +362,7 @@ def run(cfg: Any) -> int:
     return 0
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="bench")
-def main(cfg: DictConfig) -> None:
-    code = run(cfg)
-    if code:
-        sys.exit(code)
+main = hydra_main(run, "bench", __file__)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from reparam.app import hydra_main
 from reparam.console import say
 from reparam.sims.figures import redraw
 from reparam.validation import (ConfigError, InputError, check_output_dir, check_unknown_keys,
@@ -133,11 +133,7 @@ def run(cfg: Any) -> int:
     return 0
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="canonical")
-def main(cfg: DictConfig) -> None:
-    code = run(cfg)
-    if code:
-        sys.exit(code)
+main = hydra_main(run, "canonical", __file__)
 
 
 if __name__ == "__main__":

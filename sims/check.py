@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-import hydra
 import pandas as pd
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from reparam.app import hydra_main
 from reparam.checks import CHECKS, Check, check_lines, check_report, summarize
 from reparam.console import say
 from reparam.identifiability import (InverseBoundConfig, add_inverse_ratio, inverse_bound_lines, inverse_bound_overall,
@@ -34,7 +33,7 @@ from reparam.plots import inverse_bound_figure, inverse_ratio_figure, save_figur
 from reparam.sweep import check_resources, run_plan, set_threads, write_results
 from reparam.provenance import write_provenance
 from reparam.validation import (ConfigError, check_added_keys, check_int, check_output_dir, check_output_file,
-                                check_unknown_keys, exit_on_input_error)
+                                check_unknown_keys)
 from reparam.sims.aggregate import read_study_log  # also registers the resolvers of conf/check.yaml
 from reparam.results import write_table
 
@@ -223,11 +222,7 @@ def run(cfg: Any) -> int:
     return 0
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="check")
-def main(cfg: DictConfig) -> None:
-    code = exit_on_input_error(run)(cfg)
-    if code:
-        sys.exit(code)
+main = hydra_main(run, "check", __file__)
 
 
 if __name__ == "__main__":

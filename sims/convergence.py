@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from reparam.app import hydra_main
 from reparam.console import say
 from reparam.sweep import PlanError, run_plan, set_threads
 from reparam.validation import ConfigError, check_output_file
@@ -24,14 +24,15 @@ from reparam.sims.report import write_outputs
 
 logger = logging.getLogger(__name__)  # Hydra sends it to the console and to the run's convergence.log
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="convergence")
-def main(cfg: DictConfig) -> None:
+
+def run(cfg: DictConfig) -> int:
+    """The study of `cfg` (a StudyConf) into the Hydra run directory; 0 when done, 2 for a bad config."""
     tic = time.perf_counter()
     try:
         plan, threads = plan_from_cfg(cfg)
     except PlanError as err:
         print(f"config error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     set_threads(threads)
     out = Path(HydraConfig.get().runtime.output_dir)
     try:  # checked before any fit: a bad output path must not cost the work
@@ -39,7 +40,7 @@ def main(cfg: DictConfig) -> None:
             check_output_file(f"output file {name} in hydra.run.dir", out / name)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     fits = len(plan.cells()) * plan.replicates
     say(logger, f"study: structures={plan.structures} regimes={plan.regimes} n_grid={plan.n_grid} "
         f"replicates={plan.replicates} seed={plan.seed} truth={plan.setting.truth.kind} -> {fits} fits, "
@@ -51,6 +52,10 @@ def main(cfg: DictConfig) -> None:
     results = run_plan(plan, out / "results.jsonl", progress=cfg.progress, workers=int(cfg.workers))
     write_outputs(results, out, figures=cfg.figures, started=tic)
     say(logger, f"\nwall time: {time.perf_counter() - tic:.1f} s")
+    return 0
+
+
+main = hydra_main(run, "convergence", __file__)
 
 
 if __name__ == "__main__":

@@ -9,20 +9,18 @@ No fitting happens here; `reparam canonical` reruns the recorded studies that pr
 from __future__ import annotations
 
 import dataclasses
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pandas as pd
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from reparam.app import hydra_main
 from reparam.plots import inverse_bound_figure, robustness_figure, save_figure, study_figures
-from reparam.validation import (ConfigError, DataError, check_added_keys, check_output_dir, check_unknown_keys,
-                                exit_on_input_error)
+from reparam.validation import (ConfigError, DataError, check_added_keys, check_output_dir, check_unknown_keys)
 
 
 @dataclass
@@ -140,11 +138,7 @@ def run(cfg: Any) -> int:
     return 0
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="figures")
-def main(cfg: DictConfig) -> None:
-    code = exit_on_input_error(run)(cfg)
-    if code:
-        sys.exit(code)
+main = hydra_main(run, "figures", __file__)
 
 
 if __name__ == "__main__":

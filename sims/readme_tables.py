@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import pandas as pd
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from reparam.validation import ConfigError, check_added_keys, check_unknown_keys, exit_on_input_error
+from reparam.app import hydra_main
+from reparam.validation import ConfigError, check_added_keys, check_unknown_keys
 from reparam.sims import figures as _figures  # noqa: F401 - registers the resolver reparam.help (conf)
 
 
@@ -184,11 +184,7 @@ def run(cfg: Any) -> int:
     return 0
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="readme_tables")
-def main(cfg: DictConfig) -> None:
-    code = exit_on_input_error(run)(cfg)
-    if code:
-        sys.exit(code)
+main = hydra_main(run, "readme_tables", __file__)
 
 
 if __name__ == "__main__":

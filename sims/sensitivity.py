@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-import hydra
 import pandas as pd
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from reparam.app import hydra_main
 from reparam.checks import ALL, SENSITIVITY_VARIANTS, sensitivity_plan, sensitivity_table
 from reparam.console import say
 from reparam.provenance import write_provenance
@@ -145,11 +144,7 @@ def run(cfg: Any) -> int:
     return 0
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="sensitivity")
-def main(cfg: DictConfig) -> None:
-    code = run(cfg)
-    if code:
-        sys.exit(code)
+main = hydra_main(run, "sensitivity", __file__)
 
 
 if __name__ == "__main__":
