@@ -14,10 +14,10 @@ The protocol (README, "Low-data protocol"; every number in experiments/conf/low_
 
 Stages (a GPU is needed only for `train`):
 
-    python -m experiments.low_data stage=train [device=cuda] [low_data.datasets=[e2e]] [low_data.ns=[50]] ...
-    python -m experiments.low_data stage=score      # E2E metrics of the saved outputs (CPU, Java)
-    python -m experiments.low_data stage=report     # tables, paired differences, figures
-    python -m experiments.low_data setting=smoke stage=all   # everything on a tiny model, < 1 minute
+    reparam low-data stage=train [device=cuda] [low_data.datasets=[e2e]] [low_data.ns=[50]] ...
+    reparam low-data stage=score      # E2E metrics of the saved outputs (CPU, Java)
+    reparam low-data stage=report     # tables, paired differences, figures
+    reparam low-data setting=smoke stage=all   # everything on a tiny model, < 1 minute
 """
 
 from __future__ import annotations

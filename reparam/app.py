@@ -8,13 +8,35 @@ error convention (an InputError is one stderr line and exit status 2; a non-zero
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 import sys
+import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
-from .validation import exit_on_input_error
+from .validation import ConfigError, check_output_dir, exit_on_input_error
+
+
+# `hydra/job_logging: reparam`, the logging of every app: the lines an app prints as plain text on the console,
+# and timed in its job log (<run folder>/<app>.log, opened at the first line: an app that logs nothing leaves none);
+# not the font chatter of matplotlib's PDF backend, nor fontTools' warning about the dates in a font's header
+JOB_LOGGING = {
+    "version": 1,
+    "formatters": {"plain": {"format": "%(message)s"}, "timed": {"format": "[%(asctime)s] %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stdout"},
+                 "file": {"class": "logging.FileHandler", "formatter": "timed", "delay": True,
+                          "filename": "${hydra.runtime.output_dir}/${hydra.job.name}.log"}},
+    "root": {"level": "INFO", "handlers": ["console", "file"]},
+    "loggers": {"fontTools": {"level": "WARNING"}, "fontTools.ttLib.tables._h_e_a_d": {"level": "ERROR"},
+                "matplotlib": {"level": "WARNING"}},
+    "disable_existing_loggers": False,
+}
+ConfigStore.instance().store(group="hydra/job_logging", name="reparam", node=JOB_LOGGING)
 
 
 def hydra_main(run: Callable, config_name: str, app_file: str) -> Callable[[], None]:
@@ -29,3 +51,30 @@ def hydra_main(run: Callable, config_name: str, app_file: str) -> Callable[[], N
             sys.exit(code)
 
     return hydra.main(version_base="1.3", config_path=config_dir, config_name=config_name)(task)
+
+
+# The resolvers the apps' configs use (registered on import: every app imports this module)
+def output_dir(path: Any = None, skip: bool = False) -> str:
+    """`hydra.run.dir` of a utility that writes into a folder the user names (`out=`, `dir=`): that folder, so
+    that Hydra's log file (if the app keeps one) lands beside the outputs and no `outputs/<date>` folder is made.
+    The temp folder instead when there is no such folder (`path` null, or `skip`, e.g. `check list=true`) or when
+    `path` cannot be a folder: the app's validator then reports the path by the field the user typed (`out=...`),
+    before Hydra creates anything. Registered as the resolver `reparam.output_dir` (e.g. sims/conf/check.yaml)."""
+    if path is None or skip:
+        return tempfile.gettempdir()
+    try:
+        check_output_dir("path", str(path))
+    except ConfigError:
+        return tempfile.gettempdir()
+    return str(path)
+
+
+def app_help(module: str, schema: str) -> str:
+    """The `--help` header of a sims utility: its module docstring (what it does, example command lines) and the
+    docstring of its schema (what each setting does). Registered as the resolver `reparam.help`."""
+    mod = importlib.import_module(module)
+    return f"{inspect.cleandoc(mod.__doc__ or '')}\n\n{inspect.cleandoc(getattr(mod, schema).__doc__ or '')}\n"
+
+
+OmegaConf.register_new_resolver("reparam.output_dir", output_dir, replace=True)
+OmegaConf.register_new_resolver("reparam.help", app_help, replace=True)

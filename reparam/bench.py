@@ -1,6 +1,6 @@
 """Benchmarks of the batched estimator: against scipy.optimize.least_squares per fit, against the machine's
 memory bandwidth, the statistical against the strict stopping rule, and the paper-grade multi-start study.
-Library code; `python -m sims.bench` is the thin CLI that writes BENCHMARKS.md.
+Library code; `reparam bench` is the thin CLI that writes BENCHMARKS.md.
 
 Every comparison is a ratio of numbers measured in ONE process run (the machine may be shared: absolute
 timings move with its load, ratios measured together much less).

@@ -114,59 +114,6 @@ def _guide(ax, ns, values, slope: float, color: str, style: str = "--") -> None:
     ax.plot(x, np.exp(centre_v + slope * (np.log(x) - centre_n)), style, color=color, lw=0.9, alpha=0.75)
 
 
-def draw_error_vs_n(ax, df: pd.DataFrame, error: str, *, group: str = "structure", slopes: pd.DataFrame | None = None,
-                    theory_slopes: dict[str, float] | None = None, ylabel: str | None = None, title: str | None = None):
-    """Draw log-log mean error (with 95% band) against n on `ax`, one line per value of `group`; each curve
-    gets the guides of `theory_slopes` through its own points (dashed, its colour)."""
-    for name, g in df.groupby(group, sort=True):
-        g = g[np.isfinite(g[error])]
-        if g.empty:
-            continue
-        agg = _band(g, error)
-        label = str(name)
-        if slopes is not None:
-            s = slopes[slopes[group] == name]
-            if len(s) and np.isfinite(s["slope"].iloc[0]):
-                r = s.iloc[0]
-                label += f": {_slope_text(r['slope'], r['slope_lo'], r['slope_hi'])}"
-        color = color_for(name)
-        ax.plot(agg.index, agg["mean"], "o-", color=color, label=label)
-        ax.fill_between(agg.index, agg["lo"], agg["hi"], color=color, alpha=0.18, lw=0)
-        for slope in (theory_slopes or {}).values():
-            _guide(ax, agg.index, agg["mean"], slope, color)
-    if theory_slopes:
-        ax.plot([], [], "k--", lw=0.9, label="THEORY " + ", ".join(theory_slopes))
-    _log_n_axis(ax, df["n"].unique())
-    ax.set_yscale("log")
-    ax.set_xlabel(r"sample size $n$")
-    ax.set_ylabel(ylabel or ERROR_LABELS.get(error, error))
-    if title:
-        ax.set_title(title)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="best")
-    return ax
-
-
-def error_vs_n(df: pd.DataFrame, error: str, *, group: str = "structure", panel: str | None = None,
-               slopes: pd.DataFrame | None = None, theory_slopes: dict[str, float] | None = None,
-               ylabel: str | None = None, title: str | None = None):
-    """A figure of log-log error against n; one panel per value of `panel` (if given). `slopes` is a table
-    from rates.fit_slopes grouped by [panel, group] (or [group]) whose slopes go into the legends."""
-    panels = sorted(df[panel].unique()) if panel else [None]
-    width = COLUMN_WIDTH if len(panels) == 1 else TEXT_WIDTH
-    fig, axes = plt.subplots(1, len(panels), figsize=(width, PANEL_HEIGHT + 0.4), squeeze=False)
-    for ax, value in zip(axes[0], panels):
-        part = df if value is None else df[df[panel] == value]
-        part_slopes = slopes
-        if slopes is not None and value is not None and panel in slopes.columns:
-            part_slopes = slopes[slopes[panel] == value]
-        sub = title if value is None else f"{title + ': ' if title else ''}{panel} = {value}"
-        draw_error_vs_n(ax, part, error, group=group, slopes=part_slopes, theory_slopes=theory_slopes,
-                        ylabel=ylabel, title=sub)
-    fig.tight_layout()
-    return fig
-
-
 def save_figure(fig, stem: str | Path) -> list[Path]:
     """Write stem.png and stem.pdf and close the figure."""
     stem = Path(stem)

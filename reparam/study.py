@@ -58,7 +58,7 @@ class InitConfig:
     random_scale: float = 1.5
 
 
-#: Starts of every study command (sims.convergence, sims.check, sims.robustness): near-truth + 4 random.
+#: Starts of every study command (reparam convergence, check, robustness): near-truth + 4 random.
 STUDY_INIT = InitConfig(mode="mixed", n_starts=5)
 
 

@@ -316,9 +316,10 @@ class PreflightCallback(_HydraCallback):
               _target_: reparam.validation.PreflightCallback
               validator: reparam.sims.config.validate_cfg      # callable(cfg) raising InputError
 
-    on_run_start: checks that hydra.run.dir can be created, then runs the validator, before Hydra creates
+    on_run_start: runs the validator, then checks that hydra.run.dir can be created, before Hydra creates
     the run folder. on_multirun_start: checks hydra.sweep.dir, then composes EVERY job of the sweep from its
-    overrides and validates each, so one bad value stops the sweep before its first job (and no job of a
+    overrides (the config's `hydra.sweeper.params` and the command line's) and validates each, so one bad value
+    stops the sweep before its first job (and no job of a
     sweep is left unrun because an earlier one was rejected). A failure prints one line and exits with 2.
     """
 
@@ -332,9 +333,9 @@ class PreflightCallback(_HydraCallback):
         sys.exit(2)
 
     def on_run_start(self, config, **kwargs) -> None:
-        try:
-            check_output_dir("hydra.run.dir", str(config.hydra.run.dir))
+        try:  # the validator first: where hydra.run.dir is the app's `out=`, it names the field the user typed
             _import(self.validator)(config)
+            check_output_dir("hydra.run.dir", str(config.hydra.run.dir))
         except InputError as err:
             self._fail(err)
 
@@ -349,8 +350,10 @@ class PreflightCallback(_HydraCallback):
         except InputError as err:
             self._fail(err)
         validate = _import(self.validator)
-        overrides = list(config.hydra.overrides.task)
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        # the sweep of the config itself (hydra.sweeper.params, e.g. the truths of conf/robustness.yaml), then the
+        # command line's overrides, which take precedence as in Hydra's basic sweeper
+        params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+        parsed = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
         jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
         loader = GlobalHydra.instance().config_loader()
         for num, job in enumerate(jobs):

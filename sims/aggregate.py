@@ -28,7 +28,6 @@ from reparam.results import ResultLog
 from reparam.sweep import tidy
 from reparam.validation import (ConfigError, DataError, check_added_keys, check_list, check_output_dir,
                                 check_output_file, check_unknown_keys)
-from reparam.sims import figures as _figures  # noqa: F401 - registers the resolver reparam.output_dir (conf)
 from reparam.sims.report import write_outputs
 
 logger = logging.getLogger(__name__)  # Hydra sends it to the console and to OUT/aggregate.log

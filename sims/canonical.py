@@ -8,26 +8,32 @@ recorded studies behind figures/ and refresh it.
 4. the robustness sweep over 20 random truths -> WORK/robustness  (a multirun, one job folder per truth; resumable;
    fits recorded by the older one-log layout, WORK/robustness/results.jsonl, are reused)
 5. copy the tables into FIGURES, draw every figure from them (reparam figures) and refresh README's
-   generated tables (reparam readme-tables).
+   generated tables (reparam readme-tables). WORK/wall_times.csv (copied to FIGURES) records each step's
+   command, wall time, the fits it ran and the machine's CPU count and load: README's wall-time table.
 Steps 1, 3 and 4 skip fits already in their logs, so a killed run picks up where it stopped. Each step runs as
 its own command (printed before it runs, as `reparam <command> ...`), in a fresh interpreter.
 """
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from reparam.app import hydra_main
 from reparam.console import say
+from reparam.results import write_table
 from reparam.sims.figures import redraw
 from reparam.validation import (ConfigError, InputError, check_output_dir, check_unknown_keys,
                                 report_input_error)
@@ -94,6 +100,35 @@ def _run(command: str, overrides: list[str]) -> None:
     subprocess.run([sys.executable, "-m", COMMANDS[command][0], *overrides], check=True)
 
 
+def _fits_recorded(folder: Path) -> int:
+    """Fit records in the result logs below `folder` (one line each)."""
+    total = 0
+    for log in folder.rglob("results.jsonl") if folder.is_dir() else []:
+        with open(log, "rb") as fh:
+            total += sum(1 for line in fh if line.strip())
+    return total
+
+
+def _timed_step(command: str, overrides: list[str], folder: Path) -> dict:
+    """Run one step and return its row of wall_times.csv: the command, its wall time, the fit records it added
+    to the logs under `folder` (0 when every fit was already there: the time is then not a fitting time), the
+    CPU count and the 1-minute load average when it ended (what else ran on the machine)."""
+    from reparam.provenance import git_commit
+
+    before = _fits_recorded(folder)
+    tic = time.perf_counter()
+    _run(command, overrides)
+    wall = time.perf_counter() - tic
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except OSError:
+        load = float("nan")
+    return {"command": f"reparam {command} " + " ".join(overrides), "wall_seconds": round(wall, 1),
+            "fits_run": _fits_recorded(folder) - before, "fits_recorded": _fits_recorded(folder),
+            "cpu_count": os.cpu_count(), "load_1min_at_end": load,
+            "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "git_commit": git_commit()}
+
+
 def run(cfg: Any) -> int:
     """Every step from a config (a DictConfig or a CanonicalConf); returns the exit status."""
     if not isinstance(cfg, DictConfig):
@@ -106,19 +141,23 @@ def run(cfg: Any) -> int:
     work, figures = Path(str(cfg.work)), Path(str(cfg.figures))
     main_dir, checks_dir, robust_dir = work / "main", work / "checks", work / "robustness"
     sens_dir = work / "sensitivity"
+    folders = {"convergence": main_dir, "check": checks_dir, "sensitivity": sens_dir, "robustness": robust_dir}
+    timings = []
     try:
         for command, overrides in steps(cfg):
-            _run(command, overrides)
+            timings.append(_timed_step(command, overrides, folders[command]))
     except subprocess.CalledProcessError as err:
         say(logger, f"canonical: step failed with exit status {err.returncode}; rerun to resume")
         return err.returncode if err.returncode > 0 else 1
+    write_table(pd.DataFrame(timings), work / "wall_times.csv")
     figures.mkdir(parents=True, exist_ok=True)
     for src, dst in [(main_dir / "results.csv", "results.csv"), (main_dir / "summary.csv", "summary.csv"),
                      (checks_dir / "report.md", "checks_report.md"),
                      (sens_dir / "sensitivity.csv", "sensitivity.csv"),
                      (robust_dir / "robustness.csv", "robustness.csv"),
                      (robust_dir / "robustness_summary.csv", "robustness_summary.csv"),
-                     (robust_dir / "results.csv", "robustness_results.csv")]:
+                     (robust_dir / "results.csv", "robustness_results.csv"),
+                     (work / "wall_times.csv", "wall_times.csv")]:
         if src.exists():
             shutil.copyfile(src, figures / dst)
     for check in ("inverse-ratio", "inverse-bound"):  # their tables, reports and figures keep their own folders

@@ -1,4 +1,4 @@
-"""The main job: `python -m sims.convergence [overrides]` (Hydra app; see sims/config.py for every field).
+"""The main job: `reparam convergence [overrides]` (Hydra app; see sims/config.py for every field).
 
 Runs every (structure, regime, n) cell of the study, persisting each finished cell to results.jsonl in
 the Hydra run directory (rerun with `hydra.run.dir=THAT_DIR` to resume), then writes results.csv,

@@ -9,7 +9,6 @@ No fitting happens here; `reparam canonical` reruns the recorded studies that pr
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reparam.app import hydra_main
 from reparam.plots import inverse_bound_figure, robustness_figure, save_figure, study_figures
-from reparam.validation import (ConfigError, DataError, check_added_keys, check_output_dir, check_unknown_keys)
+from reparam.validation import (ConfigError, DataError, check_added_keys, check_unknown_keys)
 
 
 @dataclass
@@ -38,34 +37,6 @@ class FiguresConf:
 ConfigStore.instance().store(name="figures_schema", node=FiguresConf)
 
 
-def output_dir(path: Any = None, skip: bool = False) -> str:
-    """`hydra.run.dir` of a utility that writes into a folder the user names (`out=`, `dir=`): that folder, so
-    that Hydra's log file (if the app keeps one) lands beside the outputs and no `outputs/<date>` folder is made.
-    The temp folder instead when there is no such folder (`path` null, or `skip`, e.g. `check list=true`) or when
-    `path` cannot be a folder: the app's validator then reports the path by the field the user typed (`out=...`),
-    before Hydra creates anything. Registered as the resolver `reparam.output_dir` (conf/aggregate.yaml,
-    conf/check.yaml, conf/figures.yaml)."""
-    if path is None or skip:
-        return tempfile.gettempdir()
-    try:
-        check_output_dir("path", str(path))
-    except ConfigError:
-        return tempfile.gettempdir()
-    return str(path)
-
-
-def app_help(module: str, schema: str) -> str:
-    """The `--help` header of a sims utility: its module docstring (what it does, example command lines) and the
-    docstring of its schema (what each setting does). Registered as the resolver `reparam.help`."""
-    import importlib
-    import inspect
-
-    mod = importlib.import_module(module)
-    return f"{inspect.cleandoc(mod.__doc__ or '')}\n\n{inspect.cleandoc(getattr(mod, schema).__doc__ or '')}\n"
-
-
-OmegaConf.register_new_resolver("reparam.output_dir", output_dir, replace=True)
-OmegaConf.register_new_resolver("reparam.help", app_help, replace=True)
 
 #: Columns the figures read (a table without them is refused with a message, not a KeyError traceback).
 RESULT_COLUMNS = ["structure", "regime", "n", "replicate", "truth", "voronoi_prefix"]

@@ -27,7 +27,6 @@ from omegaconf import OmegaConf
 
 from reparam.app import hydra_main
 from reparam.validation import ConfigError, check_added_keys, check_unknown_keys
-from reparam.sims import figures as _figures  # noqa: F401 - registers the resolver reparam.help (conf)
 
 
 @dataclass
@@ -125,6 +124,25 @@ def inverse_ratio_table(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def wall_times_table(times: pd.DataFrame, robustness: pd.DataFrame | None = None) -> str:
+    """The steps of the last `reparam canonical` run (figures/wall_times.csv): command, wall time, fits run. A
+    step whose fits were all in its log already says so: its time is then not the time of the fits. The
+    robustness sweep, when it was not among the steps, gets the sum of its recorded cell times instead."""
+    lines = ["| command | wall time | fits run (recorded) | CPUs, load at the end | date, commit |", "|---|---|---|---|---|"]
+    for _, r in times.iterrows():
+        fits = (f"{int(r.fits_run)} ({int(r.fits_recorded)})" if r.fits_run else
+                f"none: all {int(r.fits_recorded)} already in its log" if r.fits_recorded else "no fits")
+        lines.append(f"| `{r.command}` | {r.wall_seconds:.0f} s | {fits} | {int(r.cpu_count)}, "
+                     f"{r.load_1min_at_end:.1f} | {r.date_utc}, `{r.git_commit}` |")
+    if robustness is not None and not times.command.str.startswith("reparam robustness").any():
+        cells = robustness.groupby(["truth", "structure", "regime", "n"])
+        fitting = float((cells["seconds"].sum()).sum())
+        lines.append(f"| `reparam robustness -m` (not run by that `reparam canonical`) | {fitting:.0f} s of fitting "
+                     f"summed over its {cells.ngroups} cells, as recorded in `robustness_results.csv` (cells run in "
+                     f"parallel worker processes) | {len(robustness)} | | |")
+    return "\n".join(lines)
+
+
 def _read_summary(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     df["prediction"] = df["prediction"].fillna("")
@@ -144,6 +162,10 @@ def tables(figures: Path) -> dict[str, str]:
         out["inverse-ratio"] = inverse_ratio_table(_read_summary(figures / "inverse-ratio" / "summary.csv"))
     if (figures / "robustness_summary.csv").is_file():
         out["robustness"] = robustness_table(_read_summary(figures / "robustness_summary.csv"))
+    if (figures / "wall_times.csv").is_file():
+        robustness = figures / "robustness_results.csv"
+        out["wall-times"] = wall_times_table(pd.read_csv(figures / "wall_times.csv"),
+                                             pd.read_csv(robustness) if robustness.is_file() else None)
     return out
 
 

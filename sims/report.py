@@ -43,7 +43,7 @@ def write_outputs(results: pd.DataFrame, out_dir: Path, figures: bool = True, st
             print(f"figure: {p} (+ .pdf)", file=text)
     if figures and not paths:
         print("figures: skipped (need >= 2 sample sizes and a single truth; aggregate a multirun with "
-              "`python -m sims.aggregate DIR`)", file=text)
+              "`reparam aggregate dirs=[DIR]`)", file=text)
     say(logger, text.getvalue().rstrip("\n"), stream)
     return summary
 

@@ -17,7 +17,6 @@ provenance.json, and prints the distribution table.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import logging
@@ -27,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-import hydra
 import pandas as pd
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 
+from reparam.app import hydra_main
 from reparam.checks import ALL, robustness_tables
 from reparam.console import say
 from reparam.plots import robustness_figure, save_figure
@@ -281,7 +280,7 @@ class RobustnessCallback(PreflightCallback):
     """The preflight of conf/robustness.yaml, and the summary of a sweep.
 
     on_run_start: PreflightCallback's checks. on_multirun_start: PreflightCallback's checks on every job of the
-    sweep, `hydra.sweeper.params` included (the truths of the config's own sweep); also refuses a sweep without
+    sweep (the truths of the config's own sweep included); also refuses a sweep without
     jobs, `summarize` with -m, a folder that holds foreign result logs and summary paths that cannot be written.
     on_multirun_end: collects every job of the sweep folder and writes the summary there (summarize_folder)."""
 
@@ -312,10 +311,7 @@ class RobustnessCallback(PreflightCallback):
                     check_log(log)
         except InputError as err:
             self._fail(err)
-        every_job = copy.deepcopy(config)
-        with read_write(every_job), open_dict(every_job):
-            every_job.hydra.overrides.task = params + task
-        super().on_multirun_start(every_job, **kwargs)
+        super().on_multirun_start(config, **kwargs)  # every job, the config's own sweep included
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         try:
@@ -324,14 +320,16 @@ class RobustnessCallback(PreflightCallback):
             self._fail(err)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="robustness")
-def main(cfg: DictConfig) -> None:
+def run_job(cfg: DictConfig) -> int:
+    """One job of the Hydra app: a truth's fits into its run folder (a multirun job), or with `summarize=DIR`
+    (no -m) that folder's summary."""
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
-    code = run(cfg, hc.runtime.output_dir, summary=hc.mode != RunMode.MULTIRUN)
-    if code:
-        sys.exit(code)
+    return run(cfg, hc.runtime.output_dir, summary=hc.mode != RunMode.MULTIRUN)
+
+
+main = hydra_main(run_job, "robustness", __file__)
 
 
 if __name__ == "__main__":

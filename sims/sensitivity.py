@@ -11,7 +11,6 @@ copy its fits instead of refitting them:
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from reparam.console import say
 from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
 from reparam.sweep import StudyPlan, check_resources, copy_planned_rows, run_plan, set_threads, validate_plan
-from reparam.validation import (ConfigError, InputError, PreflightCallback, check_int, check_output_dir,
+from reparam.validation import (ConfigError, InputError, check_int, check_output_dir,
                                 check_output_file, check_unknown_keys, report_input_error)
 from reparam.sims.aggregate import read_study_log
 
@@ -67,20 +66,6 @@ class SensitivityConf:
 ConfigStore.instance().store(name="sensitivity_schema", node=SensitivityConf)
 
 OUTPUT_FILES = ("results.jsonl", "sensitivity.csv", "provenance.json")
-
-
-class OutputPreflight(PreflightCallback):
-    """PreflightCallback for an app whose hydra.run.dir is its own output folder (`hydra.run.dir: ${out}`): the
-    validator runs before the run-folder check, so a bad folder is reported under the field the user typed
-    (`out=...`), not as hydra.run.dir. Nothing is created before both pass."""
-
-    def on_run_start(self, config, **kwargs) -> None:
-        module, _, name = self.validator.rpartition(".")
-        try:
-            getattr(importlib.import_module(module), name)(config)
-            check_output_dir("hydra.run.dir", str(config.hydra.run.dir))
-        except InputError as err:
-            self._fail(err)
 
 
 def plans_of(cfg: Any) -> dict[str, StudyPlan]:

@@ -442,7 +442,7 @@ MODES = ("run", "draw", "check")
 
 
 def validate_study(cfg) -> dict:
-    """Every setting of `python -m experiments.planted_prefix`, checked before any work.
+    """Every setting of `reparam planted-prefix`, checked before any work.
 
     Returns {"base": BaseConfig, "planted": ..., "fit": ..., "study": ..., "setting_id": str}. A bad value raises
     reparam.validation.ConfigError naming the field; unknown keys are refused; outputs never go to figures/.

@@ -1,7 +1,7 @@
 """Plumbing shared by the two real-transformer experiments: setup, resumable result logs, tables, figures.
 
 Figures and slope tables are drawn ONLY from the recorded table (one tidy row per fit), with the same
-code as the synthetic study (`reparam.rates.fit_slopes`, `reparam.plots.error_vs_n`).
+code as the synthetic study (`reparam.rates.fit_slopes`, the helpers of `reparam.plots`).
 """
 
 from __future__ import annotations

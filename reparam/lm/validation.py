@@ -142,7 +142,7 @@ def validate_sizes(field: str, section: Any) -> None:
 
 
 def validate_planted(cfg: Any) -> dict:
-    """Everything `python -m experiments.planted_prefix` reads, before any model is built: the planted study's
+    """Everything `reparam planted-prefix` reads, before any model is built: the planted study's
     own validator (`reparam.lm.planted.validate_study`, which also returns the parsed settings and setting id)."""
     from .planted import validate_study
 

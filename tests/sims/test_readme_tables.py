@@ -43,3 +43,32 @@ def test_readme_tables_cli_refreshes_like_refresh_and_refuses_a_missing_readme(t
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"config error: readme='{tmp_path / 'nope.md'}' is invalid: must be an existing file"
     assert sorted(p.name for p in tmp_path.iterdir()) == names  # no log, no .hydra, no outputs/ anywhere here
+
+
+def test_wall_times_block_says_which_steps_ran_fits(tmp_path):
+    """The wall-time table is generated from wall_times.csv: every step's command and time, and a step whose fits
+    were all in its log already is marked as such (its time is not a fitting time)."""
+    import pandas as pd
+
+    from reparam.sims.canonical import _fits_recorded
+
+    log_dir = tmp_path / "job" / "0"
+    log_dir.mkdir(parents=True)
+    (log_dir / "results.jsonl").write_text('{"a": 1}\n{"a": 2}\n\n')
+    assert _fits_recorded(tmp_path) == 2 and _fits_recorded(tmp_path / "nowhere") == 0
+    pd.DataFrame([
+        {"command": "reparam convergence hydra.run.dir=w/main figures=false", "wall_seconds": 131.4, "fits_run": 360,
+         "fits_recorded": 360, "cpu_count": 2, "load_1min_at_end": 1.9, "date_utc": "2026-01-02", "git_commit": "abc"},
+        {"command": "reparam sensitivity out=w/sensitivity", "wall_seconds": 4.0, "fits_run": 0,
+         "fits_recorded": 720, "cpu_count": 2, "load_1min_at_end": 1.2, "date_utc": "2026-01-02", "git_commit": "abc"},
+    ]).to_csv(tmp_path / "wall_times.csv", index=False)
+    pd.DataFrame({"truth": ["random-0"] * 4, "structure": ["shared_mlp"] * 4, "regime": ["over"] * 4,
+                  "n": [300, 300, 1000, 1000], "seconds": [1.0, 1.0, 2.5, 2.5]}).to_csv(
+        tmp_path / "robustness_results.csv", index=False)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- generated:wall-times -->\n<!-- /generated:wall-times -->\n")
+    assert refresh(readme, tmp_path) == ["wall-times"]
+    text = readme.read_text()
+    assert "| `reparam convergence hydra.run.dir=w/main figures=false` | 131 s | 360 (360) | 2, 1.9 |" in text
+    assert "| `reparam sensitivity out=w/sensitivity` | 4 s | none: all 720 already in its log |" in text
+    assert "7 s of fitting summed over its 2 cells" in text  # robustness not among the steps: its recorded cell times

@@ -93,7 +93,7 @@ def test_rerun_of_finished_study_fits_nothing(tmp_path, capsys):
 
 
 def test_copy_planned_rows_reuses_fits_without_refitting(tmp_path):
-    """sims.sensitivity --reuse: the fits of a plan are copied from another log, others are left behind."""
+    """reparam sensitivity reuse=LOG: the fits of a plan are copied from another log, others are left behind."""
     from reparam.study import Setting
     from reparam.sweep import StudyPlan, copy_planned_rows, plan_rows, run_plan
 

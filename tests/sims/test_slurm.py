@@ -1,7 +1,7 @@
 """The shipped `hydra/launcher=slurm` on a real one-node SLURM cluster on localhost (tests/sims/slurm_cluster.py).
 
 One sweep of 2 jobs runs through SLURM, is cut back as if its second job had been killed after its first fit,
-is resumed by rerunning the same command in the same sweep directory, and is merged by `sims.aggregate`; the
+is resumed by rerunning the same command in the same sweep directory, and is merged by `reparam aggregate`; the
 merged table must equal, byte for byte without the wall-time column, the same sweep run locally (basic
 launcher): same code, seeds and thread count, so any difference is a launcher bug (a lost, duplicated or
 re-seeded fit). Each job asks for all the node's CPUs, so the second one waits and the launcher must say why;
