@@ -254,13 +254,23 @@ def scaling(replicates: int = 20, log=print) -> pd.DataFrame:
 
 
 def plot_scaling(df: pd.DataFrame, path: str) -> None:
-    """figures/scaling.png from the scaling table (also written beside it as CSV, so the figure can be redrawn
-    from the table alone): ms per solver iteration against n, L' and d, each with a linear-cost guide."""
+    """figures/scaling.png from the scaling table, also written beside it as CSV (scaling.csv), from which
+    `reparam figures` redraws it."""
+    from .plots import plt
+
+    df.to_csv(os.path.splitext(path)[0] + ".csv", index=False)
+    fig = scaling_figure(df)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def scaling_figure(df: pd.DataFrame):
+    """ms per solver iteration against n, L' and d (the scaling table), each with a linear-cost guide."""
     import matplotlib.ticker
 
     from .plots import PANEL_HEIGHT, TEXT_WIDTH, _short_count, plt
 
-    df.to_csv(os.path.splitext(path)[0] + ".csv", index=False)
     fig, axes = plt.subplots(1, 3, figsize=(TEXT_WIDTH, PANEL_HEIGHT))
     labels = {"n": r"sample size $n$ ($L'=3$, $d=2$)", "L": r"fitted atoms $L'$ ($n=10^4$, $d=2$)",
               "d": r"input dimension $d$ ($n=10^4$, $L'=3$)"}
@@ -281,6 +291,4 @@ def plot_scaling(df: pd.DataFrame, path: str) -> None:
     axes[0].legend(loc="upper left")
     fig.suptitle("Batched exact-Hessian solver: time per iteration")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    return fig

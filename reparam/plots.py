@@ -9,6 +9,7 @@ that curve's own points), never at one shared anchor.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -32,6 +33,9 @@ PAPER_STYLE = {
     "mathtext.fontset": "dejavusans",
 }
 plt.rcParams.update(PAPER_STYLE)
+# pdf.fonttype 42 embeds TrueType fonts; fontTools then warns, for every PDF, that the DejaVu fonts' header dates
+# ("'created' timestamp seems very low") are odd. They are the font files' own, harmless to the figures.
+logging.getLogger("fontTools.ttLib.tables._h_e_a_d").setLevel(logging.ERROR)
 
 STRUCTURE_COLORS = {
     "shared_mlp": "#1b9e77",
@@ -593,7 +597,7 @@ def inverse_ratio_figure(results: pd.DataFrame, summary: pd.DataFrame | None = N
     """D / ||f_hat - f*|| of valid fits against n (the column `inverse_ratio`, reparam.identifiability.add_inverse_ratio),
     one panel per regime, with its slope from `summary` in the legend: flat where the inverse bound holds."""
     return study_error_figure(results, summary, "inverse_ratio", ["exact", "over"], {"flat": 0.0},
-                              "D / ||f_hat - f*||", "Inverse bound on the fits")
+                              r"$\mathcal{D} \,/\, \|f_{\hat G} - f_{G^*}\|_{L^2}$", "Inverse bound on the fits")
 
 
 # ----------------------------------------------------------------------------- planted prefix (real transformers)

@@ -111,8 +111,9 @@ def _fits_recorded(folder: Path) -> int:
 
 def _timed_step(command: str, overrides: list[str], folder: Path) -> dict:
     """Run one step and return its row of wall_times.csv: the command, its wall time, the fit records it added
-    to the logs under `folder` (0 when every fit was already there: the time is then not a fitting time), the
-    CPU count and the 1-minute load average when it ended (what else ran on the machine)."""
+    to the logs under `folder` (fitted, or copied from another log with `reuse=`; 0 when every fit was already
+    there: the time is then not a fitting time), the CPU count and the 1-minute load average when it ended
+    (what else ran on the machine)."""
     from reparam.provenance import git_commit
 
     before = _fits_recorded(folder)

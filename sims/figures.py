@@ -18,7 +18,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from reparam.app import hydra_main
-from reparam.plots import inverse_bound_figure, robustness_figure, save_figure, study_figures
+from reparam.bench import scaling_figure
+from reparam.plots import inverse_bound_figure, inverse_ratio_figure, robustness_figure, save_figure, study_figures
 from reparam.validation import (ConfigError, DataError, check_added_keys, check_unknown_keys)
 
 
@@ -68,6 +69,14 @@ def read_tables(directory: Path) -> dict[str, pd.DataFrame]:
         tables["inverse_bound"] = pd.read_csv(directory / "inverse-bound" / "inverse_bound.csv")
     if (directory / "robustness.csv").exists():
         tables["robustness"] = read_table(directory / "robustness.csv", ROBUSTNESS_COLUMNS)
+    ratio = directory / "inverse-ratio"  # written by `reparam check names=[inverse-ratio]`
+    if (ratio / "results.csv").exists() and (ratio / "summary.csv").exists():
+        tables["inverse_ratio"] = read_table(ratio / "results.csv", RESULT_COLUMNS + ["inverse_ratio"])
+        tables["inverse_ratio_summary"] = read_table(ratio / "summary.csv", SUMMARY_COLUMNS, keep_default_na=False,
+                                                     na_values=[""])
+        tables["inverse_ratio_summary"]["prediction"] = tables["inverse_ratio_summary"]["prediction"].fillna("")
+    if (directory / "scaling.csv").exists():  # written by `reparam bench`
+        tables["scaling"] = read_table(directory / "scaling.csv", ["axis", "value", "seconds"])
     return tables
 
 
@@ -81,6 +90,11 @@ def redraw(directory: Path) -> list[Path]:
                              directory / "inverse-bound" / "inverse_bound")
     if "robustness" in tables:
         paths += save_figure(robustness_figure(tables["robustness"]), directory / "robustness")
+    if "inverse_ratio" in tables:
+        paths += save_figure(inverse_ratio_figure(tables["inverse_ratio"], tables["inverse_ratio_summary"]),
+                             directory / "inverse-ratio" / "inverse_ratio")
+    if "scaling" in tables:
+        paths += save_figure(scaling_figure(tables["scaling"]), directory / "scaling")
     return paths
 
 

@@ -125,10 +125,12 @@ def inverse_ratio_table(summary: pd.DataFrame) -> str:
 
 
 def wall_times_table(times: pd.DataFrame, robustness: pd.DataFrame | None = None) -> str:
-    """The steps of the last `reparam canonical` run (figures/wall_times.csv): command, wall time, fits run. A
-    step whose fits were all in its log already says so: its time is then not the time of the fits. The
-    robustness sweep, when it was not among the steps, gets the sum of its recorded cell times instead."""
-    lines = ["| command | wall time | fits run (recorded) | CPUs, load at the end | date, commit |", "|---|---|---|---|---|"]
+    """The steps of the last `reparam canonical` run (figures/wall_times.csv): command, wall time, fit records the
+    step added to its logs (fitted, or copied from another log with `reuse=`). A step whose fits were all in its
+    log already says so: its time is then not the time of the fits. The robustness sweep, when it was not among
+    the steps, gets the sum of its recorded cell times instead."""
+    lines = ["| command | wall time | fit records added (in its logs) | CPUs, load at the end | date, commit |",
+             "|---|---|---|---|---|"]
     for _, r in times.iterrows():
         fits = (f"{int(r.fits_run)} ({int(r.fits_recorded)})" if r.fits_run else
                 f"none: all {int(r.fits_recorded)} already in its log" if r.fits_recorded else "no fits")

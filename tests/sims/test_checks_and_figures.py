@@ -130,10 +130,13 @@ def test_figures_cli_redraws_a_folder_and_refuses_one_without_tables(tmp_path):
     df = synthetic({("shared_mlp", "exact"): -0.5, ("independent", "over"): -0.1})
     df.to_csv(tmp_path / "results.csv", index=False)
     summarize(df, n_boot=100).to_csv(tmp_path / "summary.csv", index=False)
+    pd.DataFrame({"axis": ["n", "n", "L", "L", "d", "d"], "value": [1000, 10000, 2, 4, 2, 4],
+                  "seconds": [0.01, 0.1, 0.02, 0.04, 0.02, 0.05]}).to_csv(tmp_path / "scaling.csv", index=False)
     proc = run_cli(["sims.figures", f"dir={tmp_path}"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     printed = proc.stdout.split()
     assert str(tmp_path / "convergence_voronoi.png") in printed and all(os.path.exists(p) for p in printed)
+    assert str(tmp_path / "scaling.png") in printed  # every committed figure with a table is redrawn from it
     assert not (tmp_path / ".hydra").exists() and not list(tmp_path.glob("*.log"))  # nothing of Hydra's
     empty = tmp_path / "empty"
     empty.mkdir()
