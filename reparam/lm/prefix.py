@@ -174,6 +174,11 @@ class PrefixEncoder(nn.Module):
         return kv.permute(1, 2, 3, 0, 4)  # (layers, 2, kv_heads, L, head_dim)
 
 
+#: the files of a saved prefix (PrefixModel.save_prefix), named like PEFT's adapter_config.json and
+#: adapter_model.safetensors; the format string changes if their content does
+PREFIX_CONFIG, PREFIX_WEIGHTS, PREFIX_FORMAT = "prefix_config.json", "prefix_model.safetensors", "reparam-prefix-kv/1"
+
+
 class PrefixModel(nn.Module):
     """A frozen causal LM plus a trainable prefix. Only ``self.prefix`` has trainable parameters."""
 
@@ -248,23 +253,50 @@ class PrefixModel(nn.Module):
             "config": asdict(self.cfg),
         }
 
-    def save_prefix(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.export_prefix(), path)
-        return path
+    def save_prefix(self, folder: str | Path) -> Path:
+        """Write the exported prefix as PEFT saves an adapter: FOLDER/prefix_config.json (dims, the training
+        config, the format) and FOLDER/prefix_model.safetensors (the `kv` tensor; no pickle, safe to load from
+        anyone). Returns FOLDER; `PrefixModel.from_exported(base, FOLDER)` reloads it."""
+        import json
+
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        exported = self.export_prefix()
+        save_file({"kv": exported["kv"]}, str(folder / PREFIX_WEIGHTS))
+        meta = {"format": PREFIX_FORMAT, "dims": exported["dims"], "config": exported["config"]}
+        (folder / PREFIX_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+        return folder
+
+    @staticmethod
+    def load_exported(folder: str | Path) -> dict:
+        """The export_prefix() dict of a folder written by save_prefix (ValueError naming a malformed file)."""
+        import json
+
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        weights, config = folder / PREFIX_WEIGHTS, folder / PREFIX_CONFIG
+        if not weights.is_file() or not config.is_file():
+            raise FileNotFoundError(f"exported prefix folder {folder} lacks {PREFIX_WEIGHTS} and {PREFIX_CONFIG} "
+                                    f"(write it with PrefixModel.save_prefix)")
+        try:
+            meta = json.loads(config.read_text())
+            kv = load_file(str(weights))["kv"]
+        except (ValueError, KeyError, SafetensorError) as e:
+            raise ValueError(f"exported prefix in {folder} is malformed ({e}); re-export it with save_prefix") from e
+        if meta.get("format") != PREFIX_FORMAT:
+            raise ValueError(f"{config} is malformed: format {meta.get('format')!r}, expected {PREFIX_FORMAT!r}")
+        return {"kv": kv, "dims": meta.get("dims"), "config": meta.get("config")}
 
     @classmethod
     def from_exported(cls, base: nn.Module, exported: dict | str | Path) -> "PrefixModel":
-        """Rebuild a model with a `fixed` prefix from `export_prefix()` output (or a file saved by `save_prefix`)."""
+        """Rebuild a model with a `fixed` prefix from `export_prefix()` output or a folder written by
+        `save_prefix`."""
         if not isinstance(exported, dict):
-            p = Path(exported)
-            if not p.is_file():
-                raise FileNotFoundError(f"exported prefix file {p} does not exist (write it with PrefixModel.save_prefix)")
-            try:
-                exported = torch.load(p, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001 - any unpickling failure means a malformed file
-                raise ValueError(f"exported prefix file {p} is malformed ({e}); re-export it with save_prefix") from e
+            exported = cls.load_exported(exported)
         if not isinstance(exported, dict) or "kv" not in exported:
             raise ValueError("exported prefix must be a dict with a 'kv' tensor of shape (layers, 2, kv_heads, L, head_dim)")
         kv = exported["kv"]

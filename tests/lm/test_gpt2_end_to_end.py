@@ -29,7 +29,7 @@ def test_gpt2_path_train_generate_export_reload(tmp_path):
     texts = generate_texts(pm, tok, ["name : The Vaults | eatType : pub"], max_new_tokens=6, progress=False)
     assert len(texts) == 1 and isinstance(texts[0], str)
 
-    path = pm.save_prefix(tmp_path / "prefix.pt")
+    path = pm.save_prefix(tmp_path / "prefix")
     re = PrefixModel.from_exported(model, path)
     assert abs(evaluate_nll(re, rows, tok.pad_token_id, progress=False) - after) < 1e-5
     assert generate_texts(re, tok, ["name : The Vaults | eatType : pub"], max_new_tokens=6, progress=False) == texts

@@ -1,4 +1,6 @@
 """Prefix module: PEFT oracle, GQA shapes, fresh cache per call, generate(), export/reload."""
+import json
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -85,7 +87,9 @@ def test_export_reload_drops_mlp_and_keeps_logits(tiny, tmp_path):
     model, _ = tiny
     pm = PrefixModel(model, PrefixConfig(structure="deep_shared", prefix_len=3, hidden=16, seed=2))
     ids, mask = _ids(model.config.vocab_size)
-    path = pm.save_prefix(tmp_path / "prefix.pt")
+    path = pm.save_prefix(tmp_path / "prefix")
+    assert sorted(p.name for p in path.iterdir()) == ["prefix_config.json", "prefix_model.safetensors"]
+    assert json.loads((path / "prefix_config.json").read_text())["config"]["structure"] == "deep_shared"
     re = PrefixModel.from_exported(model, path)
     assert re.cfg.structure == "fixed" and not any(p.requires_grad for p in re.prefix.parameters())
     with torch.no_grad():
@@ -94,10 +98,11 @@ def test_export_reload_drops_mlp_and_keeps_logits(tiny, tmp_path):
 
 def test_reload_errors(tiny, tmp_path):
     model, _ = tiny
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
-        PrefixModel.from_exported(model, tmp_path / "missing.pt")
-    bad = tmp_path / "bad.pt"
-    bad.write_text("not a torch file")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        PrefixModel.from_exported(model, tmp_path / "missing")
+    pm = PrefixModel(model, PrefixConfig(structure="independent", prefix_len=3))
+    bad = pm.save_prefix(tmp_path / "bad")
+    (bad / "prefix_model.safetensors").write_text("not a safetensors file")
     with pytest.raises(ValueError, match="malformed"):
         PrefixModel.from_exported(model, bad)
     with pytest.raises(ValueError, match="shape"):
