@@ -21,15 +21,14 @@ from typing import Any, Optional
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from reparam.app import hydra_main
+from reparam.app import as_dictconfig, hydra_main
 from reparam.lm.data import SEP, load_dataset, nested_subset
 from reparam.lm.models import ModelConfig, load_model
 from reparam.lm.multiprefix import Member, MultiPrefix, collate_split, encode_prompts, encode_split, word_ids
 from reparam.console import say
-from reparam.validation import (ConfigError, DataError, InputError, check_int, check_output_file, check_unknown_keys,
-                                report_input_error)
+from reparam.validation import (status_on_input_error, ConfigError, DataError, check_int, check_output_file, check_unknown_keys)
 
 logger = logging.getLogger(__name__)
 
@@ -167,16 +166,12 @@ def validate_cfg(cfg: Any) -> None:
         _timings(out)
 
 
+@status_on_input_error
 def run(cfg: Any) -> int:
     """Measure (or, with estimate_only, read) the timings, add the GPU estimate, write `out`; returns the exit
     status (a user's mistake: one line on stderr, status 2). cfg: a DictConfig or a LowDataTimingConf."""
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.structured(cfg)
-    try:
-        validate_cfg(cfg)
-    except InputError as err:
-        report_input_error(err, "config error" if isinstance(err, ConfigError) else "error")
-        return 2
+    cfg = as_dictconfig(cfg)
+    validate_cfg(cfg)
     out = Path(str(cfg.out))
     result = _timings(out) if cfg.estimate_only else measure(int(cfg.threads))
     result["gpu_estimate"] = gpu_estimate(result)

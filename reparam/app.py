@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import hydra
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from .validation import ConfigError, check_output_dir, exit_on_input_error
 
@@ -37,6 +37,12 @@ JOB_LOGGING = {
     "disable_existing_loggers": False,
 }
 ConfigStore.instance().store(group="hydra/job_logging", name="reparam", node=JOB_LOGGING)
+
+
+def as_dictconfig(cfg: Any) -> DictConfig:
+    """An app's config as a DictConfig: a schema dataclass (or dict), as tests and other apps pass it to run(),
+    becomes a structured config; a composed DictConfig is returned as it is."""
+    return cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
 
 
 def hydra_main(run: Callable, config_name: str, app_file: str) -> Callable[[], None]:

@@ -277,9 +277,29 @@ def fingerprint(settings: Any, ignore: Iterable[str] = ()) -> str:
 
 # ------------------------------------------------------------------------------------------ entry points
 
-def report_input_error(err: BaseException, prefix: str = "config error") -> None:
-    """The one-line message of a user's mistake, on stderr."""
+def input_error_prefix(err: BaseException) -> str:
+    """'error' for a mistake in the user's data or files (an InputError that is not a ConfigError), else
+    'config error'."""
+    return "error" if isinstance(err, InputError) and not isinstance(err, ConfigError) else "config error"
+
+
+def report_input_error(err: BaseException, prefix: str | None = None) -> None:
+    """The one-line message of a user's mistake, on stderr (prefix: input_error_prefix(err) unless given)."""
+    prefix = input_error_prefix(err) if prefix is None else prefix
     print(f"{prefix}: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr, flush=True)
+
+
+def status_on_input_error(fn: Callable) -> Callable:
+    """Decorator for an app's run(cfg): an InputError becomes a one-line message and the return status 2, so
+    in-process callers get the status the command line exits with."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as err:
+            report_input_error(err)
+            return 2
+    return wrapper
 
 
 def exit_on_input_error(fn: Callable) -> Callable:
@@ -289,7 +309,7 @@ def exit_on_input_error(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except InputError as err:
-            report_input_error(err, "config error" if isinstance(err, ConfigError) else "error")
+            report_input_error(err)
             sys.exit(2)
     return wrapper
 
@@ -327,9 +347,7 @@ class PreflightCallback(_HydraCallback):
         self.validator = validator
 
     def _fail(self, err: BaseException, where: str = "") -> None:
-        report_input_error(f"{where}{err}" if where else err,
-                           "error" if isinstance(err, InputError) and not isinstance(err, ConfigError)
-                           else "config error")
+        report_input_error(f"{where}{err}" if where else err, input_error_prefix(err))
         sys.exit(2)
 
     def on_run_start(self, config, **kwargs) -> None:

@@ -12,7 +12,6 @@ unless by_setting=true, which summarizes each setting apart (the summary gets a 
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +19,9 @@ from typing import Any, List, Optional
 
 import pandas as pd
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from reparam.app import hydra_main
+from reparam.app import as_dictconfig, hydra_main
 from reparam.console import say
 from reparam.results import ResultLog
 from reparam.sweep import tidy
@@ -101,14 +100,10 @@ def describe_settings(results: pd.DataFrame) -> str:
                      for sid in per.index)
 
 
-def _typed(cfg: Any) -> DictConfig:
-    return OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) else cfg
-
-
 def prepare(cfg: Any) -> tuple[Path, pd.DataFrame]:
     """Every check of `cfg` before anything is written (InputError naming the field or file), and what the run
     needs: the output folder and the merged rows."""
-    cfg = _typed(cfg)
+    cfg = as_dictconfig(cfg)
     check_unknown_keys(cfg, AggregateConf)
     check_added_keys()
     dirs = [Path(str(d)) for d in check_list("dirs", cfg.dirs, non_empty=False)]
@@ -137,7 +132,7 @@ def validate_cfg(cfg: Any) -> None:
 def run(cfg: Any) -> int:
     """Merge the logs below `cfg.dirs` (an AggregateConf or its DictConfig) into cfg.out; 0 when done. Raises
     InputError (before writing anything) for a bad setting, path or log."""
-    cfg = _typed(cfg)
+    cfg = as_dictconfig(cfg)
     out, results = prepare(cfg)
     n_dirs = len(cfg.dirs)
     say(logger, f"aggregated {len(results)} fits from {n_dirs} director{'y' if n_dirs == 1 else 'ies'}: "

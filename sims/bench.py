@@ -29,12 +29,12 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from reparam.app import hydra_main
+from reparam.app import as_dictconfig, hydra_main
 from reparam import bench
 from reparam.console import say
 from reparam.study import STUDY_INIT
-from reparam.validation import (ConfigError, InputError, check_choice, check_int, check_list, check_output_dir,
-                                check_output_file, check_unknown_keys, report_input_error)
+from reparam.validation import (status_on_input_error, ConfigError, check_choice, check_int, check_list, check_output_dir,
+                                check_output_file, check_unknown_keys)
 
 logger = logging.getLogger(__name__)
 
@@ -165,16 +165,12 @@ def _f(x, digits=2):
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
+@status_on_input_error
 def run(cfg: Any) -> int:
     """Every section from a config (a DictConfig or a BenchConf); returns the exit status (a user's mistake: one
     line on stderr, status 2)."""
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.structured(cfg)
-    try:
-        validate_cfg(cfg)
-    except InputError as err:
-        report_input_error(err)
-        return 2
+    cfg = as_dictconfig(cfg)
+    validate_cfg(cfg)
     a = SimpleNamespace(**OmegaConf.to_container(cfg))
     cmd = command_line(cfg)
     if a.quick:

@@ -29,14 +29,12 @@ from typing import Any
 
 import pandas as pd
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
 
-from reparam.app import hydra_main
+from reparam.app import as_dictconfig, hydra_main
 from reparam.console import say
 from reparam.results import write_table
 from reparam.sims.figures import redraw
-from reparam.validation import (ConfigError, InputError, check_output_dir, check_unknown_keys,
-                                report_input_error)
+from reparam.validation import (status_on_input_error, ConfigError, check_output_dir, check_unknown_keys)
 
 logger = logging.getLogger(__name__)
 
@@ -130,15 +128,11 @@ def _timed_step(command: str, overrides: list[str], folder: Path) -> dict:
             "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "git_commit": git_commit()}
 
 
+@status_on_input_error
 def run(cfg: Any) -> int:
     """Every step from a config (a DictConfig or a CanonicalConf); returns the exit status."""
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.structured(cfg)
-    try:
-        validate_cfg(cfg)
-    except InputError as err:
-        report_input_error(err)
-        return 2
+    cfg = as_dictconfig(cfg)
+    validate_cfg(cfg)
     work, figures = Path(str(cfg.work)), Path(str(cfg.figures))
     main_dir, checks_dir, robust_dir = work / "main", work / "checks", work / "robustness"
     sens_dir = work / "sensitivity"

@@ -22,9 +22,8 @@ from typing import Any, List, Optional
 
 import pandas as pd
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
 
-from reparam.app import hydra_main
+from reparam.app import as_dictconfig, hydra_main
 from reparam.checks import CHECKS, Check, check_lines, check_report, summarize
 from reparam.console import say
 from reparam.identifiability import (InverseBoundConfig, add_inverse_ratio, inverse_bound_lines, inverse_bound_overall,
@@ -83,15 +82,11 @@ class Prepared:
     log: Path
 
 
-def _typed(cfg: Any) -> DictConfig:
-    return OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) else cfg
-
-
 def prepare(cfg: Any) -> Optional[Prepared]:
     """Every check of `cfg` before any fit or file (InputError naming the field, as typed on the command line):
     known checks, replicates and threads, the paths, a foreign log, and the size of each study check (unless
     allow_large=true). None for list=true."""
-    cfg = _typed(cfg)
+    cfg = as_dictconfig(cfg)
     check_unknown_keys(cfg, CheckConf)
     check_added_keys()
     if cfg.list:
@@ -160,7 +155,7 @@ def list_checks() -> None:
 def run(cfg: Any) -> int:
     """Run the checks of `cfg` (a CheckConf or its DictConfig): per-check folders and reports, the printed
     verdicts, and OUT/report.md for several; 0 when done. Raises InputError before any fit for a bad config."""
-    cfg = _typed(cfg)
+    cfg = as_dictconfig(cfg)
     prepared = prepare(cfg)
     if prepared is None:  # list=true
         list_checks()

@@ -7,7 +7,6 @@ summary.csv and the figures there and prints the summary table.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +15,8 @@ from omegaconf import DictConfig
 
 from reparam.app import hydra_main
 from reparam.console import say
-from reparam.sweep import PlanError, run_plan, set_threads
-from reparam.validation import ConfigError, check_output_file
+from reparam.sweep import run_plan, set_threads
+from reparam.validation import check_output_file, status_on_input_error
 from reparam.study import DEFAULT_N_GRID
 from reparam.sims.config import plan_from_cfg
 from reparam.sims.report import write_outputs
@@ -25,22 +24,15 @@ from reparam.sims.report import write_outputs
 logger = logging.getLogger(__name__)  # Hydra sends it to the console and to the run's convergence.log
 
 
+@status_on_input_error
 def run(cfg: DictConfig) -> int:
     """The study of `cfg` (a StudyConf) into the Hydra run directory; 0 when done, 2 for a bad config."""
     tic = time.perf_counter()
-    try:
-        plan, threads = plan_from_cfg(cfg)
-    except PlanError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    plan, threads = plan_from_cfg(cfg)
     set_threads(threads)
     out = Path(HydraConfig.get().runtime.output_dir)
-    try:  # checked before any fit: a bad output path must not cost the work
-        for name in ("results.jsonl", "results.csv", "summary.csv"):
-            check_output_file(f"output file {name} in hydra.run.dir", out / name)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    for name in ("results.jsonl", "results.csv", "summary.csv"):  # before any fit: a bad path must not cost the work
+        check_output_file(f"output file {name} in hydra.run.dir", out / name)
     fits = len(plan.cells()) * plan.replicates
     say(logger, f"study: structures={plan.structures} regimes={plan.regimes} n_grid={plan.n_grid} "
         f"replicates={plan.replicates} seed={plan.seed} truth={plan.setting.truth.kind} -> {fits} fits, "

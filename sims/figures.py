@@ -8,16 +8,14 @@ No fitting happens here; `reparam canonical` reruns the recorded studies that pr
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
 
-from reparam.app import hydra_main
+from reparam.app import as_dictconfig, hydra_main
 from reparam.bench import scaling_figure
 from reparam.plots import inverse_bound_figure, inverse_ratio_figure, robustness_figure, save_figure, study_figures
 from reparam.validation import (ConfigError, DataError, check_added_keys, check_unknown_keys)
@@ -98,14 +96,10 @@ def redraw(directory: Path) -> list[Path]:
     return paths
 
 
-def _typed(cfg: Any) -> DictConfig:
-    return OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) else cfg
-
-
 def validate_cfg(cfg: Any) -> None:
     """The validator of the Hydra preflight callback (conf/figures.yaml): dir holds readable tables with the
     columns the figures draw (InputError otherwise)."""
-    cfg = _typed(cfg)
+    cfg = as_dictconfig(cfg)
     check_unknown_keys(cfg, FiguresConf)
     check_added_keys()
     directory = Path(str(cfg.dir))

@@ -13,7 +13,6 @@ whose source file is missing is left as it is, with a note on stderr.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 import sys
 from dataclasses import dataclass
@@ -23,9 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
 
-from reparam.app import hydra_main
+from reparam.app import as_dictconfig, hydra_main
 from reparam.validation import ConfigError, check_added_keys, check_unknown_keys
 
 
@@ -190,7 +188,7 @@ def refresh(readme: Path, figures: Path) -> list[str]:
 def validate_cfg(cfg: Any) -> None:
     """The validator of the Hydra preflight callback (conf/readme_tables.yaml): readme is an existing file and
     figures an existing folder (ConfigError otherwise)."""
-    cfg = OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    cfg = as_dictconfig(cfg)
     check_unknown_keys(cfg, ReadmeTablesConf)
     check_added_keys()
     if not Path(str(cfg.readme)).is_file():

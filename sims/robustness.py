@@ -39,8 +39,8 @@ from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
 from reparam.study import TruthConfig
 from reparam.sweep import copy_planned_rows, plan_rows, run_plan, set_threads, tidy, write_results
-from reparam.validation import (ConfigError, DataError, InputError, PreflightCallback, check_output_dir,
-                                check_output_file, check_unknown_keys, report_input_error)
+from reparam.validation import (status_on_input_error, ConfigError, DataError, InputError, PreflightCallback, check_output_dir,
+                                check_output_file, check_unknown_keys)
 from reparam.sims.aggregate import read_study_log
 from reparam.sims.config import StructureConf, StudyConf, plan_from_cfg
 
@@ -234,6 +234,7 @@ def summarize_folder(folder: Path, figures: bool = True, stream=None) -> pd.Data
 
 # ------------------------------------------------------------------------------------------ one job
 
+@status_on_input_error
 def run(cfg: Any, out: str | Path, summary: bool = True) -> int:
     """One job (one truth) in `out` from a robustness config (a DictConfig or a RobustnessConf): fit what its
     results.jsonl lacks, write results.csv, and with `summary` (a run that is not a job of a sweep) also the
@@ -241,22 +242,18 @@ def run(cfg: Any, out: str | Path, summary: bool = True) -> int:
     mistake: one line on stderr, status 2)."""
     cfg = typed(cfg) if dataclasses.is_dataclass(cfg) else cfg
     out = Path(out)
-    try:
-        validate_cfg(cfg)
-        if cfg.summarize is not None:
-            summarize_folder(Path(str(cfg.summarize)), figures=bool(cfg.figures))
-            return 0
-        tic = time.perf_counter()
-        plan, threads = plan_from_cfg(study_cfg(cfg))
-        set_threads(threads)
-        names = ("results.jsonl",) + (SUMMARY_FILES if summary else ("results.csv",))
-        for name in names:  # checked before any fit: a bad output path must not cost the work
-            check_output_file(f"output file {name} in the job folder", out / name)
-        log = out / "results.jsonl"
-        check_log(log)
-    except InputError as err:
-        report_input_error(err, "config error" if isinstance(err, ConfigError) else "error")
-        return 2
+    validate_cfg(cfg)
+    if cfg.summarize is not None:
+        summarize_folder(Path(str(cfg.summarize)), figures=bool(cfg.figures))
+        return 0
+    tic = time.perf_counter()
+    plan, threads = plan_from_cfg(study_cfg(cfg))
+    set_threads(threads)
+    names = ("results.jsonl",) + (SUMMARY_FILES if summary else ("results.csv",))
+    for name in names:  # checked before any fit: a bad output path must not cost the work
+        check_output_file(f"output file {name} in the job folder", out / name)
+    log = out / "results.jsonl"
+    check_log(log)
     if cfg.reuse is not None:
         copied = copy_planned_rows([plan], ResultLog(str(cfg.reuse)), ResultLog(log))
         say(logger, f"reused {copied} fits from {cfg.reuse}")

@@ -19,16 +19,16 @@ from typing import Any, List, Optional
 
 import pandas as pd
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from reparam.app import hydra_main
+from reparam.app import as_dictconfig, hydra_main
 from reparam.checks import ALL, SENSITIVITY_VARIANTS, sensitivity_plan, sensitivity_table
 from reparam.console import say
 from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
 from reparam.sweep import StudyPlan, check_resources, copy_planned_rows, run_plan, set_threads, validate_plan
-from reparam.validation import (ConfigError, InputError, check_int, check_output_dir,
-                                check_output_file, check_unknown_keys, report_input_error)
+from reparam.validation import (status_on_input_error, ConfigError, check_int, check_output_dir,
+                                check_output_file, check_unknown_keys)
 from reparam.sims.aggregate import read_study_log
 
 logger = logging.getLogger(__name__)
@@ -99,17 +99,13 @@ def validate_cfg(cfg: Any) -> dict[str, StudyPlan]:
     return plans
 
 
+@status_on_input_error
 def run(cfg: Any) -> int:
     """The study from a config (a DictConfig or a SensitivityConf); returns the exit status (a user's mistake:
     one line on stderr, status 2)."""
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.structured(cfg)
-    try:
-        plans = validate_cfg(cfg)
-        set_threads(int(cfg.threads))
-    except InputError as err:
-        report_input_error(err, "config error" if isinstance(err, ConfigError) else "error")
-        return 2
+    cfg = as_dictconfig(cfg)
+    plans = validate_cfg(cfg)
+    set_threads(int(cfg.threads))
     tic = time.perf_counter()
     out = Path(str(cfg.out))
     log = out / "results.jsonl"
