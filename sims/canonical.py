@@ -122,8 +122,9 @@ def _timed_step(command: str, overrides: list[str], folder: Path) -> dict:
         load = round(os.getloadavg()[0], 2)
     except OSError:
         load = float("nan")
+    after = _fits_recorded(folder)
     return {"command": f"reparam {command} " + " ".join(overrides), "wall_seconds": round(wall, 1),
-            "fits_run": _fits_recorded(folder) - before, "fits_recorded": _fits_recorded(folder),
+            "fits_run": after - before, "fits_recorded": after,
             "cpu_count": os.cpu_count(), "load_1min_at_end": load,
             "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "git_commit": git_commit()}
 
