@@ -357,6 +357,11 @@ class PreflightCallback(_HydraCallback):
         except InputError as err:
             self._fail(err)
 
+    def check_sweep(self, config, parsed: list, jobs: list[list[str]]) -> None:
+        """A subclass's checks of the sweep as a whole (raise InputError): `parsed`, the overrides of the config's
+        sweep and the command line (Hydra Override objects); `jobs`, each job's overrides. Runs before the jobs'
+        own validation."""
+
     def on_multirun_start(self, config, **kwargs) -> None:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.global_hydra import GlobalHydra
@@ -373,6 +378,10 @@ class PreflightCallback(_HydraCallback):
         params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
         parsed = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
         jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        try:
+            self.check_sweep(config, parsed, jobs)
+        except InputError as err:
+            self._fail(err)
         loader = GlobalHydra.instance().config_loader()
         for num, job in enumerate(jobs):
             where = f"job {num} ({' '.join(job)}): "

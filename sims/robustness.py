@@ -39,8 +39,7 @@ from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
 from reparam.study import TruthConfig
 from reparam.sweep import copy_planned_rows, plan_rows, run_plan, set_threads, tidy, write_results
-from reparam.validation import (status_on_input_error, ConfigError, DataError, InputError, PreflightCallback, check_output_dir,
-                                check_output_file, check_unknown_keys)
+from reparam.validation import (status_on_input_error, ConfigError, DataError, InputError, PreflightCallback, check_output_file, check_unknown_keys)
 from reparam.sims.aggregate import read_study_log
 from reparam.sims.config import StructureConf, StudyConf, plan_from_cfg
 
@@ -277,38 +276,26 @@ class RobustnessCallback(PreflightCallback):
     """The preflight of conf/robustness.yaml, and the summary of a sweep.
 
     on_run_start: PreflightCallback's checks. on_multirun_start: PreflightCallback's checks on every job of the
-    sweep (the truths of the config's own sweep included); also refuses a sweep without
-    jobs, `summarize` with -m, a folder that holds foreign result logs and summary paths that cannot be written.
+    sweep (the truths of the config's own sweep included), and check_sweep: refuses a sweep without jobs,
+    `summarize` with -m, a folder that holds foreign result logs and summary paths that cannot be written.
     on_multirun_end: collects every job of the sweep folder and writes the summary there (summarize_folder)."""
 
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-        task = list(config.hydra.overrides.task)
-        try:
-            parsed = OverridesParser.create().parse_overrides(params + task)
-            for override in parsed:
-                if override.is_sweep_override() and override.is_discrete_sweep() \
-                        and not list(override.sweep_string_iterator()):
-                    raise ConfigError(f"{override.input_line} is invalid: the sweep has no job (must give at least "
-                                      f"one value, e.g. {override.get_key_element()}=range(0,20))")
-            jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-            if any(o.split("=", 1)[0].lstrip("+~") == "summarize" for job in jobs for o in job) or \
-                    config.get("summarize") is not None:
-                raise ConfigError("summarize is invalid with -m: summarize a folder without -m "
-                                  "(reparam robustness summarize=DIR)")
-            sweep = Path(str(config.hydra.sweep.dir))
-            check_output_dir("hydra.sweep.dir", sweep)
-            for name in SUMMARY_FILES:
-                check_output_file(f"hydra.sweep.dir ({name})", sweep / name)
-            if sweep.is_dir():
-                for log in sweep.rglob("results.jsonl"):
-                    check_log(log)
-        except InputError as err:
-            self._fail(err)
-        super().on_multirun_start(config, **kwargs)  # every job, the config's own sweep included
+    def check_sweep(self, config: DictConfig, parsed: list, jobs: list[list[str]]) -> None:
+        for override in parsed:
+            if override.is_sweep_override() and override.is_discrete_sweep() \
+                    and not list(override.sweep_string_iterator()):
+                raise ConfigError(f"{override.input_line} is invalid: the sweep has no job (must give at least "
+                                  f"one value, e.g. {override.get_key_element()}=range(0,20))")
+        if any(o.split("=", 1)[0].lstrip("+~") == "summarize" for job in jobs for o in job) or \
+                config.get("summarize") is not None:
+            raise ConfigError("summarize is invalid with -m: summarize a folder without -m "
+                              "(reparam robustness summarize=DIR)")
+        sweep = Path(str(config.hydra.sweep.dir))
+        for name in SUMMARY_FILES:
+            check_output_file(f"hydra.sweep.dir ({name})", sweep / name)
+        if sweep.is_dir():
+            for log in sweep.rglob("results.jsonl"):
+                check_log(log)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         try:
