@@ -34,6 +34,7 @@ Generation is beam search over the same many-row cache (`MultiPrefix.generate`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .prefix import KVDims, PrefixConfig, PrefixEncoder
+from .toplayers import lower_states, run_top
 from .train import batch_indices
 
 STRUCTURES = ("independent", "shared", "deep_shared", "embedding_only", "infix")
@@ -133,8 +135,15 @@ def collate_split(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     x_ids, x_mask = pad([r["input_ids"][:c] for r, c in zip(rows, cut)], pad_id)
     r_ids, r_mask = pad([r["input_ids"][c:] for r, c in zip(rows, cut)], pad_id)
     r_labels, _ = pad([r["labels"][c:] for r, c in zip(rows, cut)], -100)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "x_ids": x_ids, "x_mask": x_mask,
-            "x_len": torch.tensor(cut, dtype=torch.long), "r_ids": r_ids, "r_mask": r_mask, "r_labels": r_labels}
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, "x_ids": x_ids, "x_mask": x_mask,
+             "x_len": torch.tensor(cut, dtype=torch.long), "r_ids": r_ids, "r_mask": r_mask, "r_labels": r_labels}
+    if "lower" in rows[0]:  # top-K prefixes: stored lower-layer states, zero on the pads (never attended to)
+        h = rows[0]["lower"]
+        lower = h.new_zeros(len(rows), ids.shape[1], h.shape[-1])
+        for i, r in enumerate(rows):
+            lower[i, :len(r["lower"])] = r["lower"]
+        batch["lower"] = lower  # (B, T, hidden)
+    return batch
 
 
 def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,14 +177,24 @@ def word_kv(base: nn.Module, ids: list[int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def init_from_words(enc: PrefixEncoder, base: nn.Module, ids: list[int]) -> None:
-    """Start `enc` from the activations of real words (module docstring)."""
+def init_from_words(enc: PrefixEncoder, base: nn.Module, ids: list[int], first: int = 0) -> None:
+    """Start `enc` from the activations of real words (module docstring).
+
+    first: the first layer with a prefix (top-K prefixes, `reparam.lm.toplayers`): the encoder covers the
+    layers from `first` up, and embedding_only's virtual tokens enter layer `first`, so they start from
+    the words' hidden states there (which gives exactly the words' keys/values in the top layers).
+    """
     s = enc.cfg.structure
     if s == "embedding_only":
-        emb = base.get_input_embeddings()(torch.tensor(ids, device=enc.embedding.weight.device))
+        dev = enc.embedding.weight.device
+        if first == 0:
+            emb = base.get_input_embeddings()(torch.tensor(ids, device=dev))
+        else:
+            t = torch.tensor([ids], device=dev)
+            emb = lower_states(base, first, t, torch.ones_like(t), torch.arange(len(ids), device=dev)[None])[0]
         enc.embedding.weight.copy_(emb.to(enc.embedding.weight.dtype))
         return
-    kv = word_kv(base, ids)  # (layers, 2, kv_heads, L, head_dim)
+    kv = word_kv(base, ids)[first:]  # (prefixed layers, 2, kv_heads, L, head_dim)
     target = kv.permute(3, 0, 1, 2, 4).reshape(kv.shape[3], -1)  # (L, layers*2*kv_dim), the PEFT layout
     if s == "independent":
         enc.flat.copy_(target.to(enc.flat.dtype))
@@ -196,7 +215,7 @@ class MultiPrefix(nn.Module):
     """A frozen causal LM and K prefix encoders, one per member; only the encoders have parameters."""
 
     def __init__(self, base: nn.Module, members: list[Member], prefix_len: int = 10, hidden: int = 512,
-                 embed_dim: int | None = None, init_ids: list[int] | None = None):
+                 embed_dim: int | None = None, init_ids: list[int] | None = None, top_layers: int | None = None):
         super().__init__()
         if not members:
             raise ValueError("MultiPrefix: members is empty")
@@ -209,7 +228,16 @@ class MultiPrefix(nn.Module):
         self._base = (base,)  # a tuple: the frozen model stays out of this module's state dict
         self.members = list(members)
         self.prefix_len = prefix_len
-        self.dims = KVDims.from_config(base.config)
+        self.model_dims = KVDims.from_config(base.config)
+        n_layers = self.model_dims.n_layers
+        top = n_layers if top_layers is None else int(top_layers)
+        if not 1 <= top <= n_layers:
+            raise ValueError(f"MultiPrefix: top_layers={top_layers} must be in [1, {n_layers}] (the model's layers)")
+        if top < n_layers and any(m.placement == "infix" for m in members):
+            raise ValueError("MultiPrefix: the infix needs every layer (top_layers=None)")
+        #: index of the first layer with a prefix; the layers below see none and are computed once (toplayers)
+        self.first = n_layers - top
+        self.dims = dataclasses.replace(self.model_dims, n_layers=top)  # the prefix's layers
         dev = next(base.parameters()).device
         encs = []
         for m in members:
@@ -217,7 +245,7 @@ class MultiPrefix(nn.Module):
             cfg = PrefixConfig(structure=inner, prefix_len=prefix_len, embed_dim=embed_dim, hidden=hidden, seed=m.seed)
             enc = PrefixEncoder(cfg, self.dims, network=base).to(device=dev, dtype=base.dtype)
             if m.init == "words":
-                init_from_words(enc, base, init_ids)
+                init_from_words(enc, base, init_ids, first=self.first)
             encs.append(enc)
         self.encoders = nn.ModuleList(encs)
 
@@ -241,8 +269,16 @@ class MultiPrefix(nn.Module):
                 out[i] = self.encoders[k]()
         if emb:
             x = torch.stack([self.encoders[ks[i]].embedding.weight for i in emb]).to(self.base.dtype)  # (E, L, hidden)
-            cache = self.base.base_model(inputs_embeds=x, use_cache=True).past_key_values
-            kv = torch.stack([torch.stack([layer.keys, layer.values], 1) for layer in cache.layers], 1)  # (E, layers, 2, h, L, hd)
+            if self.first == 0:
+                cache = self.base.base_model(inputs_embeds=x, use_cache=True).past_key_values
+            else:  # the virtual tokens enter the first prefixed layer; its keys/values come from the layers above
+                E, L = x.shape[:2]
+                ids = torch.zeros(E, L, dtype=torch.long, device=x.device)
+                pos = torch.arange(L, device=x.device).expand(E, L)
+                cache = run_top(self.base, self.first, x, ids, torch.ones_like(ids), pos, self._cache(()), use_cache=True
+                                ).past_key_values
+            layers = list(cache.layers)[self.first:]
+            kv = torch.stack([torch.stack([layer.keys, layer.values], 1) for layer in layers], 1)  # (E, layers, 2, h, L, hd)
             for j, i in enumerate(emb):
                 out[i] = kv[j]
         return torch.stack(out).to(self.base.dtype)
@@ -251,6 +287,33 @@ class MultiPrefix(nn.Module):
         from transformers import DynamicCache
 
         return DynamicCache(tuple(layers), config=self.base.config)
+
+    def _below(self, rows: int, kv: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Empty cache entries of the layers below the first prefixed one (top-K prefixes; never read)."""
+        _, _, _, h, _, hd = kv.shape
+        empty = kv.new_zeros(rows, h, 0, hd)
+        return [(empty, empty)] * self.first
+
+    @torch.no_grad()
+    def with_lower(self, rows: list[dict], pad_id: int, max_rows: int = 64) -> list[dict]:
+        """`rows` (encode_split) with "lower": the state entering the first prefixed layer, (len(row), hidden).
+
+        It depends on the row's tokens only (no layer below sees a prefix; positions L + t as in training),
+        so it is computed once here and reused by every step, configuration and structure. With every
+        layer prefixed (first = 0) the rows are returned unchanged.
+        """
+        if self.first == 0:
+            return rows
+        dev = next(self.base.parameters()).device
+        out = []
+        for s in range(0, len(rows), max_rows):
+            chunk = rows[s:s + max_rows]
+            b = collate_split(chunk, pad_id)
+            ids, mask = b["input_ids"].to(dev), b["attention_mask"].to(dev)
+            pos = (self.prefix_len + torch.arange(ids.shape[1], device=dev)).expand_as(ids)
+            state = lower_states(self.base, self.first, ids, mask, pos)  # (B, T, hidden)
+            out += [{**r, "lower": state[i, :len(r["input_ids"])].clone()} for i, r in enumerate(chunk)]
+        return out
 
     def _nll(self, hidden: torch.Tensor, labels: torch.Tensor, row_member: torch.Tensor, K: int):
         """Per-member summed next-token NLL and token counts from hidden states (LM head only where scored)."""
@@ -283,11 +346,17 @@ class MultiPrefix(nn.Module):
         (B, T), K, L = ids.shape, len(ks), self.prefix_len
         kv = self.kv(ks)  # (K, layers, 2, h, L, hd)
         rm = self._rows(K, B, ids.device)
-        cache = self._cache((kv[rm, l, 0], kv[rm, l, 1]) for l in range(self.dims.n_layers))  # each (K*B, h, L, hd)
+        cache = self._cache(self._below(K * B, kv) + [(kv[rm, l, 0], kv[rm, l, 1]) for l in range(self.dims.n_layers)])
         pos = (L + torch.arange(T, device=ids.device)).expand(K * B, T)  # right padding: real tokens at L, L+1, ...
         full_mask = torch.cat([mask.new_ones(B, L), mask], 1).repeat(K, 1)
-        hidden = self.base.base_model(input_ids=ids.repeat(K, 1), attention_mask=full_mask, position_ids=pos,
-                                      past_key_values=cache, use_cache=False).last_hidden_state
+        if self.first == 0:
+            hidden = self.base.base_model(input_ids=ids.repeat(K, 1), attention_mask=full_mask, position_ids=pos,
+                                          past_key_values=cache, use_cache=False).last_hidden_state
+        else:
+            if "lower" not in batch:
+                raise ValueError("top-K prefixes: the rows carry no lower-layer states; call MultiPrefix.with_lower first")
+            hidden = run_top(self.base, self.first, batch["lower"].to(self.base.dtype).repeat(K, 1, 1), ids.repeat(K, 1),
+                             full_mask, pos, cache).last_hidden_state
         sums, counts = self._nll(hidden, labels.repeat(K, 1), rm, K)
         return sums, counts
 
@@ -359,6 +428,19 @@ class MultiPrefix(nn.Module):
         kv = self.kv(ks)
         rm = torch.as_tensor([ks.index(k) for k, _ in pairs], device=dev)
         L, n_layers = self.prefix_len, self.dims.n_layers
+        if self.members[pairs[0][0]].placement == "prefix" and self.first > 0:
+            ids, mask = _left_pad([prompts[p]["x"] + prompts[p]["sep"] for _, p in pairs], pad_id)
+            ids, mask = ids.to(dev), mask.to(dev)
+            pos = L + (mask.cumsum(-1) - 1).clamp(min=0)
+            below = self._cache(self._below(len(pairs), kv))
+            state = lower_states(self.base, self.first, ids, mask, pos, cache=below)  # fills the entries below
+            above = self._cache(self._below(len(pairs), kv) + [(kv[rm, l, 0], kv[rm, l, 1]) for l in range(n_layers)])
+            out = run_top(self.base, self.first, state, ids, torch.cat([mask.new_ones(len(pairs), L), mask], 1), pos,
+                          above, use_cache=True)
+            layers = [(layer.keys, layer.values) for layer in below.layers[:self.first]]
+            layers += [(layer.keys, layer.values) for layer in out.past_key_values.layers[self.first:]]
+            # the mask returned is over the tokens only: the layers below have no prefix (see _decode)
+            return layers, mask, L + mask.sum(-1), out.last_hidden_state[:, -1]
         if self.members[pairs[0][0]].placement == "prefix":
             ids, mask = _left_pad([prompts[p]["x"] + prompts[p]["sep"] for _, p in pairs], pad_id)
             ids, mask = ids.to(dev), mask.to(dev)
@@ -381,6 +463,26 @@ class MultiPrefix(nn.Module):
             nxt = x_len + L + sep.shape[1]
         layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
         return layers, full, nxt, out.last_hidden_state[:, -1]
+
+    def _decode(self, layers, mask, ids, pos):
+        """One decoding step: (new per-layer cache entries, last hidden state (rows, hidden)).
+
+        All layers prefixed: one pass, `mask` over [prefix; tokens]. Top-K prefixes: `mask` is over the
+        tokens only; the layers below run first on their own cache (no prefix), then the top layers on
+        theirs ([prefix; tokens]) from the state they hand over.
+        """
+        if self.first == 0:
+            out = self.base.base_model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                       past_key_values=self._cache(layers), use_cache=True)
+            return [(layer.keys, layer.values) for layer in out.past_key_values.layers], out.last_hidden_state[:, -1]
+        below = self._cache(layers)
+        state = lower_states(self.base, self.first, ids, mask, pos, cache=below)
+        ones = mask.new_ones(mask.shape[0], self.prefix_len)
+        out = run_top(self.base, self.first, state, ids, torch.cat([ones, mask], 1), pos, self._cache(layers),
+                      use_cache=True)
+        new = [(layer.keys, layer.values) for layer in below.layers[:self.first]]
+        new += [(layer.keys, layer.values) for layer in out.past_key_values.layers[self.first:]]
+        return new, out.last_hidden_state[:, -1]
 
     def _beam(self, pairs, prompts, tok, max_new, beams, lp):
         """Length-normalised beam search with eos absorbing: a finished beam keeps its score and length.
@@ -405,11 +507,9 @@ class MultiPrefix(nn.Module):
             if bool(done.all()):
                 break
             mask = torch.cat([mask, mask.new_ones(R * beams, 1)], 1)
-            out = self.base.base_model(input_ids=seqs[..., -1].reshape(-1, 1), attention_mask=mask, position_ids=pos[:, None],
-                                       past_key_values=self._cache(layers), use_cache=True)
-            layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            layers, last = self._decode(layers, mask, seqs[..., -1].reshape(-1, 1), pos[:, None])
             pos = pos + 1
-            lp_next = F.log_softmax(head(out.last_hidden_state[:, -1]).float(), -1).view(R, beams, V)
+            lp_next = F.log_softmax(head(last).float(), -1).view(R, beams, V)
             absorbed = torch.full_like(lp_next, -math.inf)
             absorbed[..., eos] = 0.0
             lp_next = torch.where(done[..., None], absorbed, lp_next)
