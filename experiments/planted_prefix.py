@@ -1,35 +1,40 @@
-"""The planted-prefix rate check in a real transformer (THEORY section 6), on CPU.
+"""`reparam planted-prefix [mode=run|draw|check] [key=value ...]`: the planted-prefix rate check in a real
+transformer (THEORY section 6), on CPU.
 
 A frozen random-init GPT-2 (or Llama) plus a TRUE prefix is the teacher; students with each prefix structure
-(independent, shared_fixed, shared, embedding_only; exact and over-specified) are fitted by float64 full-batch
-L-BFGS to tokens SAMPLED from the teacher, and their prefixes are compared with the truth per (layer, head).
-All logic is in reparam.lm.planted; this app only loops, records and draws.
+registered for the planted study (independent, shared_fixed, shared, embedding_only; exact and over-specified) are
+fitted by float64 full-batch L-BFGS to tokens SAMPLED from the teacher, and their prefixes are compared with the
+truth per (layer, head). All logic is in reparam.lm.planted; this app only loops, records and draws.
 
-Run:   reparam planted-prefix                     (the CPU study: outputs/lm/planted)
-       reparam planted-prefix study=smoke         (seconds)
-       reparam planted-prefix check               (verdict table from the recorded fits)
-       reparam planted-prefix check check_table=figures/lm/planted/draws_1/planted_fits.csv   (committed table)
-       reparam planted-prefix draw                (tables + figures from the recorded fits; no fitting)
-(`reparam planted-prefix ...` = `python -m reparam.experiments.planted_prefix ...`.)
-`check` / `draw` are shorthands for mode=check / mode=draw. Fits are recorded in <run_dir>/replicate_<r>.jsonl
-(one file per replicate, so replicates can run in separate processes) and a rerun only fits what is missing.
+    reparam planted-prefix                     (the CPU study: outputs/lm/planted)
+    reparam planted-prefix study=smoke         (seconds)
+    reparam planted-prefix mode=check          (verdict table from the recorded fits)
+    reparam planted-prefix mode=check check_table=figures/lm/planted/draws_1/planted_fits.csv   (committed table)
+    reparam planted-prefix mode=draw           (tables + figures from the recorded fits; no fitting)
+
+Fits are recorded in <run_dir>/replicate_<r>.jsonl (one file per replicate, so replicates can run in separate
+processes) and a rerun only fits what is missing; the job log is <run_dir>/planted_prefix.log.
 """
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from pathlib import Path
+from typing import Any
 
-import hydra
 import pandas as pd
 import torch
 from omegaconf import DictConfig
 
+from reparam.app import as_dictconfig, hydra_main
+from reparam.console import say
 from reparam.lm import planted as pl
 from reparam.lm.runner import repo_path
 from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
-from reparam.validation import DataError, exit_on_input_error
+from reparam.validation import DataError, status_on_input_error
+
+logger = logging.getLogger(__name__)
 
 FIT_KEY = ["setting_id", "structure", "regime", "n", "replicate"]
 
@@ -38,7 +43,8 @@ def _log(run_dir: Path, replicate: int) -> ResultLog:
     return ResultLog(run_dir / f"replicate_{replicate}.jsonl")
 
 
-def run(cfg: DictConfig, settings: dict) -> None:
+def fit_all(cfg: DictConfig, settings: dict) -> None:
+    """Fit every (replicate, n, structure, regime) of the configured study that its log does not hold yet."""
     base_cfg, pc, fc, sc, sid = (settings[k] for k in ("base", "planted", "fit", "study", "setting_id"))
     torch.set_num_threads(cfg.threads)
     run_dir = repo_path(cfg.run_dir)
@@ -57,11 +63,11 @@ def run(cfg: DictConfig, settings: dict) -> None:
             log.extend([{**row, "setting_id": sid} for row in rows])  # all starts of a fit in one append
             if cfg.progress:
                 best = next(row for row in rows if row["selected"])
-                print(f"[planted] r={r} n={n:4d} {structure:14s} {regime:5s} valid={best['valid']!s:5s} "
-                      f"gap={best['rel_gap']:+.1e} it={best['iterations']:3d} |g|={best['grad_max']:.0e} "
-                      f"vor={best['voronoi']:.3g} rel={best['rel_dist']:.3g} kl={best['kl']:.3g} "
-                      f"({sum(x['fit_s'] for x in rows):.1f}s)", flush=True)
-    print(f"[planted] fits done in {time.time() - t_all:.0f}s")
+                say(logger, f"[planted] r={r} n={n:4d} {structure:14s} {regime:5s} valid={best['valid']!s:5s} "
+                            f"gap={best['rel_gap']:+.1e} it={best['iterations']:3d} |g|={best['grad_max']:.0e} "
+                            f"vor={best['voronoi']:.3g} rel={best['rel_dist']:.3g} kl={best['kl']:.3g} "
+                            f"({sum(x['fit_s'] for x in rows):.1f}s)")
+    say(logger, f"[planted] fits done in {time.time() - t_all:.0f}s")
 
 
 def load_fits(cfg: DictConfig, settings: dict) -> pd.DataFrame:
@@ -75,7 +81,8 @@ def load_fits(cfg: DictConfig, settings: dict) -> pd.DataFrame:
         raise DataError(f"no recorded fits under {cfg.check_table or cfg.run_dir}; run the experiment first")
     other = fits[fits["setting_id"] != settings["setting_id"]]
     if len(other):
-        print(f"[planted] {len(other)} fit row(s) of other settings left out (this setting: {settings['setting_id']})")
+        say(logger, f"[planted] {len(other)} fit row(s) of other settings left out (this setting: "
+                    f"{settings['setting_id']})")
     fits = fits[fits["setting_id"] == settings["setting_id"]]
     pc, sc = settings["planted"], settings["study"]  # the configured study only (a log may hold more)
     fits = fits[fits.structure.isin(pc.structures) & fits.regime.isin(pc.regimes) & fits.n.isin(sc.ns)
@@ -86,7 +93,7 @@ def load_fits(cfg: DictConfig, settings: dict) -> pd.DataFrame:
 
 
 #: figure stem -> (plotted column, slope-table error whose slopes it has): every figure is named after what it
-#: shows, never after the truth (the truth family of each structure is in reparam.lm.planted.STUDENT_TRUTH)
+#: shows, never after the truth (the truth family of each structure is its `fitted_to`, reparam.lm.structures)
 FIGURES = {
     "planted_voronoi_rel_vs_n": ("voronoi_rel", "voronoi"),  # normalised: same slopes as the raw loss
     "planted_rel_dist_vs_n": ("rel_dist", "rel_dist"),
@@ -111,7 +118,7 @@ def draw_figures(est: pd.DataFrame, slopes: pd.DataFrame, settings: dict, out_di
     title = figure_title(settings)
     paths = []
     for stem, (column, slope_error) in FIGURES.items():
-        predictions = {(s, g): v for (s, g, e), v in pl.PREDICTIONS.items() if e == slope_error}
+        predictions = {(s, g): v for (s, g, e), v in pl.predictions().items() if e == slope_error}
         fig = planted_error_figure(est, column, slopes=slopes[slopes["error"] == slope_error],
                                    predictions=predictions, width=width, title=title)
         paths += save_figure(fig, out_dir / f"{stem}{suffix}")
@@ -127,9 +134,9 @@ def draw(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     from reparam.lm.runner import summary_table
 
     out_dir = repo_path(cfg.out_dir)
+    fits = load_fits(cfg, settings)  # first: a refused draw (no recorded fits) writes nothing
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir)
-    fits = load_fits(cfg, settings)
     est = pl.add_normalised_errors(pl.estimates(fits), pl.truth_references(settings))
     slopes = pl.slope_table(est, settings["study"], n_boot=cfg.n_boot)
     write_table(fits, out_dir / "planted_fits.csv")  # every start of every fit, with its validity
@@ -146,47 +153,43 @@ def draw(cfg: DictConfig, settings: dict) -> pd.DataFrame:
         f"# Planted-prefix check (setting {settings['setting_id']})\n\n{report}\n\n"
         f"valid fits: {est['valid'].mean():.1%} of {len(est)} estimates "
         f"({fits['valid'].mean():.1%} of {len(fits)} starts)\n")
-    print(f"[planted] tables and figures in {out_dir}")
+    say(logger, f"[planted] tables and figures in {out_dir}")
     return slopes
 
 
 def check(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     est = pl.estimates(load_fits(cfg, settings))
     slopes = pl.slope_table(est, settings["study"], n_boot=cfg.n_boot)
-    print(pl.check_lines(slopes))
-    print(f"valid fits: {est['valid'].mean():.1%} of {len(est)} estimates")
+    say(logger, pl.check_lines(slopes))
+    say(logger, f"valid fits: {est['valid'].mean():.1%} of {len(est)} estimates")
     return slopes
 
 
-# the config folder by file path: `reparam <command>` imports this app as reparam.experiments.*, whose conf/
-# is package data, not a Python package that Hydra could find by module name
-CONF_DIR = str(Path(__file__).resolve().parent / "conf")
+help_text = pl.help_text  # the settings part of --help (reparam.app.app_help)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="planted_prefix")
-@exit_on_input_error
-def _main(cfg: DictConfig) -> None:
-    settings = pl.validate_study(cfg)  # every field, before a model is built or a file written
+def validate_cfg(cfg: Any) -> None:
+    """The preflight check (reparam.validation.PreflightCallback): every setting, before Hydra creates a folder."""
+    pl.validate_study(cfg)
+
+
+@status_on_input_error
+def run(cfg: Any) -> int:
+    """Validate every setting (before a model is built or a file written), then fit, draw or check as `mode` says;
+    returns the exit status (a user's mistake: one line on stderr, status 2). cfg: the composed config."""
+    cfg = as_dictconfig(cfg)
+    settings = pl.validate_study(cfg)
     if cfg.mode == "run":
-        run(cfg, settings)
+        fit_all(cfg, settings)
         draw(cfg, settings)
     elif cfg.mode == "draw":
         draw(cfg, settings)
     else:
         check(cfg, settings)
+    return 0
 
 
-def _shorthand(argv: list[str]) -> list[str]:
-    """`check` / `draw` / `run` as the first argument mean mode=<that>."""
-    if len(argv) > 1 and argv[1] in pl.MODES:
-        return [argv[0], f"mode={argv[1]}", *argv[2:]]
-    return argv
-
-
-def main() -> None:
-    """`reparam planted-prefix [run|draw|check] [key=value ...]` (and `python -m reparam.experiments.planted_prefix`)."""
-    sys.argv = _shorthand(sys.argv)
-    _main()
+main = hydra_main(run, "planted_prefix", __file__)
 
 
 if __name__ == "__main__":

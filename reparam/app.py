@@ -76,10 +76,13 @@ def output_dir(path: Any = None, skip: bool = False) -> str:
 
 
 def app_help(module: str, schema: str) -> str:
-    """The `--help` header of a sims utility: its module docstring (what it does, example command lines) and the
-    docstring of its schema (what each setting does). Registered as the resolver `reparam.help`."""
+    """The `--help` header of an app: its module docstring (what it does, example command lines) and what each
+    setting does: the docstring of its schema class, or the text a function `schema` of the module returns (an app
+    whose settings are several blocks, e.g. planted-prefix). Registered as the resolver `reparam.help`."""
     mod = importlib.import_module(module)
-    return f"{inspect.cleandoc(mod.__doc__ or '')}\n\n{inspect.cleandoc(getattr(mod, schema).__doc__ or '')}\n"
+    obj = getattr(mod, schema)
+    settings = obj() if callable(obj) and not isinstance(obj, type) else obj.__doc__ or ""
+    return f"{inspect.cleandoc(mod.__doc__ or '')}\n\n{inspect.cleandoc(settings)}\n"
 
 
 OmegaConf.register_new_resolver("reparam.output_dir", output_dir, replace=True)

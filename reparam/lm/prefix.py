@@ -1,25 +1,12 @@
-"""Prefix-tuning for any Hugging Face causal LM (PEFT-tuner style), with three structures.
+"""Prefix-tuning for any Hugging Face causal LM (PEFT-tuner style), for every registered prefix structure.
 
 THEORY section 6: every attention head of every layer is a mixture of experts whose prompt experts
-are the prefix keys/values. The structures differ only in how those keys/values are parameterised:
+are the prefix keys/values. The structures differ only in how those keys/values are parameterised; each is a
+class of the registry `reparam.lm.structures` (independent, shared, deep_shared, shared_fixed, embedding_only,
+infix, fixed, and any a user registers), which builds its parameters on a `PrefixEncoder` and computes the prefix
+from them. The encoder itself never branches on a structure's name.
 
-* ``independent`` - a free key and value tensor for every layer (Li & Liang's "no reparameterization").
-* ``shared``      - per-position embeddings p_i through ONE MLP
-                    Linear(d, hidden) -> tanh -> Linear(hidden, layers * 2 * kv_dim)
-                    (Li & Liang's default; identical to PEFT's ``prefix_projection=True`` layout).
-* ``deep_shared`` - the same with two hidden layers.
-* ``shared_fixed`` - the ``shared`` layout with the MLP FROZEN: only the latents p_i are learned. This is
-                    the theorems' setting (THEORY section 2: key and value are two fixed functions of one
-                    latent). The map is the seeded random init unless set with ``PrefixEncoder.set_map``
-                    (the planted study sets it to the true map).
-* ``embedding_only`` - prompt-tuning (Li & Liang's embedding-only ablation): L learned INPUT embeddings
-                    (hidden_size each) run through the frozen network itself; their cached keys and values at
-                    every layer are the prefix. A shared structure whose fixed map is the transformer.
-                    The virtual tokens sit at positions 0..L-1 and attend to each other causally, exactly as
-                    if they were prepended to the input.
-* ``fixed``       - an exported prefix (the MLP dropped), loaded for inference or as a planted teacher.
-
-The layout of the flat MLP output matches PEFT: (L, layers * 2 * kv_dim) viewed as
+The layout of the flat prefix matches PEFT: (L, layers * 2 * kv_dim) viewed as
 (L, layers * 2, kv_heads, head_dim), where index 2*l is layer l's key and 2*l+1 its value.
 
 On every forward call a fresh ``DynamicCache`` is built from the prefix (transformers 5 accepts
@@ -29,21 +16,20 @@ attention mask is extended by L ones so that every token attends to every prefix
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-STRUCTURES = ("independent", "shared", "deep_shared", "shared_fixed", "embedding_only", "fixed")
+from .structures import STRUCTURES, get_structure
 
 
 @dataclass
 class PrefixConfig:
     """How the prefix is parameterised."""
 
-    structure: str = "shared"  # independent | shared | deep_shared | shared_fixed | embedding_only | fixed (module docstring)
+    structure: str = "shared"  # a registered structure (reparam.lm.structures.STRUCTURES)
     prefix_len: int = 10  # L: number of virtual tokens (prompt experts per head)
     embed_dim: int | None = None  # d: size of the per-position latent p_i (default: the model's hidden size)
     hidden: int = 512  # width of the reparameterising MLP's hidden layer(s)
@@ -55,7 +41,7 @@ class PrefixConfig:
 
     def __post_init__(self):
         if self.structure not in STRUCTURES:
-            raise ValueError(f"PrefixConfig.structure={self.structure!r} is not one of {STRUCTURES}")
+            raise ValueError(f"PrefixConfig.structure={self.structure!r} is not one of {list(STRUCTURES)}")
         if self.prefix_len < 1:
             raise ValueError(f"PrefixConfig.prefix_len={self.prefix_len} must be >= 1")
         if self.init not in ("mlp", "normal"):
@@ -84,94 +70,43 @@ class KVDims:
         return cls(n_layers=c.num_hidden_layers, kv_heads=kv_heads, head_dim=head_dim, hidden_size=c.hidden_size)
 
 
-def _mlp(d: int, hidden: int, out: int, depth: int) -> nn.Sequential:
-    layers, width = [], d
-    for _ in range(depth):
-        layers += [nn.Linear(width, hidden), nn.Tanh()]
-        width = hidden
-    layers.append(nn.Linear(width, out))
-    return nn.Sequential(*layers)
-
-
 class PrefixEncoder(nn.Module):
-    """Produces the prefix keys/values, shape (layers, 2, kv_heads, L, head_dim).
+    """Produces the prefix keys/values, shape (layers, 2, kv_heads, L, head_dim), of the structure
+    `cfg.structure` (its parameters are drawn from a generator seeded with `cfg.seed`).
 
-    `network`: the frozen causal LM, needed only by ``embedding_only`` (kept outside the module tree so
-    that the prefix's state dict and parameters never include the base model's weights).
+    `network`: the frozen causal LM, needed only by a structure that runs it (``embedding_only``); kept outside
+    the module tree so that the prefix's state dict and parameters never include the base model's weights.
     """
 
     def __init__(self, cfg: PrefixConfig, dims: KVDims, network: nn.Module | None = None):
         super().__init__()
         self.cfg, self.dims = cfg, dims
-        L, out = cfg.prefix_len, dims.n_layers * 2 * dims.kv_dim
-        d = cfg.embed_dim or dims.hidden_size
-        g = torch.Generator().manual_seed(cfg.seed)
-        if cfg.structure in ("shared", "deep_shared", "shared_fixed"):
-            self.embedding = nn.Embedding(L, d)
-            self.transform = _mlp(d, cfg.hidden, out, depth=2 if cfg.structure == "deep_shared" else 1)
-            self._init_mlp(self.embedding, self.transform, g)
-            if cfg.structure == "shared_fixed":
-                self.transform.requires_grad_(False)
-        elif cfg.structure == "embedding_only":
-            if network is None:
-                raise ValueError("structure 'embedding_only' needs the frozen network: PrefixEncoder(cfg, dims, network=base)")
-            self._network = (network,)  # a tuple: not registered as a submodule
-            self.embedding = nn.Embedding(L, dims.hidden_size)
-            with torch.no_grad():
-                self.embedding.weight.normal_(0.0, cfg.init_std, generator=g)
-        elif cfg.structure == "independent":
-            if cfg.init == "mlp":  # the same draw as a `shared` encoder with this seed, then the MLP is discarded
-                emb, mlp = nn.Embedding(L, d), _mlp(d, cfg.hidden, out, depth=1)
-                self._init_mlp(emb, mlp, g)
-                with torch.no_grad():
-                    flat = mlp(emb.weight)
-            else:
-                flat = torch.randn(L, out, generator=g) * cfg.init_std
-            self.flat = nn.Parameter(flat.detach().clone())  # (L, layers*2*kv_dim)
-        else:  # fixed: filled by load_state_dict / from_exported
-            self.register_buffer("flat", torch.zeros(L, out))
+        self.structure = get_structure(cfg.structure)
+        self._network = (network,)  # a tuple: not registered as a submodule
+        self.structure.build(self, torch.Generator().manual_seed(cfg.seed))
 
-    def _init_mlp(self, emb: nn.Embedding, mlp: nn.Sequential, g: torch.Generator):
-        # seeded init that does not depend on the global RNG state (reproducible whatever ran before)
-        with torch.no_grad():
-            emb.weight.normal_(0.0, 1.0, generator=g)
-            for m in mlp:
-                if isinstance(m, nn.Linear):
-                    bound = 1.0 / math.sqrt(m.in_features)
-                    m.weight.uniform_(-bound, bound, generator=g)
-                    m.bias.uniform_(-bound, bound, generator=g)
+    @property
+    def network(self) -> nn.Module:
+        if self._network[0] is None:
+            raise ValueError(f"structure {self.cfg.structure!r} needs the frozen network: "
+                             "PrefixEncoder(cfg, dims, network=base)")
+        return self._network[0]
 
     @torch.no_grad()
     def set_map(self, transform: nn.Sequential) -> "PrefixEncoder":
-        """``shared_fixed``: copy the frozen key/value map from `transform` (same layout as this encoder's)."""
-        if self.cfg.structure != "shared_fixed":
-            raise ValueError(f"set_map is for structure 'shared_fixed', not {self.cfg.structure!r}")
-        self.transform.load_state_dict(transform.state_dict())
+        """A structure with a FIXED map (``shared_fixed``): copy the map from `transform` (same layout)."""
+        own = getattr(self, "transform", None)
+        if own is None or any(p.requires_grad for p in own.parameters()):
+            raise ValueError(f"set_map is for a structure with a fixed map (shared_fixed), not {self.cfg.structure!r}")
+        own.load_state_dict(transform.state_dict())
         return self
 
     def flat_prefix(self) -> torch.Tensor:
         """(L, layers*2*kv_dim), the PEFT layout."""
-        if self.cfg.structure in ("shared", "deep_shared", "shared_fixed"):
-            return self.transform(self.embedding.weight)
-        if self.cfg.structure == "embedding_only":
-            kv = self._network_kv()  # (layers, 2, kv_heads, L, head_dim)
-            return kv.permute(3, 0, 1, 2, 4).reshape(self.cfg.prefix_len, -1)
-        return self.flat
-
-    def _network_kv(self) -> torch.Tensor:
-        """embedding_only: the frozen network's own cached keys/values of the L virtual tokens."""
-        net = self._network[0]
-        body = net.base_model  # the transformer without its LM head (logits of virtual tokens are not needed)
-        emb = self.embedding.weight.unsqueeze(0).to(net.dtype)  # (1, L, hidden)
-        cache = body(inputs_embeds=emb, use_cache=True).past_key_values
-        return torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])
+        return self.structure.flat_prefix(self)
 
     def forward(self) -> torch.Tensor:
-        if self.cfg.structure == "embedding_only":
-            return self._network_kv()
-        dm, L = self.dims, self.cfg.prefix_len
-        kv = self.flat_prefix().view(L, dm.n_layers, 2, dm.kv_heads, dm.head_dim)
-        return kv.permute(1, 2, 3, 0, 4)  # (layers, 2, kv_heads, L, head_dim)
+        return self.structure.kv(self)  # (layers, 2, kv_heads, L, head_dim)
 
 
 #: the files of a saved prefix (PrefixModel.save_prefix), named like PEFT's adapter_config.json and
@@ -188,6 +123,10 @@ class PrefixModel(nn.Module):
         for p in self.base.parameters():
             p.requires_grad_(False)
         self.cfg = cfg
+        placement = get_structure(cfg.structure).placement
+        if placement != "prefix":  # this model puts its keys/values in front of the input, nowhere else
+            raise ValueError(f"PrefixModel places a prefix; structure {cfg.structure!r} is placed as {placement!r} "
+                             "(train it with reparam.lm.multiprefix.MultiPrefix)")
         self.dims = KVDims.from_config(base.config)
         self.prefix = prefix if prefix is not None else PrefixEncoder(cfg, self.dims, network=base)
 

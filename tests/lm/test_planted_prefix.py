@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from reparam.experiments import planted_prefix as app  # also registers the apps' Hydra job logging (reparam.app)
 from reparam.lm import planted as pl
 from reparam.lm.prefix import fixed_prefix, prefix_atoms
 from reparam.losses import voronoi_loss
@@ -83,7 +84,7 @@ def test_sampled_targets_make_n_matter(base):
     error shrink with n. Tolerances: from n=8 to n=128 (16x) a parametric KL shrinks ~16x; we ask for 3x, and
     for a smaller relative distance."""
     pc = pl.PlantedConfig(prefix_len=2, seq_len=6, n_test=64, structures=["shared_fixed"])
-    study = pl.PlantedStudy(base, pc, pl.FitConfig(starts=1, max_iter=60), replicate=0, n_max=128)
+    study = pl.PlantedStudy(base, pc, pl.LBFGSConfig(starts=1, max_iter=60), replicate=0, n_max=128)
     small, large = study.fit("shared_fixed", "exact", 8)[0], study.fit("shared_fixed", "exact", 128)[0]
     for row in (small, large):
         assert row["valid"] and row["rel_gap"] <= 1e-8 and row["iterations"] >= 1 and row["grad_max"] >= 0
@@ -126,11 +127,9 @@ def test_bad_settings_are_refused_before_work(tmp_path, override, field):
 
 
 def test_smoke_app_records_every_fit_resumes_and_checks(tmp_path, capsys):
-    from reparam.experiments import planted_prefix as app
-
     cfg = _compose(tmp_path, ["planted.structures=[independent,shared_fixed,embedding_only]", "study.ns=[4,8,16]"])
     settings = pl.validate_study(cfg)
-    app.run(cfg, settings)
+    app.fit_all(cfg, settings)
     slopes = app.draw(cfg, settings)
     fits = pd.read_csv(tmp_path / "fig" / "planted_fits.csv")
     assert len(fits) == 3 * 2 * 3 * 3  # structures x regimes x sizes x replicates, 1 start each
@@ -144,7 +143,7 @@ def test_smoke_app_records_every_fit_resumes_and_checks(tmp_path, capsys):
     assert (est["voronoi_rel"] > 0).all() and est["voronoi_scale"].notna().all()
     assert set(slopes.error) == set(pl.ERRORS) and slopes.verdict.isin(
         ["agree", "disagree", "inconclusive", "insufficient", "measured"]).all()
-    app.run(cfg, settings)  # resumable: nothing refitted
+    app.fit_all(cfg, settings)  # resumable: nothing refitted
     rows = sum(1 for f in (tmp_path / "runs").glob("replicate_*.jsonl") for _ in open(f))
     assert rows == len(fits)
     app.check(_compose(tmp_path, [f"check_table={tmp_path}/fig/planted_fits.csv"]), settings)
@@ -264,8 +263,6 @@ def test_planted_figures_have_reference_lines_and_fit_their_width(width):
 def test_committed_figures_are_named_after_what_they_show():
     """Every committed planted figure is one the draw mode writes (no stale names such as planted_shared_* or
     planted_valley), and every one it writes is committed, in both formats."""
-    from reparam.experiments import planted_prefix as app
-
     stems = {*app.FIGURES, app.VALLEY}
     for study in ("draws_1", "draws_16"):
         found = {p.stem for p in (COMMITTED / study).glob("*.png")} | {p.stem for p in (COMMITTED / study).glob("*.pdf")}

@@ -1,0 +1,156 @@
+"""A new real-model prefix structure is ONE class, defined here (outside reparam/), registered with
+reparam.lm.structures.register: the encoder, the planted study (truth, student, tables, figures) and the low-data
+protocol take it with no edit anywhere else.
+
+`low_rank_test`: latents p_i in R^r through ONE learned linear map, k_i, v_i = W p_i (no hidden layer, no
+bias). It declares its own truth family, so its planted students are fitted to a truth of its own kind.
+"""
+from pathlib import Path
+from typing import ClassVar
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+from hydra import compose, initialize_config_dir
+
+from reparam.experiments import planted_prefix as app  # also registers the apps' Hydra job logging (reparam.app)
+from reparam.lm import planted as pl
+from reparam.lm.prefix import KVDims, PrefixConfig, PrefixEncoder
+from reparam.lm.structures import (STRUCTURES, LMStructure, register, rescale_map, structures_of, to_flat,
+                                   unregister, word_kv)
+from reparam.validation import ConfigError
+
+from .conftest import needs_data
+
+NAME = "low_rank_test"
+CONF = Path(__file__).resolve().parents[2] / "experiments" / "conf"
+
+
+class LowRank(LMStructure):
+    """k_i, v_i = W p_i: a learned linear map of learned latents (outside the theorems: W is estimated)."""
+
+    name: ClassVar[str] = NAME
+    studies: ClassVar[tuple[str, ...]] = ("planted", "low_data")
+    fitted_to: ClassVar[str] = NAME
+    plants: ClassVar[str | None] = NAME
+
+    def build(self, enc, g):
+        r = enc.cfg.embed_dim or 4
+        enc.embedding = nn.Embedding(enc.cfg.prefix_len, r)
+        enc.transform = nn.Sequential(nn.Linear(r, enc.dims.n_layers * 2 * enc.dims.kv_dim, bias=False))
+        with torch.no_grad():
+            enc.embedding.weight.normal_(0.0, 1.0, generator=g)
+            enc.transform[0].weight.normal_(0.0, r ** -0.5, generator=g)
+
+    def flat_prefix(self, enc):
+        return enc.transform(enc.embedding.weight)
+
+    @torch.no_grad()
+    def init_from_words(self, enc, base, ids, first=0):
+        residual = to_flat(word_kv(base, ids)[first:]).to(enc.embedding.weight.dtype) - self.flat_prefix(enc)
+        enc.transform[0].weight.add_((torch.linalg.pinv(enc.embedding.weight) @ residual).T)
+
+    def plant(self, enc, target_rms):
+        rescale_map(enc, target_rms)  # its output layer scaled to the model's key/value RMS: still W p_i
+
+
+@pytest.fixture
+def low_rank():
+    register(LowRank)
+    yield LowRank
+    unregister(NAME)
+
+
+def test_registry_declarations_and_unregistering(low_rank):
+    assert NAME in structures_of("planted") and NAME in structures_of("low_data")
+    assert NAME not in structures_of("planted")[:4]  # registered after the built-in ones
+    assert not low_rank().in_theorems and pl.PlantedConfig(structures=[NAME]).family(NAME) == NAME
+    unregister(NAME)
+    assert NAME not in STRUCTURES
+    with pytest.raises(ValueError, match="structures"):
+        pl.PlantedConfig(structures=[NAME])
+    register(LowRank)
+
+
+def test_encoder_and_words_init(low_rank, tiny):
+    """The encoder builds it by name; its words init reproduces the words' keys/values (L <= r: exact)."""
+    base, tok = tiny
+    dims = KVDims.from_config(base.config)
+    enc = PrefixEncoder(PrefixConfig(structure=NAME, prefix_len=3, embed_dim=8, seed=1), dims, network=base)
+    assert enc().shape == (dims.n_layers, 2, dims.kv_heads, 3, dims.head_dim)
+    assert sum(p.numel() for p in enc.parameters() if p.requires_grad) == 3 * 8 + 8 * dims.n_layers * 2 * dims.kv_dim
+    ids = [5, 17, 33]
+    enc.structure.init_from_words(enc, base, ids)
+    torch.testing.assert_close(enc(), word_kv(base, ids), rtol=1e-4, atol=1e-4)
+
+
+def _planted_cfg(tmp_path, extra=()):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="planted_prefix",
+                       overrides=["study=smoke", f"run_dir={tmp_path}/runs", f"out_dir={tmp_path}/fig", *extra])
+
+
+def test_new_structure_runs_through_the_planted_smoke_study(low_rank, tmp_path):
+    cfg = _planted_cfg(tmp_path, [f"planted.structures=[{NAME},shared_fixed]", "study.ns=[4,8,16]"])
+    assert app.run(cfg) == 0  # mode=run: fit, then tables, figures and the check
+    fits = pd.read_csv(tmp_path / "fig" / "planted_fits.csv")
+    mine = fits[fits.structure == NAME]
+    assert len(mine) == 2 * 3 * 3  # regimes x sizes x replicates, 1 start each
+    assert set(mine.truth) == {NAME} and not mine.in_theorems.any() and mine.trainable.gt(0).all()
+    assert mine[["voronoi", "rel_dist", "kl"]].notna().all().all() and (mine.kl_truth_vs_base > 0).all()
+    # its truth is its own planted draw at the model's key/value scale (the recomputed references agree)
+    est = pd.read_csv(tmp_path / "fig" / "planted_estimates.csv")
+    assert est[est.structure == NAME]["voronoi_scale"].notna().all()
+    slopes = pd.read_csv(tmp_path / "fig" / "planted_slopes.csv")
+    rows = slopes[slopes.structure == NAME]
+    assert set(rows.error) == set(pl.ERRORS) and rows.predicted.isna().all()
+    assert rows.verdict.isin(["measured", "insufficient"]).all()
+    assert f"| {NAME} | exact | voronoi |" in (tmp_path / "fig" / "planted_check.md").read_text()
+
+
+def test_unknown_planted_student_is_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"planted.*low_rank_test"):
+        pl.validate_study(_planted_cfg(tmp_path, [f"planted.structures=[{NAME}]"]))
+
+
+# WIRING: experiments/low_data.py and reparam/lm/multiprefix.py still list their structures in a tuple
+# (multiprefix.STRUCTURES), so low_data refuses the new structure by name (a ConfigError). Once they read the
+# registry (reparam.lm.structures.structures_of("low_data"), the encoder's structure for placement and words init),
+# this test passes: remove the xfail marker then (strict: an unexpected pass fails the suite as a reminder).
+@pytest.mark.xfail(strict=True, raises=ConfigError,
+                   reason="waits for the registry wiring of experiments/low_data.py and reparam/lm/multiprefix.py")
+@needs_data
+def test_new_structure_runs_through_the_low_data_smoke_run(low_rank, tmp_path):
+    from reparam.experiments import low_data
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="low_data", overrides=[
+            "setting=smoke", f"run_dir={tmp_path}/runs", f"out_dir={tmp_path}/fig", "low_data.datasets=[e2e]",
+            "low_data.metrics=[bleu]", f"low_data.structures=[{NAME},independent]", "low_data.inits=[random,words]",
+            f"+low_data.lr_grid.{NAME}=[0.01]"])
+    low_data.run(cfg)
+    df = low_data.table(cfg)
+    mine = df[df.structure == NAME]
+    assert len(mine) == 2 * 2  # ns x inits
+    assert (mine.test_nll > 0).all() and mine.bleu.notna().all()
+
+
+@pytest.mark.parametrize("structure", ["independent", "shared", "deep_shared", "embedding_only"])
+@pytest.mark.parametrize("first", [0, 1])
+def test_registry_words_init_is_multiprefix_s(tiny, structure, first):
+    """The structures' own words initialisation gives the encoder multiprefix.init_from_words gives it (all layers
+    and a top-1 prefix), so the low-data protocol can read the registry with unchanged results."""
+    import dataclasses
+
+    from reparam.lm.multiprefix import init_from_words
+
+    base, _ = tiny
+    dims = dataclasses.replace(KVDims.from_config(base.config), n_layers=KVDims.from_config(base.config).n_layers - first)
+    ids = [5, 17, 33]
+    a, b = (PrefixEncoder(PrefixConfig(structure=structure, prefix_len=3, hidden=16, seed=2), dims, network=base)
+            for _ in range(2))
+    init_from_words(a, base, ids, first=first)
+    b.structure.init_from_words(b, base, ids, first=first)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
