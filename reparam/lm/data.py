@@ -196,16 +196,6 @@ def encode_examples(tok, examples: list[Example], max_len: int) -> list[dict]:
     return out
 
 
-def encode_texts(tok, texts: list[str], max_len: int) -> list[dict]:
-    """Plain text sequences (planted-prefix experiment): every token is scored."""
-    out = []
-    for t in texts:
-        ids = tok.encode(t, add_special_tokens=False)[:max_len]
-        if len(ids) >= 2:
-            out.append({"input_ids": ids, "labels": list(ids)})
-    return out
-
-
 def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a list of encoded rows to a batch (labels padded with -100)."""
     T = max(len(r["input_ids"]) for r in rows)
@@ -218,15 +208,3 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         labels[i, :k] = torch.tensor(r["labels"])
         mask[i, :k] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def collate_prompts(tok, sources: list[str]) -> dict[str, torch.Tensor]:
-    """Left-padded prompts for generation."""
-    enc = [tok.encode(s + SEP, add_special_tokens=False) for s in sources]
-    T = max(len(e) for e in enc)
-    ids = torch.full((len(enc), T), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(enc), T), dtype=torch.long)
-    for i, e in enumerate(enc):
-        ids[i, T - len(e):] = torch.tensor(e)
-        mask[i, T - len(e):] = 1
-    return {"input_ids": ids, "attention_mask": mask}

@@ -13,12 +13,8 @@ API (cfg is the composed Hydra config of an experiment; `section` is its own blo
                                                smollm2 GGUF file present
     validate_train(field, train_cfg)           steps >= 1, batch_size >= 1, lr finite > 0, weight_decay >= 0,
                                                warmup in [0, steps], grad_clip >= 0, checkpoint_every >= 0
-    validate_prefix(field, section_cfg)        prefix_len, embed_dim, hidden >= 1; structures known, no repeats
     validate_sizes(field, section_cfg)         ns: integers >= 1 without repeats; seeds: integers >= 0 without
                                                repeats; n_test >= 1 (each only when present)
-    validate_planted(cfg)                      the planted study (reparam.lm.planted.validate_study: its
-                                               base / planted / fit / study blocks, unknown keys, outputs)
-                                               (datasets, max_len, ...) + the data files it reads exist
     check_pool_size(field, n, available)       after the data are loaded: n <= available examples
 
 Result-log key:
@@ -118,18 +114,6 @@ def validate_train(field: str, train: Any) -> None:
     check_int(f"{field}.checkpoint_every", _get(train, "checkpoint_every", 0), low=0)
 
 
-def validate_prefix(field: str, section: Any) -> None:
-    """Prefix sizes and the student structures of an experiment block."""
-    from .prefix import STRUCTURES
-
-    for key in ("prefix_len", "embed_dim", "hidden"):
-        if _get(section, key) is not None:
-            check_int(f"{field}.{key}", _get(section, key), low=1)
-    if _get(section, "structures") is not None:
-        check_list(f"{field}.structures", _get(section, "structures"),
-                   item_check=lambda f, v: check_choice(f, v, STRUCTURES), unique=True)
-
-
 def validate_sizes(field: str, section: Any) -> None:
     """Sample sizes, seeds and the test-set size of an experiment block (each only when present)."""
     if _get(section, "ns") is not None:
@@ -139,27 +123,6 @@ def validate_sizes(field: str, section: Any) -> None:
                    unique=True)
     if _get(section, "n_test") is not None:
         check_int(f"{field}.n_test", _get(section, "n_test"), low=1)
-
-
-def validate_planted(cfg: Any) -> dict:
-    """Everything `reparam planted-prefix` reads, before any model is built: the planted study's
-    own validator (`reparam.lm.planted.validate_study`, which also returns the parsed settings and setting id)."""
-    from .planted import validate_study
-
-    return validate_study(cfg)
-
-
-def check_data_files(root: str | None, splits: dict[str, tuple[str, ...]]) -> None:
-    """The files of every (dataset, split) exist under data_root (read errors come later, as DataError)."""
-    from .data import _e2e_file, _webnlg_files
-
-    finders = {"e2e": _e2e_file, "webnlg": _webnlg_files}
-    for dataset, names in splits.items():
-        for split in names:
-            try:
-                finders[dataset](split, root)
-            except FileNotFoundError as err:
-                raise ConfigError(f"data_root={root!r} is invalid: {err}") from None
 
 
 def check_pool_size(field: str, n: int, available: int) -> None:

@@ -1,11 +1,26 @@
 """The gpt2 path end to end on a random-init GPT-2 of the real architecture with the real tokenizer:
 train a few steps, generate, export, reload (pretrained weights cannot be had on these machines)."""
-from reparam.lm.data import encode_examples, load_e2e, nested_subset
+import torch
+
+from reparam.lm.data import collate, encode_examples, load_e2e, nested_subset
 from reparam.lm.models import ModelConfig, load_model
 from reparam.lm.prefix import PrefixConfig, PrefixModel
-from reparam.lm.train import TrainConfig, evaluate_nll, generate_texts, lm_loss, train
+from reparam.lm.train import batch_indices
 
 from .conftest import needs_data, needs_tokenizer
+
+PROMPT = "name : The Vaults | eatType : pub"
+
+
+def _nll(pm: PrefixModel, batch: dict) -> torch.Tensor:
+    """Mean next-token NLL of the labelled tokens (the model's own loss)."""
+    return pm(batch["input_ids"], batch["attention_mask"], labels=batch["labels"]).loss
+
+
+def _generate(pm: PrefixModel, tok) -> list[str]:
+    ids = torch.tensor([tok.encode(PROMPT)])
+    out = pm.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
+    return [tok.decode(o, skip_special_tokens=True) for o in out]
 
 
 @needs_data
@@ -19,17 +34,24 @@ def test_gpt2_path_train_generate_export_reload(tmp_path):
     assert model.config.model_type == "gpt2" and tok.encode("Hello world") == [15496, 995]
 
     rows = encode_examples(tok, nested_subset(load_e2e("train"), 8, seed=0), max_len=48)
+    everything = collate(rows, tok.pad_token_id)
     pm = PrefixModel(model, PrefixConfig(structure="shared", prefix_len=4, hidden=32))
-    before = evaluate_nll(pm, rows, tok.pad_token_id, progress=False)
-    res = train(pm, rows, lm_loss, TrainConfig(steps=10, batch_size=4, lr=1e-2, progress=False), tok.pad_token_id,
-                checkpoint=tmp_path / "ck.pt")
-    after = evaluate_nll(pm, rows, tok.pad_token_id, progress=False)
-    assert res["finished"] and after < before
+    with torch.no_grad():
+        before = float(_nll(pm, everything))
+    opt = torch.optim.AdamW([p for p in pm.prefix.parameters() if p.requires_grad], lr=1e-2)
+    for step in range(10):  # ten AdamW steps on batches of 4: the prefix is all that trains
+        opt.zero_grad()
+        _nll(pm, collate([rows[i] for i in batch_indices(len(rows), 4, step, seed=0)], tok.pad_token_id)).backward()
+        opt.step()
+    with torch.no_grad():
+        after = float(_nll(pm, everything))
+    assert after < before
 
-    texts = generate_texts(pm, tok, ["name : The Vaults | eatType : pub"], max_new_tokens=6, progress=False)
+    texts = _generate(pm, tok)
     assert len(texts) == 1 and isinstance(texts[0], str)
 
     path = pm.save_prefix(tmp_path / "prefix")
     re = PrefixModel.from_exported(model, path)
-    assert abs(evaluate_nll(re, rows, tok.pad_token_id, progress=False) - after) < 1e-5
-    assert generate_texts(re, tok, ["name : The Vaults | eatType : pub"], max_new_tokens=6, progress=False) == texts
+    with torch.no_grad():
+        assert abs(float(_nll(re, everything)) - after) < 1e-5
+    assert _generate(re, tok) == texts

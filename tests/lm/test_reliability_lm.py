@@ -1,13 +1,10 @@
-"""The LM side of reliability: validators, the result-log key, checkpoint checks, tokenizer and data-file errors."""
-import numpy as np
+"""The LM side of reliability: validators, the result-log key, tokenizer and data-file errors."""
 import pytest
 from omegaconf import OmegaConf
 
 from reparam.lm import data as D
 from reparam.lm.models import ModelConfig, load_model
-from reparam.lm.prefix import PrefixConfig, PrefixModel
 from reparam.lm.runner import Log
-from reparam.lm.train import TrainConfig, lm_loss, train
 from reparam.lm.validation import (committed_folder, result_setting_id, validate_common, validate_model,
                                    validate_sizes, validate_train)
 from reparam.validation import ConfigError, DataError, check_unknown_keys, fingerprint
@@ -109,24 +106,6 @@ def test_log_appends_after_a_torn_record_lose_nothing(tmp_path):
     again.append({"n": 3, "kl": 3.0})
     with pytest.warns(RuntimeWarning, match="corrupt or partial"):
         assert sorted(Log(path, ["n"], setting_id="s").frame()["n"]) == [1, 2, 3]
-
-
-@pytest.mark.parametrize("change", [{"weight_decay": 0.1}, {"warmup": 1}, {"grad_clip": 0.5}])
-def test_checkpoint_resume_checks_every_result_affecting_training_setting(tiny, tmp_path, change):
-    model, _ = tiny
-    rng = np.random.default_rng(0)
-    rows = [{"input_ids": rng.integers(0, 200, 8).tolist(), "labels": rng.integers(0, 200, 8).tolist()}
-            for _ in range(8)]
-    cfg = TrainConfig(steps=6, batch_size=4, lr=1e-2, warmup=2, checkpoint_every=2, progress=False)
-    pcfg = PrefixConfig(structure="independent", prefix_len=2, seed=0)
-    train(PrefixModel(model, pcfg), rows, lm_loss, TrainConfig(**{**cfg.__dict__, "stop_after": 3}), 0,
-          checkpoint=tmp_path / "c.pt")
-    with pytest.raises(ValueError, match=list(change)[0]):
-        train(PrefixModel(model, pcfg), rows, lm_loss, TrainConfig(**{**cfg.__dict__, **change}), 0,
-              checkpoint=tmp_path / "c.pt")
-    with pytest.raises(ValueError, match="prefix_len"):
-        train(PrefixModel(model, PrefixConfig(structure="independent", prefix_len=3, seed=0)), rows, lm_loss, cfg, 0,
-              checkpoint=tmp_path / "c.pt")
 
 
 def test_truncated_and_non_utf8_e2e_files_name_the_file_and_line(tmp_path):
