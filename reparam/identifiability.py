@@ -26,7 +26,7 @@ exponent 1 in single-atom cells and 2 in multi-atom cells, weights exp(b)):
    a witness exists); then a second sweep from the smallest delta up restarts every delta from the best
    solutions of the next smaller one, so a good shape found anywhere propagates along the whole curve.
 
-3. The RATIO ON FITS (`add_inverse_ratio`, `inverse_ratio_summary`): D(G_hat, G*) / ||f_hat - f*|| per study row;
+3. The RATIO ON FITS (`add_inverse_ratio`; its slopes and verdicts: reparam.checks.summarize): D(G_hat, G*) / ||f_hat - f*|| per study row;
    its log-log slope against n is 0 where the inverse bound holds and > 0 where it fails.
 """
 from __future__ import annotations
@@ -495,19 +495,6 @@ def inverse_ratio_prediction(structure: str, regime: str) -> Prediction | None:
     if structure == "independent" and regime == "over":
         return Prediction(0.0, kind="flatter_than")
     return None
-
-
-def inverse_ratio_summary(results: pd.DataFrame, n_boot: int = 2000, level: float = 0.95,
-                          by: tuple[str, ...] = ("structure", "regime"), replicate_col: str = "seed") -> pd.DataFrame:
-    """The study summary (reparam.checks.summarize) of the derived error `inverse_ratio` only: per (by...), the
-    log-log slope of the mean ratio over VALID fits against n with its bootstrap interval over replicates, the
-    median slope, the ratio's mean and median at the largest n, the validity counts, and the verdict against
-    `inverse_ratio_prediction`. For the full study summary call
-    summarize(add_inverse_ratio(results), errors=SUMMARY_ERRORS + ["inverse_ratio"])."""
-    from .checks import summarize  # checks imports this module lazily (prediction_for): no cycle at import time
-
-    return summarize(add_inverse_ratio(results), errors=["inverse_ratio"], n_boot=n_boot, level=level, by=by,
-                     replicate_col=replicate_col)
 
 
 # --------------------------------------------------------------------------------------------------

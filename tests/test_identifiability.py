@@ -7,7 +7,7 @@ import torch
 
 from reparam.identifiability import (
     InverseBoundConfig, NoWitnessError, add_inverse_ratio, inverse_bound_curve, inverse_bound_inputs,
-    inverse_ratio_summary, psi_verdict, witness_family, witness_theta,
+    psi_verdict, witness_family, witness_theta,
 )
 from reparam.moe import DTYPE, PretrainedExperts, mixture_output
 from reparam.structures import build_structure
@@ -135,6 +135,13 @@ def test_psi_verdict_rules_on_known_curves():
     assert psi_verdict(curve(np.where(delta < 0.01, np.nan, delta)), cfg)["verdict"] == "no solution"
     with pytest.raises(ValueError, match="deltas"):
         InverseBoundConfig(deltas=[1.0, 0.1])
+
+
+def inverse_ratio_summary(results, n_boot):
+    """The study summary of the derived error `inverse_ratio` only, as the checks compute it."""
+    from reparam.checks import summarize
+
+    return summarize(add_inverse_ratio(results), errors=["inverse_ratio"], n_boot=n_boot)
 
 
 def test_inverse_ratio_slopes_and_verdicts_on_a_known_law():
