@@ -120,12 +120,17 @@ def _guide(ax, ns, values, slope: float, color: str, style: str = "--") -> None:
 
 def save_figure(fig, stem: str | Path) -> list[Path]:
     """Write stem.png and stem.pdf and close the figure."""
+    from .validation import writing
+
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        for path in paths:
+            with writing(path):  # a refused write (disk full, permissions): one line naming the file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fig.savefig(path, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return paths
 
 

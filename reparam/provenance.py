@@ -1,7 +1,10 @@
 """What produced a run's outputs: package version, git commit and library versions (provenance.json).
 
 Every app writes `write_provenance(out_dir)` next to its results, so a table or figure can be cited with the
-exact code and libraries that made it (README, "Citing").
+exact code and libraries that made it (README, "Citing"). provenance.json is a history: its top level is the
+latest run's record (command, setting, code, libraries, cost) and `history` lists the records of the earlier runs
+that wrote into the folder, oldest first; a run adds its record and never replaces another's
+(reparam.runfolder opens the record when a run starts, `write_provenance` completes it when the work is done).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import STARTED, __version__
+from .validation import writing
 
 LIBRARIES = ("torch", "numpy", "scipy", "pandas", "transformers")
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -70,10 +74,59 @@ def resources(started: float | None = None) -> dict:
     return record
 
 
-def write_provenance(out_dir: str | Path, started: float | None = None) -> Path:
-    """Write OUT_DIR/provenance.json (creating OUT_DIR): what produced the outputs (`provenance()`) and what it
-    cost (`resources(started)`; call this when the run's work is done). Returns its path."""
+#: folder (resolved) -> the run id of the record this process opened there (begin_record)
+_OPEN: dict[str, str] = {}
+
+
+def _write(path: Path, records: list[dict]) -> None:
+    latest = dict(records[-1])
+    if len(records) > 1:
+        latest["history"] = records[:-1]
+    text = json.dumps(latest, indent=2) + "\n"
+    with writing(path, "the record as it was before is kept"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def _records(path: Path) -> list[dict]:
+    from .runfolder import read_records
+
+    return read_records(path.parent)
+
+
+def begin_record(out_dir: str | Path, command: str, setting: dict | None = None) -> Path:
+    """Add this run's record to OUT_DIR/provenance.json (status 'running': the command, the setting and its
+    fingerprint, what code runs it); `write_provenance` completes it."""
+    from .validation import fingerprint
+
     path = Path(out_dir) / "provenance.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**provenance(), "resources": resources(started)}, indent=2) + "\n")
+    record = {**provenance(), "command": command, "setting_id": None if setting is None else fingerprint(setting),
+              "setting": setting, "status": "running"}
+    record["run_id"] = f"{os.getpid()}-{record['created_utc']}"
+    _write(path, _records(path) + [record])
+    _OPEN[os.path.realpath(path.parent)] = record["run_id"]
+    return path
+
+
+def write_provenance(out_dir: str | Path, started: float | None = None) -> Path:
+    """Complete this run's record in OUT_DIR/provenance.json (creating OUT_DIR; a new record when the run opened
+    none): what produced the outputs (`provenance()`) and what it cost (`resources(started)`; call this when the
+    run's work is done). The records of earlier runs stay, under `history`. Returns its path."""
+    path = Path(out_dir) / "provenance.json"
+    records = _records(path)
+    run_id = _OPEN.get(os.path.realpath(path.parent))
+    if records and run_id is not None and records[-1].get("run_id") == run_id:  # the record this run opened
+        record = records.pop()
+        record.update({k: v for k, v in provenance().items() if k != "created_utc"})
+        record["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    else:
+        record = provenance()
+    record.update(status="finished", resources=resources(started))
+    _write(path, records + [record])
     return path

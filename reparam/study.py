@@ -125,6 +125,16 @@ def n_fitted_atoms(setting: Setting, truth: GroundTruth) -> int:
     return truth.n_atoms + (setting.extra_atoms if setting.regime == "over" else 0)
 
 
+def gap_scale(truth_loss: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """The denominator of the relative optimality gap: L_n(truth), or, when that is smaller, the float64
+    resolution of the loss at the scale of the data, eps * mean ||Y_i||^2. With noise the truth's loss is the
+    larger by many orders of magnitude (the rule is the relative one); on noise-free data L_n(truth) = 0 and the
+    rule becomes absolute: a fit is valid when its loss is at the round-off floor of the data (gap <= gap_tol *
+    eps * mean ||Y_i||^2), so a fit that reproduces the data counts and one stuck elsewhere does not."""
+    floor = torch.finfo(torch.float64).eps * Y.square().sum(-1).mean(-1)
+    return torch.maximum(truth_loss, floor).clamp_min(1e-300)
+
+
 def is_valid_gap(rel_gap: torch.Tensor, gap_tol: float) -> torch.Tensor:
     """The validity rule of every summary: a fit is a valid estimate when L_n(fit) <= L_n(truth) up to the
     relative tolerance gap_tol (THEORY section 3: the rate proofs use only this basic inequality plus an
@@ -203,9 +213,10 @@ def run_cell(setting: Setting, n: int, replicates: list[int], base_seed: int = 0
     }
     seconds = (time.perf_counter() - tic) / R
     gap = est.best_loss_ - truth_loss
-    rel_gap = gap / truth_loss.clamp_min(1e-300)
+    scale = gap_scale(truth_loss, Y)  # L_n(truth); the data's round-off floor when noise-free (L_n(truth) = 0)
+    rel_gap = gap / scale
     valid = is_valid_gap(rel_gap, setting.solver.gap_tol)  # (R,): the basic inequality, the only filter
-    start_valid = is_valid_gap((est.loss_ - truth_loss.unsqueeze(1)) / truth_loss.clamp_min(1e-300).unsqueeze(1),
+    start_valid = is_valid_gap((est.loss_ - truth_loss.unsqueeze(1)) / scale.unsqueeze(1),
                                setting.solver.gap_tol)  # (R, S)
     rows = []
     for i, r in enumerate(replicates):

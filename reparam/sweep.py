@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from .console import say
-from .results import ResultLog, write_table
+from .results import ResultLog, RowSchema, write_table
 from .validation import ConfigError
 from .structures import ACTIVATIONS, STRUCTURES
 from .study import DEFAULT_N_GRID, REGIMES, Setting, run_cell, validate_setting
@@ -48,6 +48,14 @@ RESULT_COLUMNS = [
     "seconds",
 ]
 SORT_KEYS = ["truth", "structure", "regime", "n", "base_seed", "replicate"]
+#: What a record of a study log must be (reparam.results.RowSchema): the key columns, and the columns the
+#: summaries read, typed; another app's record in the file (an LM row) is reported by line and never used.
+STUDY_ROW = RowSchema(
+    name="the synthetic study",
+    required={"structure": "str", "regime": "str", "n": "int", "replicate": "int", "seed": "int", "truth": "str",
+              "setting_id": "str"},
+    optional={"base_seed": "int", "valid": "bool", "converged": "bool", "rel_gap": "number",
+              "voronoi_prefix": "number", "loss": "number", "truth_loss": "number", "status": "str"})
 TIMING_COLUMNS = ["seconds"]
 
 
@@ -155,6 +163,12 @@ def _key(structure, regime, n, base_seed, replicate, sid):
     return (str(structure), str(regime), int(n), int(base_seed), int(replicate), str(sid))
 
 
+def study_log(log: ResultLog | str | os.PathLike) -> ResultLog:
+    """`log` (a path or a ResultLog) read as a study log: records checked against STUDY_ROW."""
+    path = log.path if isinstance(log, ResultLog) else log
+    return ResultLog(path, schema=STUDY_ROW)
+
+
 def _row_key(row: dict):
     return _key(row["structure"], row["regime"], row["n"], row.get("base_seed", -1), row["replicate"],
                 row.get("setting_id", ""))
@@ -221,7 +235,7 @@ def run_plan(plan: StudyPlan, log_path: str | os.PathLike, progress: bool = True
     if not _is_int(workers) or workers < 1:
         raise PlanError(f"workers={workers!r} is invalid: must be an integer >= 1")
     validate_plan(plan)
-    log = ResultLog(log_path)
+    log = study_log(log_path)
     done = {_row_key(r) for r in log.rows()}
     cells = plan.cells()
     todo = []
@@ -262,6 +276,7 @@ def copy_planned_rows(plans: list[StudyPlan], source: ResultLog, target: ResultL
         for setting, n in plan.cells():
             sid = setting_id(setting)
             wanted |= {_key(setting.structure, setting.regime, n, plan.seed, r, sid) for r in range(plan.replicates)}
+    source, target = study_log(source), study_log(target)
     have = {_row_key(r) for r in target.rows()}
     rows, seen = [], set()
     for row in source.rows():
@@ -281,6 +296,7 @@ def plan_rows(plan: StudyPlan, log: ResultLog) -> pd.DataFrame:
         sid = setting_id(setting)
         for r in range(plan.replicates):
             wanted[_key(setting.structure, setting.regime, n, plan.seed, r, sid)] = None
+    log = study_log(log)
     for row in log.rows():
         k = _row_key(row)
         if k in wanted and wanted[k] is None:

@@ -5,6 +5,10 @@ Errors:
                  on one line and exit with status 2, without a traceback (`exit_on_input_error`).
     ConfigError  a bad configuration value: the message names the field, the value and what is allowed.
     DataError    a data file that cannot be read: the message names the file (and the line when known).
+    FolderError  an output folder that holds another run (another command or setting) or that another process
+                 is writing into: the message names the folder and the way out.
+    WriteError   an output that could not be written (disk full, unwritable, invalid path): one line naming the
+                 path, exit status 1 (`status` of the error class; InputError's is 2).
 
 Checks (each raises ConfigError naming `field`; they return the value so they can be used inline):
     require(ok, field, value, allowed)       the general form
@@ -18,6 +22,10 @@ Checks (each raises ConfigError naming `field`; they return the value so they ca
     check_output_file(field, path)           a file we may (over)write: not a folder, parent creatable
     check_memory(field, value, need_bytes, allow_flag)   refuse what cannot fit this machine's memory
 
+Writes:
+    writing(path, hint="")                   context manager: an OSError at a write becomes a one-line WriteError
+                                             naming the path (every table, log, figure and provenance write)
+
 Fingerprints:
     fingerprint(settings, ignore=())         short stable hash of every result-affecting setting; used as the
                                              `setting_id` column of result logs, so rows of different settings
@@ -30,6 +38,7 @@ Hydra:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -52,6 +61,24 @@ class ConfigError(InputError):
 
 class DataError(InputError):
     """A data file that cannot be read; the message names the file and, when known, the line."""
+
+
+class FolderError(InputError):
+    """An output folder that cannot be used for this run: it holds another run's outputs, or another process
+    writes into it. The message names the folder and the way out."""
+
+
+class WriteError(InputError):
+    """An output the machine could not write (OSError at the write: disk full, permissions, invalid path). Not the
+    user's mistake, so its exit status is 1; reported in one line naming the path."""
+
+    status = 1
+
+
+def exit_status(err: BaseException) -> int:
+    """The exit status of an error an entry point reports in one line: 2 for a user's mistake, its class's
+    `status` otherwise (WriteError: 1)."""
+    return int(getattr(err, "status", 2))
 
 
 # ------------------------------------------------------------------------------------------ value checks
@@ -277,10 +304,27 @@ def fingerprint(settings: Any, ignore: Iterable[str] = ()) -> str:
 
 # ------------------------------------------------------------------------------------------ entry points
 
+def os_error_message(err: OSError, path: Any = None, what: str = "write") -> str:
+    """'cannot write PATH: No space left on device' (the path of the error itself when `path` is not given)."""
+    path = path if path is not None else (err.filename or "")
+    reason = err.strerror or str(err) or type(err).__name__
+    return f"cannot {what} {path}: {reason}" if path else f"cannot {what}: {reason}"
+
+
+@contextlib.contextmanager
+def writing(path: Any, hint: str = ""):
+    """Around a write of `path`: an OSError (disk full, permissions, a path that cannot be made) becomes a
+    WriteError whose one line names the path (and `hint`, e.g. what is kept and how to go on)."""
+    try:
+        yield
+    except OSError as err:
+        raise WriteError(os_error_message(err, path) + (f"; {hint}" if hint else "")) from err
+
+
 def input_error_prefix(err: BaseException) -> str:
     """'error' for a mistake in the user's data or files (an InputError that is not a ConfigError), else
     'config error'."""
-    return "error" if isinstance(err, InputError) and not isinstance(err, ConfigError) else "config error"
+    return "error" if isinstance(err, (InputError, OSError)) and not isinstance(err, ConfigError) else "config error"
 
 
 def report_input_error(err: BaseException, prefix: str | None = None) -> None:
@@ -298,7 +342,10 @@ def status_on_input_error(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except InputError as err:
             report_input_error(err)
-            return 2
+            return exit_status(err)
+        except OSError as err:  # a write or read the code did not wrap (reparam.results.writing): still one line
+            report_input_error(WriteError(os_error_message(err)))
+            return WriteError.status
     return wrapper
 
 
@@ -310,7 +357,10 @@ def exit_on_input_error(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except InputError as err:
             report_input_error(err)
-            sys.exit(2)
+            sys.exit(exit_status(err))
+        except OSError as err:  # a write or read the code did not wrap (reparam.results.writing): still one line
+            report_input_error(WriteError(os_error_message(err)))
+            sys.exit(WriteError.status)
     return wrapper
 
 
@@ -337,23 +387,27 @@ class PreflightCallback(_HydraCallback):
               validator: reparam.sims.config.validate_cfg      # callable(cfg) raising InputError
 
     on_run_start: runs the validator, then checks that hydra.run.dir can be created, before Hydra creates
-    the run folder. on_multirun_start: checks hydra.sweep.dir, then composes EVERY job of the sweep from its
+    the run folder; with `folder` (a callable(cfg), e.g. reparam.sims.config.check_folder), locks the run folder
+    and refuses one that holds another command's or setting's outputs (reparam.runfolder). on_multirun_start: checks hydra.sweep.dir, then composes EVERY job of the sweep from its
     overrides (the config's `hydra.sweeper.params` and the command line's) and validates each, so one bad value
     stops the sweep before its first job (and no job of a
     sweep is left unrun because an earlier one was rejected). A failure prints one line and exits with 2.
     """
 
-    def __init__(self, validator: str):
+    def __init__(self, validator: str, folder: str | None = None):
         self.validator = validator
+        self.folder = folder  # callable(cfg) that locks and checks the run folder (reparam.runfolder), or None
 
     def _fail(self, err: BaseException, where: str = "") -> None:
         report_input_error(f"{where}{err}" if where else err, input_error_prefix(err))
-        sys.exit(2)
+        sys.exit(exit_status(err))
 
     def on_run_start(self, config, **kwargs) -> None:
         try:  # the validator first: where hydra.run.dir is the app's `out=`, it names the field the user typed
             _import(self.validator)(config)
             check_output_dir("hydra.run.dir", str(config.hydra.run.dir))
+            if self.folder is not None:  # before Hydra writes its .hydra record into a folder that is not ours
+                _import(self.folder)(config)
         except InputError as err:
             self._fail(err)
 

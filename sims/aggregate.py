@@ -8,6 +8,8 @@ folder: a run's own results.csv is never overwritten).
 Fits are only pooled within one setting (`setting_id`: everything but structure, regime, n and replicate).
 Logs that hold several settings (e.g. a multirun over truth.noise, or two runs into one folder) are refused
 unless by_setting=true, which summarizes each setting apart (the summary gets a setting_id column).
+OUT is locked while the command writes, and never another command's folder (`out=RUN` of a convergence run is
+refused: its provenance.json and tables stay); rerunning into OUT with other dirs is refused too.
 `python -m reparam.sims.aggregate dirs=[DIR]` is the same command; `run(cfg)` does the work in-process.
 """
 from __future__ import annotations
@@ -23,8 +25,8 @@ from omegaconf import OmegaConf
 
 from reparam.app import as_dictconfig, hydra_main
 from reparam.console import say
-from reparam.results import ResultLog
-from reparam.sweep import tidy
+from reparam.runfolder import open_run_folder, release
+from reparam.sweep import study_log, tidy
 from reparam.validation import (ConfigError, DataError, check_added_keys, check_list, check_output_dir,
                                 check_output_file, check_unknown_keys)
 from reparam.sims.report import write_outputs
@@ -63,18 +65,19 @@ def default_out(out: Any, dirs: Any) -> Optional[str]:
 
 OmegaConf.register_new_resolver("reparam.aggregate_out", default_out, replace=True)
 
-#: Columns every row of a synthetic-study log has (an LM experiment log lacks regime/setting_id).
-REQUIRED_COLUMNS = ["structure", "regime", "n", "replicate", "seed", "truth", "setting_id"]
 #: Row columns that tell settings apart in the message about mixed settings.
 SETTING_COLUMNS = ["truth", "noise", "activation", "n_fitted_atoms", "init", "n_starts", "init_scale", "base_seed"]
 
 
 def read_study_log(path: Path) -> pd.DataFrame:
-    """Rows of one synthetic-study log; DataError when the file is not one (e.g. an LM experiment log)."""
-    frame = pd.DataFrame(ResultLog(path).rows())
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if len(frame) and missing:
-        raise DataError(f"{path} is not a result log of the synthetic study (its rows lack {missing}); LM "
+    """Rows of one synthetic-study log (records checked against reparam.sweep.STUDY_ROW: another app's records
+    in it are reported by line and skipped); DataError when no record is a row of the study (e.g. an LM
+    experiment log)."""
+    log = study_log(path)
+    frame = pd.DataFrame(log.rows())
+    if not len(frame) and log.foreign_lines:
+        line, why = log.foreign_lines[0]
+        raise DataError(f"{path} is not a result log of the synthetic study (line {line}: {why}); LM "
                         f"experiment logs are tabulated by their own commands (reparam planted-prefix draw, "
                         f"reparam low-data stage=report)")
     return frame
@@ -129,6 +132,21 @@ def validate_cfg(cfg: Any) -> None:
     prepare(cfg)
 
 
+def folder_setting(cfg: Any) -> dict:
+    """What an aggregate folder holds (reparam.runfolder): the merged folders and by_setting."""
+    return {"dirs": [str(Path(str(d)).resolve()) for d in cfg.dirs], "by_setting": bool(cfg.by_setting)}
+
+
+def check_folder(cfg: Any) -> None:
+    """The run-folder hook of the preflight (conf/aggregate.yaml): OUT is no other command's folder (a run's own
+    provenance.json and tables are never replaced) and no other process writes into it."""
+    from reparam.runfolder import acquire, check_run_folder
+
+    out = default_out(cfg.out, cfg.dirs)
+    check_run_folder(out, "aggregate", folder_setting(cfg), field="out")
+    acquire(out, field="out")
+
+
 def run(cfg: Any) -> int:
     """Merge the logs below `cfg.dirs` (an AggregateConf or its DictConfig) into cfg.out; 0 when done. Raises
     InputError (before writing anything) for a bad setting, path or log."""
@@ -139,7 +157,11 @@ def run(cfg: Any) -> int:
         f"structures={sorted(results.structure.unique())} regimes={sorted(results.regime.unique())} "
         f"n={sorted(int(n) for n in results.n.unique())} seeds(base)={sorted(results.base_seed.unique().tolist())} "
         f"settings={sorted(results.setting_id.unique())}")
-    write_outputs(results, out, figures=cfg.figures)
+    open_run_folder(out, "aggregate", folder_setting(cfg), field="out")
+    try:
+        write_outputs(results, out, figures=cfg.figures)
+    finally:
+        release(out)
     return 0
 
 

@@ -31,10 +31,11 @@ from reparam.identifiability import (InverseBoundConfig, add_inverse_ratio, inve
 from reparam.plots import inverse_bound_figure, inverse_ratio_figure, save_figure
 from reparam.sweep import check_resources, run_plan, set_threads, write_results
 from reparam.provenance import write_provenance
-from reparam.validation import (ConfigError, check_added_keys, check_int, check_output_dir, check_output_file,
-                                check_unknown_keys)
+from reparam.validation import (ConfigError, check_added_keys, check_int, check_list, check_output_dir,
+                                check_output_file, check_unknown_keys)
 from reparam.sims.aggregate import read_study_log  # also registers the resolvers of conf/check.yaml
-from reparam.results import write_table
+from reparam.results import write_table, write_text
+from reparam.runfolder import open_run_folder, release
 
 logger = logging.getLogger(__name__)  # Hydra sends it to the console and to OUT/check.log
 
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)  # Hydra sends it to the console and to OUT
 class CheckConf:
     """Settings of `reparam check`.
 
-    names: the checks to run, e.g. [shared-exact,regression] (list=true shows them); ignored with all=true.
+    names: the checks to run, e.g. [shared-exact,regression] (list=true shows them); not with all=true.
     all: run every check and write OUT/report.md, the citable record of all verdicts.
     list: print the checks, their configuration and prediction, and exit (nothing is run or written).
     out: the output folder: OUT/<check>/ (results.csv, summary.csv, report.md, figures), OUT/report.md (all=true or
@@ -53,7 +54,8 @@ class CheckConf:
     replicates: replicates per cell instead of each check's documented number (null: the documented number).
     threads: torch threads of this process.
     quiet: no per-cell progress lines.
-    results: summarise this results.csv (e.g. figures/results.csv) instead of fitting; study checks only.
+    results: summarise this results.csv (e.g. figures/results.csv) instead of fitting; study checks only (refused
+        with inverse-bound, which reads no table).
     allow_large: run even when the up-front estimate exceeds this machine's memory or 24 h.
     """
 
@@ -89,15 +91,25 @@ def prepare(cfg: Any) -> Optional[Prepared]:
     cfg = as_dictconfig(cfg)
     check_unknown_keys(cfg, CheckConf)
     check_added_keys()
+    given = [str(n) for n in check_list("names", cfg.names, non_empty=False)]
+    unknown = [n for n in given if n not in CHECKS]  # checked whatever else is asked (all=true, list=true)
+    if unknown:
+        raise ConfigError(f"names={given} is invalid: {unknown[0]!r} is not a check; must be among {list(CHECKS)}")
     if cfg.list:
         return None
-    names = list(CHECKS) if cfg.all else [str(n) for n in cfg.names]
+    if cfg.all and given:
+        raise ConfigError(f"names={given} is invalid with all=true: all=true runs every check; pass names= or "
+                          f"all=true, not both")
+    names = list(CHECKS) if cfg.all else given
     if not names:
         raise ConfigError("names=[] is invalid: name the checks to run, e.g. names=[shared-exact] (list=true shows "
                           "them), or pass all=true")
-    unknown = [n for n in names if n not in CHECKS]
-    if unknown:
-        raise ConfigError(f"names={names} is invalid: {unknown[0]!r} is not a check; must be among {list(CHECKS)}")
+    if cfg.results is not None:
+        fitless = [n for n in names if CHECKS[n].kind != "study"]
+        if fitless:
+            raise ConfigError(f"results={str(cfg.results)!r} is invalid with names={names}: {fitless[0]} fits nothing "
+                              f"and reads no table (results= summarises recorded fits of study checks only); drop "
+                              f"results= or name study checks only")
     if cfg.replicates is not None:
         check_int("replicates", cfg.replicates, low=1)
     check_int("threads", cfg.threads, low=1)
@@ -128,6 +140,16 @@ def validate_cfg(cfg: Any) -> None:
     prepare(cfg)
 
 
+def check_folder(cfg: Any) -> None:
+    """The run-folder hook of the preflight (conf/check.yaml): OUT is no other command's folder and no other
+    process writes into it (list=true writes nothing)."""
+    from reparam.runfolder import acquire, check_run_folder
+
+    if not cfg.list:
+        check_run_folder(str(cfg.out), "check", None, field="out")
+        acquire(str(cfg.out), field="out")
+
+
 def _inverse_bound(out_dir: Path, command: str) -> tuple[str, str]:
     """The deterministic check: psi(delta) curves and verdicts, OUT_DIR/inverse_bound.csv (curves),
     inverse_bound_summary.csv (one row per case), inverse_bound.{png,pdf} (drawn from the curve table) and report.md."""
@@ -138,7 +160,7 @@ def _inverse_bound(out_dir: Path, command: str) -> tuple[str, str]:
     write_table(summary, out_dir / "inverse_bound_summary.csv")
     save_figure(inverse_bound_figure(curve, config.floor), out_dir / "inverse_bound")
     md = inverse_bound_report(summary, config, command, time.perf_counter() - tic)
-    (out_dir / "report.md").write_text(md + "\n")
+    write_text(out_dir / "report.md", md + "\n")
     for line in inverse_bound_lines(summary):
         say(logger, "  " + line)
     return md, inverse_bound_overall(summary)
@@ -163,6 +185,14 @@ def run(cfg: Any) -> int:
     set_threads(int(cfg.threads))
     names, out, log = prepared.names, prepared.out, prepared.log
     results_csv = Path(str(cfg.results)) if cfg.results is not None else None
+    open_run_folder(out, "check", None, field="out")  # locked; never another command's folder
+    try:
+        return _run_checks(cfg, prepared, names, out, log, results_csv)
+    finally:
+        release(out)
+
+
+def _run_checks(cfg: Any, prepared: Prepared, names: list[str], out: Path, log: Path, results_csv: Path | None) -> int:
     sections, verdicts = [], {}
     write_provenance(out)  # every check writes its outputs under OUT
     for name in names:
@@ -196,7 +226,7 @@ def run(cfg: Any) -> int:
                                     ("truth", "init", "n_starts", "n") if col in results.columns)
                         + "; every valid fit enters: rel. optimality gap <= gap_tol, converged or not.")
             md = "\n".join(recorded if line.startswith("- Configuration:") else line for line in md.split("\n"))
-        (out / name / "report.md").write_text(md + "\n")
+        write_text(out / name / "report.md", md + "\n")
         lines, overall = check_lines(check, summary)
         for o in lines:
             say(logger, f"  {o['structure']:<14} {o['regime']:<5} {o['error']:<18} {o['line']}"
@@ -210,7 +240,7 @@ def run(cfg: Any) -> int:
                 f"Generated by `{generated_by}`; slopes are least-squares slopes of log(mean error of "
                 "valid fits) on log(n), with 95% percentile-bootstrap intervals over replicates.", "",
                 "| check | verdict |", "|---|---|"] + [f"| `{k}` | **{v}** |" for k, v in verdicts.items()] + [""]
-        (out / "report.md").write_text("\n".join(head + sections) + "\n")
+        write_text(out / "report.md", "\n".join(head + sections) + "\n")
         say(logger, f"report: {out / 'report.md'}")
     else:
         say(logger, f"report: {out / names[0] / 'report.md'}")

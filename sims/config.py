@@ -11,6 +11,7 @@ Groups (pick one with `group=name`, then override fields with `group.field=value
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -169,6 +170,27 @@ def plan_from_cfg(cfg: Any) -> tuple[StudyPlan, int]:
 def validate_cfg(cfg: Any) -> None:
     """The validator of the Hydra preflight callback (conf/convergence.yaml): every check of plan_from_cfg."""
     plan_from_cfg(cfg)
+
+
+#: StudyConf fields that change how fast or how verbosely a study runs, never a recorded number
+EXECUTION_FIELDS = ("threads", "workers", "progress", "figures", "allow_large")
+
+
+def folder_setting(cfg: Any, schema: Any = StudyConf, ignore: tuple = ()) -> dict:
+    """The setting a run folder of the study records (reparam.runfolder): every field of `schema` that changes
+    a result, the sizes (n_grid, n, replicates, seed) included, since results.csv holds exactly those fits."""
+    keys = [f.name for f in dataclasses.fields(schema) if f.name not in EXECUTION_FIELDS + tuple(ignore)]
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in keys if k in cfg]), resolve=True)
+
+
+def check_folder(cfg: Any) -> None:
+    """The run-folder hook of the preflight (conf/convergence.yaml): hydra.run.dir holds no other command's or
+    setting's outputs, and no other process writes into it (then this one holds it)."""
+    from reparam.runfolder import acquire, check_run_folder
+
+    folder = str(cfg.hydra.run.dir)
+    check_run_folder(folder, "convergence", folder_setting(cfg))
+    acquire(folder)
 
 
 register()

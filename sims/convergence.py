@@ -2,7 +2,8 @@
 
 Runs every (structure, regime, n) cell of the study, persisting each finished cell to results.jsonl in
 the Hydra run directory (rerun with `hydra.run.dir=THAT_DIR` to resume), then writes results.csv,
-summary.csv and the figures there and prints the summary table.
+summary.csv and the figures there and prints the summary table. The run folder is locked while the study runs
+and holds one setting: another setting into it is refused (reparam.runfolder).
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from reparam.console import say
 from reparam.sweep import run_plan, set_threads
 from reparam.validation import check_output_file, status_on_input_error
 from reparam.study import DEFAULT_N_GRID
-from reparam.sims.config import plan_from_cfg
+from reparam.runfolder import open_run_folder, release
+from reparam.sims.config import folder_setting, plan_from_cfg
 from reparam.sims.report import write_outputs
 
 logger = logging.getLogger(__name__)  # Hydra sends it to the console and to the run's convergence.log
@@ -41,8 +43,12 @@ def run(cfg: DictConfig) -> int:
         say(logger, "default size: 6 sample sizes log-spaced 300..1e5 and 10 replicates per cell, sized to run in a "
             "few minutes on 2 CPU cores (over-specified fits at n=1e5 dominate the cost); raise `replicates=` or "
             "extend `n_grid=` for tighter intervals")
-    results = run_plan(plan, out / "results.jsonl", progress=cfg.progress, workers=int(cfg.workers))
-    write_outputs(results, out, figures=cfg.figures, started=tic)
+    open_run_folder(out, "convergence", folder_setting(cfg))  # locked; refused if it holds another setting
+    try:
+        results = run_plan(plan, out / "results.jsonl", progress=cfg.progress, workers=int(cfg.workers))
+        write_outputs(results, out, figures=cfg.figures, started=tic)
+    finally:
+        release(out)
     say(logger, f"\nwall time: {time.perf_counter() - tic:.1f} s")
     return 0
 

@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 
 from reparam.app import as_dictconfig, hydra_main
 from reparam.bench import scaling_figure
+from reparam.runfolder import acquire, release
 from reparam.plots import inverse_bound_figure, inverse_ratio_figure, robustness_figure, save_figure, study_figures
 from reparam.validation import (ConfigError, DataError, check_added_keys, check_unknown_keys)
 
@@ -105,14 +106,27 @@ def validate_cfg(cfg: Any) -> None:
     directory = Path(str(cfg.dir))
     if not (directory / "results.csv").is_file():
         raise ConfigError(f"dir={str(cfg.dir)!r} is invalid: must contain results.csv (run `reparam canonical`)")
-    read_tables(directory)
+    tables = read_tables(directory)
+    sizes = sorted(int(n) for n in tables["results"]["n"].unique())
+    if len(sizes) < 2:
+        raise DataError(f"dir={str(cfg.dir)!r} cannot be drawn: {directory / 'results.csv'} holds "
+                        f"{'one sample size (n=' + str(sizes[0]) + ')' if sizes else 'no fits'}, and a convergence "
+                        f"figure needs at least 2 (run more n_grid sizes, or aggregate runs of several n: reparam "
+                        f"aggregate dirs=[...])")
 
 
 def run(cfg: Any) -> int:
     """Redraw the figures of `cfg.dir` (a FiguresConf or its DictConfig) and print their paths; 0 when done.
-    Raises InputError (before drawing anything) for a folder without the tables."""
+    Raises InputError (before drawing anything) for a folder without the tables, or whose tables make no figure."""
     validate_cfg(cfg)
-    for p in redraw(Path(str(cfg.dir))):
+    acquire(str(cfg.dir), field="dir")  # no other process writes into the folder meanwhile
+    try:
+        paths = redraw(Path(str(cfg.dir)))
+    finally:
+        release(str(cfg.dir))
+    if not paths:
+        raise DataError(f"dir={str(cfg.dir)!r}: its tables make no figure")
+    for p in paths:
         print(p)
     return 0
 

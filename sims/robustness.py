@@ -41,7 +41,9 @@ from reparam.study import TruthConfig
 from reparam.sweep import copy_planned_rows, plan_rows, run_plan, set_threads, tidy, write_results
 from reparam.validation import (status_on_input_error, ConfigError, DataError, InputError, PreflightCallback, check_output_file, check_unknown_keys)
 from reparam.sims.aggregate import read_study_log
+from reparam.runfolder import open_run_folder, release
 from reparam.sims.config import StructureConf, StudyConf, plan_from_cfg
+from reparam.sims.config import folder_setting as config_folder_setting
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +113,9 @@ def validate_cfg(cfg: Any) -> None:
     """The validator of the Hydra preflight callback: no unknown key, every check of plan_from_cfg (values,
     sizes, the resource estimate unless allow_large=true), and the folder / log named by summarize or reuse."""
     check_unknown_keys(cfg, RobustnessConf)
+    if cfg.summarize is None and cfg.truth.kind != "random":
+        raise ConfigError(f"truth.kind={cfg.truth.kind!r} is invalid: must be 'random' (the robustness study is over "
+                          f"random truths; `reparam convergence truth={cfg.truth.kind}` studies the canonical truth)")
     if cfg.summarize is not None:
         folder = Path(str(cfg.summarize))
         if not folder.is_dir():
@@ -205,6 +210,9 @@ def collect(folder: Path, stream=None) -> pd.DataFrame:
         except (InputError, ValueError) as err:
             raise DataError(f"{job / '.hydra' / 'config.yaml'} is not the config of a robustness job: "
                             f"{str(err).splitlines()[0]}") from None
+        if cfg.truth.kind != "random":  # e.g. a convergence run of the canonical truth: not a robustness job
+            raise DataError(f"{job} is a run of the {cfg.truth.kind} truth, not a robustness job (random truths): "
+                            f"summarize a folder of `reparam robustness`")
         setting = _setting(cfg)
         if first is None:
             first = (job, setting)
@@ -226,9 +234,33 @@ def collect(folder: Path, stream=None) -> pd.DataFrame:
     return tidy(pd.concat(frames, ignore_index=True))
 
 
-def summarize_folder(folder: Path, figures: bool = True, stream=None) -> pd.DataFrame:
-    """(Re)write the summary of a sweep (or run) folder from the fits of its jobs, fitting nothing."""
-    return write_summary(collect(folder, stream), folder, figures=figures, stream=stream)
+def summarize_folder(folder: Path, figures: bool = True, stream=None, field: str = "summarize") -> pd.DataFrame:
+    """(Re)write the summary of a sweep (or run) folder from the fits of its jobs, fitting nothing. The folder is
+    locked meanwhile and must be a folder of `reparam robustness` (its provenance gets one more record)."""
+    results = collect(folder, stream)
+    open_run_folder(folder, "robustness", None, field=field)
+    try:
+        return write_summary(results, folder, figures=figures, stream=stream)
+    finally:
+        release(folder)
+
+
+def folder_setting(cfg: Any) -> dict:
+    """The setting of a robustness job's folder (reparam.runfolder): the study's result-affecting fields."""
+    return config_folder_setting(cfg, RobustnessConf, ignore=("summarize", "reuse"))
+
+
+def check_folder(cfg: Any) -> None:
+    """The run-folder hook of the preflight (conf/robustness.yaml, single runs): `summarize=DIR` must be a folder
+    of this command, a job's run folder one of its setting; no other process may write into either."""
+    from reparam.runfolder import acquire, check_run_folder
+
+    if cfg.summarize is not None:
+        folder, setting, field = str(cfg.summarize), None, "summarize"
+    else:
+        folder, setting, field = str(cfg.hydra.run.dir), folder_setting(cfg), "hydra.run.dir"
+    check_run_folder(folder, "robustness", setting, field=field)
+    acquire(folder, field=field)
 
 
 # ------------------------------------------------------------------------------------------ one job
@@ -253,19 +285,23 @@ def run(cfg: Any, out: str | Path, summary: bool = True) -> int:
         check_output_file(f"output file {name} in the job folder", out / name)
     log = out / "results.jsonl"
     check_log(log)
-    if cfg.reuse is not None:
-        copied = copy_planned_rows([plan], ResultLog(str(cfg.reuse)), ResultLog(log))
-        say(logger, f"reused {copied} fits from {cfg.reuse}")
     fits = len(plan.cells()) * plan.replicates
     say(logger, f"robustness job: truth random-{plan.setting.truth.seed}, structures={plan.structures} "
         f"regimes={plan.regimes} n_grid={plan.n_grid} replicates={plan.replicates} seed={plan.seed} -> {fits} fits, "
         f"{threads} torch threads, {cfg.workers} worker process(es); output {out}")
-    results = run_plan(plan, log, progress=bool(cfg.progress), workers=int(cfg.workers))
-    write_results(results, out / "results.csv")
-    if summary:
-        write_summary(results, out, figures=bool(cfg.figures))
-    else:
-        write_provenance(out)
+    open_run_folder(out, "robustness", folder_setting(cfg))  # locked; refused if it holds another setting
+    try:
+        if cfg.reuse is not None:
+            copied = copy_planned_rows([plan], ResultLog(str(cfg.reuse)), ResultLog(log))
+            say(logger, f"reused {copied} fits from {cfg.reuse}")
+        results = run_plan(plan, log, progress=bool(cfg.progress), workers=int(cfg.workers))
+        write_results(results, out / "results.csv")
+        if summary:
+            write_summary(results, out, figures=bool(cfg.figures))
+        else:
+            write_provenance(out)
+    finally:
+        release(out)
     say(logger, f"wall time {time.perf_counter() - tic:.0f} s")
     return 0
 
@@ -299,7 +335,8 @@ class RobustnessCallback(PreflightCallback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         try:
-            summarize_folder(Path(str(config.hydra.sweep.dir)), figures=bool(config.figures), stream=sys.stdout)
+            summarize_folder(Path(str(config.hydra.sweep.dir)), figures=bool(config.figures), stream=sys.stdout,
+                             field="hydra.sweep.dir")
         except InputError as err:
             self._fail(err)
 

@@ -25,6 +25,7 @@ from reparam.app import as_dictconfig, hydra_main
 from reparam.checks import ALL, SENSITIVITY_VARIANTS, sensitivity_plan, sensitivity_table
 from reparam.console import say
 from reparam.provenance import write_provenance
+from reparam.runfolder import open_run_folder, release
 from reparam.results import ResultLog, write_table
 from reparam.sweep import StudyPlan, check_resources, copy_planned_rows, run_plan, set_threads, validate_plan
 from reparam.validation import (status_on_input_error, ConfigError, check_int, check_output_dir,
@@ -99,6 +100,20 @@ def validate_cfg(cfg: Any) -> dict[str, StudyPlan]:
     return plans
 
 
+def folder_setting(cfg: Any) -> dict:
+    """The setting an output folder of the study records (reparam.runfolder): what changes its fits."""
+    keys = ["structures", "regimes", "n_grid", "replicates"]
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in keys if k in cfg]), resolve=True)
+
+
+def check_folder(cfg: Any) -> None:
+    """The run-folder hook of the preflight (conf/sensitivity.yaml)."""
+    from reparam.runfolder import acquire, check_run_folder
+
+    check_run_folder(str(cfg.out), "sensitivity", folder_setting(cfg), field="out")
+    acquire(str(cfg.out), field="out")
+
+
 @status_on_input_error
 def run(cfg: Any) -> int:
     """The study from a config (a DictConfig or a SensitivityConf); returns the exit status (a user's mistake:
@@ -109,16 +124,20 @@ def run(cfg: Any) -> int:
     tic = time.perf_counter()
     out = Path(str(cfg.out))
     log = out / "results.jsonl"
-    if cfg.reuse is not None:
-        copied = copy_planned_rows(list(plans.values()), ResultLog(str(cfg.reuse)), ResultLog(log))
-        say(logger, f"reused {copied} fits from {cfg.reuse}")
-    results = {}
-    for name, plan in plans.items():
-        say(logger, f"== {name}")
-        results[name] = run_plan(plan, log, progress=not cfg.quiet, workers=int(cfg.workers))
-    table = sensitivity_table(results)
-    path = write_table(table, out / "sensitivity.csv")
-    write_provenance(out)
+    open_run_folder(out, "sensitivity", folder_setting(cfg), field="out")  # locked; one setting per folder
+    try:
+        if cfg.reuse is not None:
+            copied = copy_planned_rows(list(plans.values()), ResultLog(str(cfg.reuse)), ResultLog(log))
+            say(logger, f"reused {copied} fits from {cfg.reuse}")
+        results = {}
+        for name, plan in plans.items():
+            say(logger, f"== {name}")
+            results[name] = run_plan(plan, log, progress=not cfg.quiet, workers=int(cfg.workers))
+        table = sensitivity_table(results)
+        path = write_table(table, out / "sensitivity.csv")
+        write_provenance(out)
+    finally:
+        release(out)
     with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_rows", 100):
         say(logger, table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     say(logger, f"\nwrote {path}; wall time {time.perf_counter() - tic:.0f} s")
