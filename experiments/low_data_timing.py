@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -47,21 +47,26 @@ class LowDataTimingConf:
         an earlier measurement, read and updated with a fresh estimate.
     threads: torch CPU threads of the measurement.
     estimate_only: only (re)compute the GPU estimate from the timings already in `out` (no model is loaded).
+    model: the model group (default smollm2; `model.path=DIR` or `model.cache=DIR` locate its GGUF file, the cache
+        defaults to REPARAM_CACHE, else .cache/reparam). data_root: the shared data (null: REPARAM_DATA or the default).
     """
 
     out: Optional[str] = None
     threads: int = 1
     estimate_only: bool = False
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name="smollm2"))
+    data_root: Optional[str] = None
 
 
 ConfigStore.instance().store(name="low_data_timing_schema", node=LowDataTimingConf)
 
 
-def measure(threads: int = 1, repeats: int = 2) -> dict:
+def measure(threads: int = 1, repeats: int = 2, model: ModelConfig | None = None) -> dict:
     torch.set_num_threads(threads)
     warnings.simplefilter("ignore")
-    base, tok = load_model(ModelConfig(name="smollm2", cache=".cache/reparam"))
-    out = {"model": "smollm2", "threads": threads, "load_avg_start": os.getloadavg(), "cpu_count": os.cpu_count()}
+    model = model or ModelConfig(name="smollm2", cache=".cache/reparam")
+    base, tok = load_model(model)
+    out = {"model": model.name, "threads": threads, "load_avg_start": os.getloadavg(), "cpu_count": os.cpu_count()}
     ids = word_ids(tok, "Describe the restaurant in one sentence from its attributes:", 10)
     groups = {1: [Member("shared", 1e-3)], 5: [Member(s, 1e-3) for s in ("independent", "shared", "deep_shared",
                                                                          "embedding_only", "infix")]}
@@ -159,6 +164,10 @@ def validate_cfg(cfg: Any) -> None:
                           "low_data_cpu_timing.json)")
     check_int("threads", cfg.threads, low=1)
     out = check_output_file("out", str(cfg.out))
+    if not cfg.estimate_only:  # the model files, before any is loaded (names model.path / model.cache)
+        from reparam.lm.validation import validate_model
+
+        validate_model(cfg.model, cfg.get("data_root"))
     if cfg.estimate_only:
         if not out.is_file():
             raise ConfigError(f"out={str(cfg.out)!r} is invalid with estimate_only=true: must be an existing timing "
@@ -173,7 +182,8 @@ def run(cfg: Any) -> int:
     cfg = as_dictconfig(cfg)
     validate_cfg(cfg)
     out = Path(str(cfg.out))
-    result = _timings(out) if cfg.estimate_only else measure(int(cfg.threads))
+    result = _timings(out) if cfg.estimate_only else measure(
+        int(cfg.threads), model=ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True)))
     result["gpu_estimate"] = gpu_estimate(result)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

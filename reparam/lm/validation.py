@@ -16,6 +16,13 @@ API (cfg is the composed Hydra config of an experiment; `section` is its own blo
     validate_sizes(field, section_cfg)         ns: integers >= 1 without repeats; seeds: integers >= 0 without
                                                repeats; n_test >= 1 (each only when present)
     check_pool_size(field, n, available)       after the data are loaded: n <= available examples
+    max_positions(model_cfg)                   the positions the model can attend over, read from its config
+                                               (tiny: n_positions; gpt2: config.json; smollm2: the GGUF header)
+                                               without loading weights; None when it cannot be read
+    check_prefix_positions(model_cfg, prefix_len, max_len, field)   prefix_len + max_len fit those positions
+                                               (the prefix takes positions 0..L-1, the text L..L+T-1)
+    require_recorded_rows(n_rows, setting_id, log, way_out)   a table step with no recorded rows of its setting
+                                               is refused (DataError), never a silent exit 0
 
 Result-log key:
 
@@ -38,7 +45,7 @@ from typing import Any
 
 import torch
 
-from reparam.validation import (ConfigError, check_choice, check_int, check_list, check_number, check_output_dir,
+from reparam.validation import (ConfigError, DataError, check_choice, check_int, check_list, check_number, check_output_dir,
                                 fingerprint, require)
 
 #: Devices an experiment can run on.
@@ -155,3 +162,67 @@ def committed_folder(path: str | Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def max_positions(model: Any) -> int | None:
+    """How many positions the model of the `model` block attends over (prefix + text), read without loading its
+    weights: tiny from model.n_positions, gpt2 from its config.json, smollm2 from the GGUF header. None when the
+    number cannot be read here (a hub name without a local copy, no `gguf` package): the caller then skips the
+    check rather than guess."""
+    from .models import REGISTRY, SMOLLM2_GGUF, ModelConfig, repo_path, smollm2_folder
+
+    name = _get(model, "name")
+    if name not in REGISTRY:
+        return None
+    if name == "tiny":
+        value = _get(model, "n_positions", 256)
+        return int(value) if isinstance(value, int) else None
+    if name == "gpt2":
+        path = _get(model, "path")
+        config = repo_path(path) / "config.json" if path else None
+        if config is None or not config.is_file():
+            return None
+        try:
+            import json
+
+            data = json.loads(config.read_text())
+        except (OSError, ValueError):
+            return None
+        value = data.get("n_positions", data.get("max_position_embeddings"))
+        return int(value) if isinstance(value, int) else None
+    if name == "smollm2":
+        keys = {k: _get(model, k) for k in ("name", "path", "cache")}
+        gguf_path = smollm2_folder(ModelConfig(**{k: v for k, v in keys.items() if v is not None})) / SMOLLM2_GGUF
+        if not gguf_path.is_file():
+            return None
+        try:
+            from gguf import GGUFReader
+
+            field = GGUFReader(str(gguf_path)).fields.get("llama.context_length")
+            return int(field.parts[field.data[0]][0]) if field is not None else None
+        except Exception:  # noqa: BLE001 - an unreadable header: the loader reports the file itself
+            return None
+    return None
+
+
+def check_prefix_positions(model: Any, prefix_len: Any, max_len: Any, field: str = "low_data") -> None:
+    """Refuse `{field}.prefix_len` when prefix_len + max_len exceeds the model's positions (max_positions): the
+    prefix takes positions 0..prefix_len-1 and the text the next max_len, so more would index past the model's
+    position table (an IndexError deep in the forward pass) or past what it was trained on. Runs before the
+    weights load."""
+    limit = max_positions(model)
+    if limit is None or not isinstance(prefix_len, int) or not isinstance(max_len, int):
+        return
+    if prefix_len + max_len > limit:
+        raise ConfigError(
+            f"{field}.prefix_len={prefix_len} is invalid: {field}.prefix_len + {field}.max_len = {prefix_len} + "
+            f"{max_len} = {prefix_len + max_len} exceeds the {limit} positions of model {_get(model, 'name')!r}; "
+            f"must be at most {limit - max_len} (or lower {field}.max_len)")
+
+
+def require_recorded_rows(n_rows: int, setting_id: str, log: str | Path, way_out: str = "run stage=train first") -> None:
+    """A step that tabulates recorded rows (a report) with none of its setting: DataError naming the log, the
+    setting and the way out, so the command exits non-zero instead of reporting nothing with status 0."""
+    if n_rows <= 0:
+        raise DataError(f"no recorded rows of setting {setting_id} in {log}: nothing to report; {way_out} (or pass "
+                        f"the settings of the recorded run)")
