@@ -34,9 +34,10 @@ from omegaconf import DictConfig, OmegaConf
 from reparam.lm.compare import paired_differences, paired_markdown, score_summary
 from reparam.lm.data import SEP, Example, load_dataset, nested_subset
 from reparam.lm.metrics import E2E_METRICS, METRIC_LABELS, SCORE_RANGES, E2EScorer
-from reparam.lm.multiprefix import (INITS, STRUCTURES, FitConfig, Member, MultiPrefix, encode_prompts, encode_split,
-                                    fit, word_ids)
-from reparam.lm.runner import prepare_model, repo_path
+from reparam.lm.multiprefix import (INITS, FitConfig, LowerStates, Member, MultiPrefix, encode_prompts, encode_split, fit,
+                                    word_ids)
+from reparam.lm.structures import structures_of
+from reparam.lm.runner import Chunk, prepare_model, repo_path
 from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
 from reparam.validation import (check_added_keys, check_choice, check_int, check_list, check_number, exit_on_input_error,
@@ -66,7 +67,8 @@ def validate(cfg: DictConfig) -> None:
     check_list("low_data.datasets", p.datasets, item_check=lambda f, v: check_choice(f, v, ("e2e", "webnlg")), unique=True)
     check_list("low_data.ns", p.ns, item_check=lambda f, v: check_int(f, v, low=1), unique=True)
     check_list("low_data.replicates", p.replicates, item_check=lambda f, v: check_int(f, v, low=0), unique=True)
-    check_list("low_data.structures", p.structures, item_check=lambda f, v: check_choice(f, v, STRUCTURES), unique=True)
+    check_list("low_data.structures", p.structures, item_check=lambda f, v: check_choice(f, v, structures_of("low_data")),
+               unique=True)
     check_list("low_data.inits", p.inits, item_check=lambda f, v: check_choice(f, v, INITS), unique=True)
     for s in p.structures:
         require(s in p.lr_grid, f"low_data.lr_grid.{s}", None, "a list of learning rates (the structure is in low_data.structures)")
@@ -77,6 +79,10 @@ def validate(cfg: DictConfig) -> None:
             require(isinstance(p.init_text.get(d), str) and p.init_text.get(d).strip() != "", f"low_data.init_text.{d}",
                     p.init_text.get(d), "a non-empty text (init=words needs real task words)")
     check_int("low_data.prefix_len", p.prefix_len, low=1)
+    if p.top_layers is not None:
+        check_int("low_data.top_layers", p.top_layers, low=1)
+        require("infix" not in p.structures, "low_data.top_layers", p.top_layers,
+                "null (every layer) while low_data.structures has 'infix' (the infix needs every layer)")
     check_int("low_data.hidden", p.hidden, low=1)
     if p.embed_dim is not None:
         check_int("low_data.embed_dim", p.embed_dim, low=1)
@@ -100,7 +106,8 @@ def validate(cfg: DictConfig) -> None:
 def setting_id(cfg: DictConfig) -> str:
     """Fingerprint of every result-affecting setting (model and protocol, not the choice of cells)."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.pop("data_root", None)
+    for where in ("data_root", "cache"):  # where files live is not a setting of the result
+        model.pop(where, None)
     block = OmegaConf.to_container(cfg.low_data, resolve=True)
     return fingerprint({"model": model, "low_data": block}, ignore=[f"low_data.{k}" for k in NOT_RESULT])
 
@@ -114,7 +121,7 @@ def cells(cfg: DictConfig) -> list[tuple[str, int, int]]:
 def _paths(cfg: DictConfig, sid: str) -> dict[str, Path]:
     run = repo_path(cfg.run_dir) / "low_data"
     return {"run": run, "results": run / "results.jsonl", "selection": run / "selection.jsonl",
-            "scores": run / "scores.jsonl", "generations": run / "generations" / sid}
+            "scores": run / "scores.jsonl", "chunks": run / "chunks.jsonl", "generations": run / "generations" / sid}
 
 
 def _rows_of(log: ResultLog, sid: str) -> list[dict]:
@@ -125,20 +132,36 @@ def _rows_of(log: ResultLog, sid: str) -> list[dict]:
 
 
 class _Pool:
-    """One dataset's encoded dev rows, test rows and prompts, and its training examples (loaded once)."""
+    """One dataset's encoded dev rows, test rows and prompts, and its training examples (loaded once).
 
-    def __init__(self, dataset: str, cfg: DictConfig, tok):
+    With top-K prefixes (low_data.top_layers) every row also carries its lower-layer states, computed once
+    here (dev, test) or on first use (training examples, shared by the nested subsets of every n).
+    """
+
+    def __init__(self, dataset: str, cfg: DictConfig, tok, base):
         p = cfg.low_data
+        self.tok, self.max_len = tok, p.max_len
+        self._lower = LowerStates(base, p.top_layers, p.prefix_len, tok.pad_token_id)
+        self._train_rows: dict[tuple[str, str], dict] = {}
         self.train = load_dataset(dataset, "train", cfg.data_root)
         for n in p.ns:
             require(int(n) <= len(self.train), "low_data.ns", int(n), f"at most the {len(self.train)} {dataset} training examples")
         dev = load_dataset(dataset, "dev", cfg.data_root)
         require(p.n_dev <= len(dev), "low_data.n_dev", p.n_dev, f"at most the {len(dev)} {dataset} dev examples")
-        self.dev_rows = encode_split(tok, nested_subset(dev, p.n_dev, seed=9_999), p.max_len, SEP)
+        self.dev_rows = self._lower(encode_split(tok, nested_subset(dev, p.n_dev, seed=9_999), p.max_len, SEP))
         items = load_dataset(dataset, "test", cfg.data_root, grouped=True)
         self.items = items if p.n_test is None else nested_subset(items, min(p.n_test, len(items)), seed=12_345)
-        self.test_rows = encode_split(tok, [Example(t.source, r) for t in self.items for r in t.refs], p.max_len, SEP)
+        self.test_rows = self._lower(encode_split(tok, [Example(t.source, r) for t in self.items for r in t.refs],
+                                                  p.max_len, SEP))
         self.prompts = encode_prompts(tok, [t.source for t in self.items], SEP)
+
+    def train_rows(self, examples: list[Example]) -> list[dict]:
+        """Encoded training rows (with lower-layer states when top-K), each example encoded once per run."""
+        new = [ex for ex in examples if (ex.source, ex.target) not in self._train_rows]
+        if new:
+            for ex, row in zip(new, self._lower(encode_split(self.tok, new, self.max_len, SEP))):
+                self._train_rows[(ex.source, ex.target)] = row
+        return [self._train_rows[(ex.source, ex.target)] for ex in examples]
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -159,10 +182,11 @@ def run_cell(cfg: DictConfig, base, tok, device, pool: _Pool, dataset: str, n: i
     """
     p, paths = cfg.low_data, _paths(cfg, sid)
     t_cell = time.perf_counter()
-    train_rows = encode_split(tok, nested_subset(pool.train, n, seed=rep), p.max_len, SEP)
+    train_rows = pool.train_rows(nested_subset(pool.train, n, seed=rep))
     members = [Member(s, float(lr), init, seed=rep) for s, init in pairs for lr in p.lr_grid[s]]
     init_ids = word_ids(tok, p.init_text[dataset], p.prefix_len) if any(i == "words" for _, i in pairs) else None
-    model = MultiPrefix(base, members, prefix_len=p.prefix_len, hidden=p.hidden, embed_dim=p.embed_dim, init_ids=init_ids)
+    model = MultiPrefix(base, members, prefix_len=p.prefix_len, hidden=p.hidden, embed_dim=p.embed_dim, init_ids=init_ids,
+                        top_layers=p.top_layers)
     log = (lambda msg: print(f"[low_data] {dataset} n={n} r={rep} {msg}", flush=True)) if cfg.progress else None
     fits, timing = fit(model, train_rows, pool.dev_rows, FitConfig(**OmegaConf.to_container(p.fit), seed=rep),
                        tok.pad_token_id, log=log)
@@ -199,7 +223,8 @@ def run_cell(cfg: DictConfig, base, tok, device, pool: _Pool, dataset: str, n: i
                 "stopped_step": fits[k].stopped_step, "cell_steps": timing["steps"], "members": len(members),
                 "n_test_items": len(pool.items), "n_test_pairs": len(pool.test_rows), "train_s": timing["train_s"],
                 "dev_eval_s": timing["eval_s"], "test_nll_s": nll_s, "generate_s": gen_s, "cell_wall_s": wall,
-                "generations": str(gen_file.relative_to(paths["run"])), "device": str(device), "model": cfg.model.name}
+                "generations": str(gen_file.relative_to(paths["run"])), "device": str(device), "model": cfg.model.name,
+                "top_layers": model.dims.n_layers, "model_layers": model.model_dims.n_layers}
                for k, v in zip(ks, nll)]
     ResultLog(paths["selection"]).extend(selection)
     ResultLog(paths["results"]).extend(results)  # last: a cell counts as done only once its results are written
@@ -218,23 +243,33 @@ def train_stage(cfg: DictConfig) -> None:
           f"{len(todo)} to run; rows in {paths['run']}", flush=True)
     if not todo:
         return
+    chunk = Chunk(paths["chunks"], sid, cfg, cells_total=len(cells(cfg)), cells_left=len(todo))
     base, tok, device = prepare_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.device, cfg.threads)
     pools: dict[str, _Pool] = {}
-    t0, longest = time.perf_counter(), 0.0
-    for i, ((dataset, n, rep), pairs) in enumerate(todo):
-        # start a cell only if it is expected to end in time (expected: the longest cell so far)
-        if cfg.max_minutes is not None and time.perf_counter() - t0 + longest > 60 * cfg.max_minutes:
-            print(f"[low_data] max_minutes={cfg.max_minutes}: the next cell would not end in time; {len(todo) - i} "
-                  f"cell(s) left; rerun the same command to continue", flush=True)
-            return
-        if dataset not in pools:
-            pools[dataset] = _Pool(dataset, cfg, tok)
-        rows = run_cell(cfg, base, tok, device, pools[dataset], dataset, n, rep, sid, pairs)
-        w = rows[0]
-        longest = max(longest, w["cell_wall_s"])
-        print(f"[low_data] cell {dataset} n={n} r={rep} done in {w['cell_wall_s']:.0f}s (train {w['train_s']:.0f}s, "
-              f"{w['cell_steps']} steps, {w['members']} configurations; test NLL {w['test_nll_s']:.0f}s; "
-              f"beam search {w['generate_s']:.0f}s)", flush=True)
+    longest = 0.0
+    try:
+        for i, ((dataset, n, rep), pairs) in enumerate(todo):
+            # start a cell only if it is expected to end in time (expected: the longest cell so far); the clock
+            # includes loading the model and data, and a chunk always runs at least one cell
+            if i > 0 and cfg.max_minutes is not None and chunk.wall() + longest > 60 * cfg.max_minutes:
+                print(f"[low_data] max_minutes={cfg.max_minutes}: the next cell would not end in time; rerun the same "
+                      f"command to continue", flush=True)
+                break
+            if dataset not in pools:
+                pools[dataset] = _Pool(dataset, cfg, tok, base)
+            rows = run_cell(cfg, base, tok, device, pools[dataset], dataset, n, rep, sid, pairs)
+            w = rows[0]
+            longest = max(longest, w["cell_wall_s"])
+            chunk.cell_done(w["cell_wall_s"], n)
+            print(f"[low_data] cell {dataset} n={n} r={rep} done in {w['cell_wall_s']:.0f}s (train {w['train_s']:.0f}s, "
+                  f"{w['cell_steps']} steps, {w['members']} configurations; test NLL {w['test_nll_s']:.0f}s; "
+                  f"decoding {w['generate_s']:.0f}s)", flush=True)
+    finally:
+        rows = _rows_of(ResultLog(paths["results"]), sid)
+        cell_times = sorted({(r["dataset"], int(r["n"]), int(r["replicate"]), float(r["cell_wall_s"])) for r in rows})
+        done_now = {tuple(r[k] for k in KEY) for r in rows}
+        left_ns = [n for (d, n, r), pairs in todo if any((d, n, r, *w) not in done_now for w in pairs)]
+        print(chunk.close(left_ns, [(n, w) for _, n, _, w in cell_times]), flush=True)
 
 
 # ----------------------------------------------------------------------------- stage: score
@@ -321,6 +356,17 @@ def report_stage(cfg: DictConfig) -> None:
                         .agg(selected=("selected", "sum"), candidates=("selected", "size"), best_dev_mean=("best_dev", "mean"),
                              best_step_mean=("best_step", "mean")).reset_index())
             write_table(lr_table, out / f"{stem}_lr_selection.csv")
+        chunks = pd.DataFrame(_rows_of(ResultLog(_paths(cfg, sid)["chunks"]), sid))
+        if not chunks.empty:  # what the recorded study cost, summed from the chunk log (never typed in)
+            chunks["cpu_hours"] = chunks["cpu_s"] / 3600
+            write_table(chunks, out / f"{stem}_chunks.csv")
+        variant = _variant_table(cfg, d, dataset, metrics)
+        if not variant.empty:
+            write_table(variant, out / f"{stem}_variant.csv")
+            (out / f"{stem}_variant.md").write_text(
+                f"# {dataset}: shared - independent with the prefix in the top {cfg.low_data.top_layers} layers and in "
+                f"every layer (same cells; 95% percentile bootstrap over replicates)\n\n"
+                f"{_variant_markdown(variant)}\n")
         for m in metrics:
             save_figure(low_data_scores_figure(summary, m, ylabel=METRIC_LABELS[m], title=f"{dataset}: {METRIC_LABELS[m]}",
                                                bounds=SCORE_RANGES.get(m)), out / f"{stem}_{m}")
@@ -328,6 +374,33 @@ def report_stage(cfg: DictConfig) -> None:
                                            title=f"{dataset}: paired difference vs independent"),
                     out / f"{stem}_paired")
     print(f"[low_data] tables and figures in {out}")
+
+
+def _variant_table(cfg: DictConfig, top: pd.DataFrame, dataset: str, metrics: list[str]) -> pd.DataFrame:
+    """Top-K rows against the all-layer rows of the same setting (recorded with low_data.top_layers=null)."""
+    from reparam.lm.compare import variant_agreement
+
+    if cfg.low_data.top_layers is None:
+        return pd.DataFrame()
+    all_cfg = OmegaConf.merge(cfg, {"low_data": {"top_layers": None}})
+    every = table(all_cfg)
+    if every.empty or dataset not in set(every.dataset):
+        return pd.DataFrame()
+    every = every[every.dataset == dataset]
+    shared_metrics = [m for m in metrics if m in every.columns and every[m].notna().any()]
+    return variant_agreement({f"top {cfg.low_data.top_layers} layers": top, "every layer": every}, shared_metrics,
+                             n_boot=cfg.n_boot)
+
+
+def _variant_markdown(variant: pd.DataFrame) -> str:
+    from reparam.lm.compare import format_difference
+
+    lines = ["| prefix in | init | n | metric | replicates | shared - independent [95% CI] | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in variant.sort_values(["metric", "n", "variant"]).iterrows():
+        lines.append(f"| {r['variant']} | {r['init']} | {int(r['n'])} | {METRIC_LABELS.get(r['metric'], r['metric'])} | "
+                     f"{int(r['replicates'])} | {format_difference(r)} | {r['verdict']} |")
+    return "\n".join(lines)
 
 
 # the config folder by file path: `reparam <command>` imports this app as reparam.experiments.*, whose conf/

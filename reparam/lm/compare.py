@@ -124,3 +124,30 @@ def score_summary(df: pd.DataFrame, metrics: list[str], by: tuple[str, ...] = ("
             row.update({f"{m}_mean": mean, f"{m}_sd": sd, f"{m}_ci_low": lo, f"{m}_ci_high": hi})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def variant_agreement(variants: dict[str, pd.DataFrame], metrics: list[str], structure: str = "shared",
+                      baseline: str = "independent", n_boot: int = 2000, min_replicates: int = 3) -> pd.DataFrame:
+    """The paired difference `structure - baseline` under each variant of a protocol, on common cells only.
+
+    variants: {label: table with columns init, n, replicate, structure, metrics...} (e.g. prefixes in the top
+    K layers vs in every layer). Only the (init, n, replicate) cells that every variant recorded for both
+    structures enter, so the variants are compared on the same training subsets and seeds. One row per
+    (variant, init, n, metric) with the columns of `paired_differences`.
+    """
+    keys = ["init", "n", "replicate"]
+    common = None
+    for df in variants.values():
+        both = df[df.structure.isin([structure, baseline])]
+        cells = both.groupby(keys).structure.nunique()
+        cells = set(cells[cells == 2].index)
+        common = cells if common is None else common & cells
+    rows = []
+    for label, df in variants.items():
+        sub = df[df.structure.isin([structure, baseline])]
+        sub = sub[[tuple(k) in (common or set()) for k in sub[keys].itertuples(index=False)]]
+        if sub.empty:
+            continue
+        paired = paired_differences(sub, metrics, baseline=baseline, n_boot=n_boot, min_replicates=min_replicates)
+        rows.append(paired.assign(variant=label))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()

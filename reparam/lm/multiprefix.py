@@ -45,10 +45,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .prefix import KVDims, PrefixConfig, PrefixEncoder
+from .structures import get_structure, structures_of
 from .toplayers import lower_states, run_top
 from .train import batch_indices
 
-STRUCTURES = ("independent", "shared", "deep_shared", "embedding_only", "infix")
 INITS = ("random", "words")
 
 
@@ -56,14 +56,15 @@ INITS = ("random", "words")
 class Member:
     """One configuration trained inside a `MultiPrefix`."""
 
-    structure: str  # one of STRUCTURES
+    structure: str  # a structure the low-data study accepts (reparam.lm.structures.structures_of("low_data"))
     lr: float  # peak AdamW learning rate
     init: str = "random"  # random | words (module docstring)
     seed: int = 0  # seed of the parameter initialisation
 
     def __post_init__(self):
-        if self.structure not in STRUCTURES:
-            raise ValueError(f"Member.structure={self.structure!r} is not one of {STRUCTURES}")
+        allowed = structures_of("low_data")
+        if self.structure not in allowed:
+            raise ValueError(f"Member.structure={self.structure!r} is not one of {allowed}")
         if self.init not in INITS:
             raise ValueError(f"Member.init={self.init!r} is not one of {INITS}")
         if not self.lr > 0:
@@ -71,7 +72,7 @@ class Member:
 
     @property
     def placement(self) -> str:
-        return "infix" if self.structure == "infix" else "prefix"
+        return get_structure(self.structure).placement
 
     @property
     def name(self) -> str:
@@ -168,44 +169,38 @@ def word_ids(tok, text: str, prefix_len: int) -> list[int]:
     return [ids[i % len(ids)] for i in range(prefix_len)]
 
 
-@torch.no_grad()
-def word_kv(base: nn.Module, ids: list[int]) -> torch.Tensor:
-    """The frozen model's keys/values of the words, (layers, 2, kv_heads, L, head_dim)."""
-    dev = next(base.parameters()).device
-    cache = base.base_model(input_ids=torch.tensor([ids], device=dev), use_cache=True).past_key_values
-    return torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])
+# ----------------------------------------------------------------------------- top-K prefixes: stored states
 
 
-@torch.no_grad()
-def init_from_words(enc: PrefixEncoder, base: nn.Module, ids: list[int], first: int = 0) -> None:
-    """Start `enc` from the activations of real words (module docstring).
+class LowerStates:
+    """Adds "lower" to encoded rows: the state entering the first prefixed layer, (len(row), hidden).
 
-    first: the first layer with a prefix (top-K prefixes, `reparam.lm.toplayers`): the encoder covers the
-    layers from `first` up, and embedding_only's virtual tokens enter layer `first`, so they start from
-    the words' hidden states there (which gives exactly the words' keys/values in the top layers).
+    With the prefix in the top `top_layers` layers (None: every layer, nothing to add) that state depends
+    on the row's tokens only (no layer below sees a prefix; positions L + t as in training), so it is
+    computed once and reused by every step, configuration and structure.
     """
-    s = enc.cfg.structure
-    if s == "embedding_only":
-        dev = enc.embedding.weight.device
-        if first == 0:
-            emb = base.get_input_embeddings()(torch.tensor(ids, device=dev))
-        else:
-            t = torch.tensor([ids], device=dev)
-            emb = lower_states(base, first, t, torch.ones_like(t), torch.arange(len(ids), device=dev)[None])[0]
-        enc.embedding.weight.copy_(emb.to(enc.embedding.weight.dtype))
-        return
-    kv = word_kv(base, ids)[first:]  # (prefixed layers, 2, kv_heads, L, head_dim)
-    target = kv.permute(3, 0, 1, 2, 4).reshape(kv.shape[3], -1)  # (L, layers*2*kv_dim), the PEFT layout
-    if s == "independent":
-        enc.flat.copy_(target.to(enc.flat.dtype))
-    elif s in ("shared", "deep_shared"):
-        h = enc.transform[:-1](enc.embedding.weight)  # (L, hidden): input of the output layer
-        last = enc.transform[-1]
-        residual = target.to(h.dtype) - last(h)  # (L, out)
-        # minimum-norm dW with h @ dW^T = residual (h has full row rank L <= hidden for a generic init)
-        last.weight.add_((torch.linalg.pinv(h) @ residual).T)
-    else:
-        raise ValueError(f"init='words' is not defined for structure {s!r}")
+
+    def __init__(self, base: nn.Module, top_layers: int | None, prefix_len: int, pad_id: int, max_rows: int = 64):
+        n_layers = KVDims.from_config(base.config).n_layers
+        top = n_layers if top_layers is None else int(top_layers)
+        if not 1 <= top <= n_layers:
+            raise ValueError(f"top_layers={top_layers} must be in [1, {n_layers}] (the model's layers)")
+        self.base, self.first, self.prefix_len, self.pad_id, self.max_rows = base, n_layers - top, prefix_len, pad_id, max_rows
+
+    @torch.no_grad()
+    def __call__(self, rows: list[dict]) -> list[dict]:
+        if self.first == 0:
+            return rows
+        dev = next(self.base.parameters()).device
+        out = []
+        for s in range(0, len(rows), self.max_rows):
+            chunk = rows[s:s + self.max_rows]
+            b = collate_split(chunk, self.pad_id)
+            ids, mask = b["input_ids"].to(dev), b["attention_mask"].to(dev)
+            pos = (self.prefix_len + torch.arange(ids.shape[1], device=dev)).expand_as(ids)
+            state = lower_states(self.base, self.first, ids, mask, pos)  # (B, T, hidden)
+            out += [{**r, "lower": state[i, :len(r["input_ids"])].clone()} for i, r in enumerate(chunk)]
+        return out
 
 
 # ----------------------------------------------------------------------------- the model
@@ -241,11 +236,10 @@ class MultiPrefix(nn.Module):
         dev = next(base.parameters()).device
         encs = []
         for m in members:
-            inner = "independent" if m.structure == "infix" else m.structure
-            cfg = PrefixConfig(structure=inner, prefix_len=prefix_len, embed_dim=embed_dim, hidden=hidden, seed=m.seed)
+            cfg = PrefixConfig(structure=m.structure, prefix_len=prefix_len, embed_dim=embed_dim, hidden=hidden, seed=m.seed)
             enc = PrefixEncoder(cfg, self.dims, network=base).to(device=dev, dtype=base.dtype)
             if m.init == "words":
-                init_from_words(enc, base, init_ids, first=self.first)
+                enc.structure.init_from_words(enc, base, init_ids, first=self.first)
             encs.append(enc)
         self.encoders = nn.ModuleList(encs)
 
@@ -263,7 +257,7 @@ class MultiPrefix(nn.Module):
         embedding_only members run through the frozen network together, in one batched pass.
         """
         out: list[torch.Tensor | None] = [None] * len(ks)
-        emb = [i for i, k in enumerate(ks) if self.members[k].structure == "embedding_only"]
+        emb = [i for i, k in enumerate(ks) if self.encoders[k].structure.through_network]
         for i, k in enumerate(ks):
             if i not in emb:
                 out[i] = self.encoders[k]()
@@ -294,26 +288,9 @@ class MultiPrefix(nn.Module):
         empty = kv.new_zeros(rows, h, 0, hd)
         return [(empty, empty)] * self.first
 
-    @torch.no_grad()
     def with_lower(self, rows: list[dict], pad_id: int, max_rows: int = 64) -> list[dict]:
-        """`rows` (encode_split) with "lower": the state entering the first prefixed layer, (len(row), hidden).
-
-        It depends on the row's tokens only (no layer below sees a prefix; positions L + t as in training),
-        so it is computed once here and reused by every step, configuration and structure. With every
-        layer prefixed (first = 0) the rows are returned unchanged.
-        """
-        if self.first == 0:
-            return rows
-        dev = next(self.base.parameters()).device
-        out = []
-        for s in range(0, len(rows), max_rows):
-            chunk = rows[s:s + max_rows]
-            b = collate_split(chunk, pad_id)
-            ids, mask = b["input_ids"].to(dev), b["attention_mask"].to(dev)
-            pos = (self.prefix_len + torch.arange(ids.shape[1], device=dev)).expand_as(ids)
-            state = lower_states(self.base, self.first, ids, mask, pos)  # (B, T, hidden)
-            out += [{**r, "lower": state[i, :len(r["input_ids"])].clone()} for i, r in enumerate(chunk)]
-        return out
+        """`rows` with their lower-layer states for this model's cut (see `LowerStates`)."""
+        return LowerStates(self.base, self.dims.n_layers, self.prefix_len, pad_id, max_rows)(rows)
 
     def _nll(self, hidden: torch.Tensor, labels: torch.Tensor, row_member: torch.Tensor, K: int):
         """Per-member summed next-token NLL and token counts from hidden states (LM head only where scored)."""

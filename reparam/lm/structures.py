@@ -155,6 +155,9 @@ class LMStructure:
     fitted_to: ClassVar[str] = "config"
     plants: ClassVar[str | None] = None
     planted_predictions: ClassVar[dict[tuple[str, str], float]] = {}
+    #: its keys/values come from running virtual tokens through the frozen network (the multi-prefix trainer
+    #: runs all such members of a step in one batched pass)
+    through_network: ClassVar[bool] = False
 
     @property
     def in_theorems(self) -> bool:
@@ -314,6 +317,7 @@ class EmbeddingOnly(LMStructure):
     to each other causally, exactly as if they were prepended to the input. Needs the network on the encoder."""
 
     name: ClassVar[str] = "embedding_only"
+    through_network: ClassVar[bool] = True
     studies: ClassVar[tuple[str, ...]] = ("planted", "low_data")
     theorem: ClassVar[str | None] = "Theorem 3 (the fixed map is the frozen network)"
     fitted_to: ClassVar[str] = "embedding"

@@ -114,12 +114,6 @@ def test_unknown_planted_student_is_refused_by_name(tmp_path):
         pl.validate_study(_planted_cfg(tmp_path, [f"planted.structures=[{NAME}]"]))
 
 
-# WIRING: experiments/low_data.py and reparam/lm/multiprefix.py still list their structures in a tuple
-# (multiprefix.STRUCTURES), so low_data refuses the new structure by name (a ConfigError). Once they read the
-# registry (reparam.lm.structures.structures_of("low_data"), the encoder's structure for placement and words init),
-# this test passes: remove the xfail marker then (strict: an unexpected pass fails the suite as a reminder).
-@pytest.mark.xfail(strict=True, raises=ConfigError,
-                   reason="waits for the registry wiring of experiments/low_data.py and reparam/lm/multiprefix.py")
 @needs_data
 def test_new_structure_runs_through_the_low_data_smoke_run(low_rank, tmp_path):
     from reparam.experiments import low_data
@@ -134,23 +128,3 @@ def test_new_structure_runs_through_the_low_data_smoke_run(low_rank, tmp_path):
     mine = df[df.structure == NAME]
     assert len(mine) == 2 * 2  # ns x inits
     assert (mine.test_nll > 0).all() and mine.bleu.notna().all()
-
-
-@pytest.mark.parametrize("structure", ["independent", "shared", "deep_shared", "embedding_only"])
-@pytest.mark.parametrize("first", [0, 1])
-def test_registry_words_init_is_multiprefix_s(tiny, structure, first):
-    """The structures' own words initialisation gives the encoder multiprefix.init_from_words gives it (all layers
-    and a top-1 prefix), so the low-data protocol can read the registry with unchanged results."""
-    import dataclasses
-
-    from reparam.lm.multiprefix import init_from_words
-
-    base, _ = tiny
-    dims = dataclasses.replace(KVDims.from_config(base.config), n_layers=KVDims.from_config(base.config).n_layers - first)
-    ids = [5, 17, 33]
-    a, b = (PrefixEncoder(PrefixConfig(structure=structure, prefix_len=3, hidden=16, seed=2), dims, network=base)
-            for _ in range(2))
-    init_from_words(a, base, ids, first=first)
-    b.structure.init_from_words(b, base, ids, first=first)
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
-        assert torch.equal(x, y), name

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from reparam.lm.multiprefix import FitConfig, Member, MultiPrefix, collate_split, fit, word_kv
+from reparam.lm.multiprefix import FitConfig, Member, MultiPrefix, collate_split, fit
+from reparam.lm.structures import word_kv
 from reparam.lm.prefix import PrefixModel
 
 V = 40

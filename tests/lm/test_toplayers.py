@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from reparam.lm.multiprefix import Member, MultiPrefix, collate_split, word_kv
+from reparam.lm.multiprefix import Member, MultiPrefix, collate_split
+from reparam.lm.structures import word_kv
 from reparam.lm.toplayers import additive_mask, decoder_layers
 
 from .test_multiprefix import _rows
