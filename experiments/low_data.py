@@ -37,6 +37,7 @@ from reparam.lm.metrics import E2E_METRICS, METRIC_LABELS, SCORE_RANGES, E2EScor
 from reparam.lm.multiprefix import (INITS, FitConfig, LowerStates, Member, MultiPrefix, encode_prompts, encode_split, fit,
                                     word_ids)
 from reparam.lm.structures import structures_of
+from reparam.lm.models import default_cache
 from reparam.lm.runner import Chunk, prepare_model, repo_path
 from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
@@ -141,7 +142,10 @@ class _Pool:
     def __init__(self, dataset: str, cfg: DictConfig, tok, base):
         p = cfg.low_data
         self.tok, self.max_len = tok, p.max_len
-        self._lower = LowerStates(base, p.top_layers, p.prefix_len, tok.pad_token_id)
+        model_key = fingerprint({"model": {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
+                                           if k not in ("data_root", "cache")}})
+        self._lower = LowerStates(base, p.top_layers, p.prefix_len, tok.pad_token_id,
+                                  cache_dir=str(default_cache() / "lower_states"), model_key=model_key)
         self._train_rows: dict[tuple[str, str], dict] = {}
         self.train = load_dataset(dataset, "train", cfg.data_root)
         for n in p.ns:

@@ -180,17 +180,52 @@ class LowerStates:
     computed once and reused by every step, configuration and structure.
     """
 
-    def __init__(self, base: nn.Module, top_layers: int | None, prefix_len: int, pad_id: int, max_rows: int = 64):
+    def __init__(self, base: nn.Module, top_layers: int | None, prefix_len: int, pad_id: int, max_rows: int = 64,
+                 cache_dir: str | None = None, model_key: str | None = None):
+        """cache_dir + model_key (a fingerprint of the model's settings): keep computed states on disk, so a
+        later run (the next chunk of a long study) reads them instead of recomputing them."""
         n_layers = KVDims.from_config(base.config).n_layers
         top = n_layers if top_layers is None else int(top_layers)
         if not 1 <= top <= n_layers:
             raise ValueError(f"top_layers={top_layers} must be in [1, {n_layers}] (the model's layers)")
         self.base, self.first, self.prefix_len, self.pad_id, self.max_rows = base, n_layers - top, prefix_len, pad_id, max_rows
+        self.cache_dir, self.model_key = cache_dir, model_key
+
+    def __call__(self, rows: list[dict]) -> list[dict]:
+        if self.first == 0 or not rows:
+            return rows
+        if self.cache_dir is None or self.model_key is None:
+            return self._compute(rows)
+        import hashlib
+        import os
+        from pathlib import Path
+
+        from safetensors.torch import load_file, save_file
+
+        ids = [r["input_ids"] for r in rows]
+        key = hashlib.sha256(repr((self.model_key, self.first, self.prefix_len, str(self.base.dtype), ids)).encode())
+        path = Path(self.cache_dir) / f"{key.hexdigest()[:24]}.safetensors"
+        if path.is_file():
+            try:
+                flat = load_file(str(path))["states"]  # (sum of row lengths, hidden)
+                if flat.shape[0] == sum(map(len, ids)):
+                    parts = flat.split([len(i) for i in ids])
+                    dev = next(self.base.parameters()).device
+                    return [{**r, "lower": p.to(dev)} for r, p in zip(rows, parts)]
+            except Exception:  # a damaged cache file is recomputed and rewritten, never trusted
+                pass
+        out = self._compute(rows)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            save_file({"states": torch.cat([r["lower"] for r in out]).cpu().contiguous()}, str(tmp))
+            os.replace(tmp, path)
+        except OSError:  # a full or read-only disk costs the next run a recomputation, nothing else
+            tmp.unlink(missing_ok=True)
+        return out
 
     @torch.no_grad()
-    def __call__(self, rows: list[dict]) -> list[dict]:
-        if self.first == 0:
-            return rows
+    def _compute(self, rows: list[dict]) -> list[dict]:
         dev = next(self.base.parameters()).device
         out = []
         for s in range(0, len(rows), self.max_rows):

@@ -169,3 +169,23 @@ def test_top_layers_out_of_range_and_infix_are_refused():
         MultiPrefix(base, [Member("shared", 1e-3)], top_layers=4)
     with pytest.raises(ValueError, match="infix"):
         MultiPrefix(base, [Member("infix", 1e-3)], top_layers=1)
+
+
+def test_lower_states_are_read_back_from_the_disk_cache_exactly(tmp_path, monkeypatch):
+    from reparam.lm.multiprefix import LowerStates
+
+    base = _llama()
+    rows = _rows(4, seed=2)
+    first = LowerStates(base, 1, 3, pad_id=0, cache_dir=str(tmp_path), model_key="llama-test")(rows)
+    assert len(list(tmp_path.iterdir())) == 1
+
+    def no_compute(self, rows):
+        raise AssertionError("recomputed although the states are cached")
+
+    monkeypatch.setattr(LowerStates, "_compute", no_compute)
+    again = LowerStates(base, 1, 3, pad_id=0, cache_dir=str(tmp_path), model_key="llama-test")(rows)
+    for a, b in zip(first, again):
+        assert torch.equal(a["lower"], b["lower"])
+    other = LowerStates(base, 2, 3, pad_id=0, cache_dir=str(tmp_path), model_key="llama-test")  # another cut: a miss
+    with pytest.raises(AssertionError, match="recomputed"):
+        other(rows)
