@@ -135,9 +135,10 @@ class ResultLog:
                           stacklevel=2)
         if self.foreign_lines and good:  # a log of nothing but foreign records is the caller's to refuse
             first_line, why = self.foreign_lines[0]
+            where = f"line {first_line}: {why}" if len(self.foreign_lines) == 1 else \
+                f"lines {_lines([n for n, _ in self.foreign_lines])}; line {first_line}: {why}"
             warnings.warn(f"{self.path}: skipped {len(self.foreign_lines)} record(s) that are not rows of this log "
-                          f"(line {_lines([n for n, _ in self.foreign_lines])}; line {first_line}: {why}); "
-                          f"they are left in the file and never used", RuntimeWarning, stacklevel=2)
+                          f"({where}); they are left in the file and never used", RuntimeWarning, stacklevel=2)
         return good
 
     def completed_keys(self, key_fields: list[str]) -> set[tuple]:

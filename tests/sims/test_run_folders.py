@@ -120,8 +120,8 @@ def test_a_foreign_record_in_a_log_is_reported_by_line_and_skipped(study_run, tm
     (run / "results.csv").unlink()
     proc = run_cli(["sims.convergence", *TINY, f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "skipped 1 record(s) that are not rows of this log (line 7; line 7: not a row of the synthetic study " \
-           "(it lacks ['regime', 'seed', 'truth'])" in proc.stderr
+    assert "results.jsonl: skipped 1 record(s) that are not rows of this log (line 7: not a row of the synthetic " \
+           "study (it lacks ['regime', 'seed', 'truth'])" in proc.stderr
     assert len(pd.read_csv(run / "results.csv")) == 6
     proc = run_cli(["sims.aggregate", f"dirs=[{run}]", "by_setting=true", "figures=false"], timeout=120)
     assert proc.returncode == 0 and "line 7" in proc.stderr, proc.stderr[-2000:]
