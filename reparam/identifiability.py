@@ -14,7 +14,9 @@ exponent 1 in single-atom cells and 2 in multi-atom cells, weights exp(b)):
    r > rank W_K, e.g. r > d): p_1 = p* + (1 - alpha) s z, p_2 = p* - alpha s z, so k_1 = k_2 = k*; for
    `shared_linear` v_1, v_2 are exactly the independent family with u = W_V z (beta = alpha); for `shared_mlp`
    with m = 1 and a strictly increasing sigma, v* lies strictly between v_1 and v_2 and beta solves the average.
-   With an injective key map (W_K of full column rank) there is no such z: `NoWitnessError`.
+   With an injective key map (W_K of full column rank) there is no such z: `NoWitnessError`. Each structure declares
+   its own z and beta (reparam.structures: `witness_direction`, `witness_weight`); one that declares none has no
+   witness.
 
 2. The INVERSE-BOUND CURVE (`inverse_bound_curve`): psi(delta) = min { ||f_G - f_G*||_{L2(mu)} : D(G, G*) = delta },
    by multi-start SLSQP (equality constraint) on a fixed sample of mu, in float64. The Voronoi assignment is
@@ -27,7 +29,8 @@ exponent 1 in single-atom cells and 2 in multi-atom cells, weights exp(b)):
    solutions of the next smaller one, so a good shape found anywhere propagates along the whole curve.
 
 3. The RATIO ON FITS (`add_inverse_ratio`; its slopes and verdicts: reparam.checks.summarize): D(G_hat, G*) / ||f_hat - f*|| per study row;
-   its log-log slope against n is 0 where the inverse bound holds and > 0 where it fails.
+   its log-log slope against n is 0 where the inverse bound holds and > 0 where it fails (`inverse_ratio_prediction`,
+   from the `inverse_bound` each structure declares).
 """
 from __future__ import annotations
 
@@ -43,36 +46,12 @@ from torch import Tensor
 from .losses import voronoi_loss
 from .moe import DTYPE, mixture_output
 from .rates import Prediction
+from .structures import STRUCTURES, NoWitnessError
 from .truth import GroundTruth, canonical_truth
 
 
-class NoWitnessError(ValueError):
-    """The structure has no same-key f-equivalent split (e.g. an injective key map)."""
-
-
 # --------------------------------------------------------------------------------------------------
-# 1. The witness
-
-
-def key_preserving_direction(truth: GroundTruth) -> Tensor | None:
-    """A unit native direction z (atom_dim,) along which every atom's key is constant and its value moves,
-    or None when none exists (a tied structure whose W_K has full column rank: injective key map)."""
-    s = truth.structure
-    if s.name == "independent":
-        z = torch.zeros(s.atom_dim, dtype=DTYPE)
-        z[s.d:] = 1.0 / np.sqrt(s.m)
-        return z
-    if s.name not in ("shared_linear", "shared_mlp"):
-        raise NoWitnessError(f"structure={s.name!r} has no witness construction (only independent, shared_linear, "
-                             f"shared_mlp)")
-    _, sv, Vh = torch.linalg.svd(s.W_K, full_matrices=True)  # W_K (d, r)
-    rank = int((sv > 1e-12 * sv.max()).sum())
-    if rank == s.r:
-        return None
-    null = Vh[rank:].T  # (r, r - rank): a basis of the null space of W_K
-    _, _, vh = torch.linalg.svd(s.W_V @ null)  # the null direction that moves the value most
-    z = null @ vh[0]
-    return z / z.norm()
+# 1. The witness: each structure declares its own (reparam.structures: witness_direction, witness_weight)
 
 
 def witness_theta(truth: GroundTruth, scale: float, atom: int = 0, alpha: float = 0.5) -> tuple[Tensor, float]:
@@ -83,26 +62,12 @@ def witness_theta(truth: GroundTruth, scale: float, atom: int = 0, alpha: float 
         raise ValueError(f"alpha={alpha!r} is invalid: must be in (0, 1)")
     if not 0 <= atom < truth.n_atoms:
         raise ValueError(f"atom={atom!r} is invalid: must be in [0, {truth.n_atoms})")
-    z = key_preserving_direction(truth)
-    if z is None:
-        raise NoWitnessError(f"{s.name} with W_K of full column rank (r = {s.r} <= d = {s.d}) has an injective key "
-                             f"map: the same key forces the same latent p, hence the same value (THEORY section 7)")
+    z = s.witness_direction()  # NoWitnessError when the structure has none (e.g. an injective key map)
     b_true, atoms_true, globals_ = s.split(truth.theta, truth.n_atoms)
     p1 = atoms_true[atom] + (1 - alpha) * scale * z
     p2 = atoms_true[atom] - alpha * scale * z
-    keys, values = s.prefix_from_atoms(torch.stack([atoms_true[atom], p1, p2]), globals_)  # (3, d), (3, m)
-    if s.name == "shared_mlp":  # the values are not linear in p: solve beta v_1 + (1 - beta) v_2 = v*
-        if s.m != 1:
-            raise NoWitnessError(f"shared_mlp with m = {s.m} > 1: v* is in general not on the chord of the value curve")
-        gap = float(values[1, 0] - values[2, 0])
-        beta = float(values[0, 0] - values[2, 0]) / gap if gap != 0 else np.nan
-        if not 0 < beta < 1:
-            raise NoWitnessError(f"shared_mlp: v* is not between the split values (beta = {beta}); sigma must be "
-                                 f"strictly increasing and W_V z != 0")
-    else:
-        beta = alpha  # exact: the values are affine in p
-        if float((values[1] - values[2]).norm()) == 0 and scale != 0:
-            raise NoWitnessError(f"{s.name}: W_V z = 0, the split atoms coincide (D = 0)")
+    _, values = s.prefix_from_atoms(torch.stack([atoms_true[atom], p1, p2]), globals_)  # (3, m): v*, v_1, v_2
+    beta = s.witness_weight(values, alpha, scale)
     biases = torch.cat([b_true, b_true[atom:atom + 1]]).clone()
     biases[atom] = b_true[atom] + np.log(beta)
     biases[-1] = b_true[atom] + np.log(1 - beta)
@@ -465,8 +430,7 @@ def inverse_bound_study(config: InverseBoundConfig | None = None, cases=None,
         v = psi_verdict(curve, cfg)
         measured = "holds" if v["verdict"] == "holds" else ("fails" if v["verdict"].startswith("fails") else v["verdict"])
         summary.append(dict(structure=structure, regime=regime, latent_dim=latent_dim, truth=truth.name,
-                            key_map=("free keys" if structure == "independent" else
-                                     "injective" if latent_dim <= truth.d else "not injective"),
+                            key_map=truth.structure.key_map(),
                             **v, predicted=predicted,
                             agreement=("no prediction" if predicted == "open" else
                                        ("agree" if measured == predicted else "disagree")),
@@ -487,12 +451,15 @@ def add_inverse_ratio(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def inverse_ratio_prediction(structure: str, regime: str) -> Prediction | None:
-    """THEORY section 7 on fits: slope 0 (+- 0.1, the tolerance of every rate check: log factors) where the
-    inverse bound holds (shared_linear / shared_mlp exact and over, independent exact), slope > 0 where it fails
-    (independent over). None for structures outside the theorems."""
-    if structure in ("shared_linear", "shared_mlp") or (structure == "independent" and regime == "exact"):
+    """THEORY section 7 on fits, as the structure's class declares it (`inverse_bound`, reparam.structures): slope 0
+    (+- 0.1, the tolerance of every rate check: log factors) where the inverse bound holds (shared_linear /
+    shared_mlp exact and over, independent exact), slope > 0 where it fails (independent over). None where the
+    structure declares nothing for the regime (shared_learned) or is not registered."""
+    cls = STRUCTURES.get(structure)
+    bound = cls.inverse_bound.get(regime) if cls is not None else None
+    if bound == "holds":
         return Prediction(0.0, tolerance=0.1)
-    if structure == "independent" and regime == "over":
+    if bound == "fails":
         return Prediction(0.0, kind="flatter_than")
     return None
 

@@ -17,13 +17,17 @@ A new structure is one subclass with @register; the class is the ONE place that 
                    "shared" (regression -1/2, D -1/2, over-specified atoms -1/4), "independent" (regression -1/2,
                    D_{1,r} over-specified slower than any polynomial) or None (no predicted rate)
     hydra_options  the composite Hydra options `structure=<option>` it belongs to besides its own (e.g. "all")
+    inverse_bound  THEORY section 7 per regime, {"exact": "holds" | "fails", "over": ...}: whether D <= C ||f - f*||
+                   near the truth; it sets the inverse-ratio prediction on fits (reparam.identifiability); {} = none
     truth_theta()  its truth recipe: the native parameters that express the latent truth (reparam.truth)
+    witness_direction(), witness_weight()   its f-equivalent witness, if it has one (reparam.identifiability)
+    key_map()      how its keys depend on the native atom, as the inverse-bound table names it
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from collections.abc import Sequence
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -37,6 +41,10 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": torch.nn.functional.gelu,
     "sigmoid": torch.sigmoid,
 }
+
+class NoWitnessError(ValueError):
+    """The structure has no same-key f-equivalent split (e.g. an injective key map, or no construction declared)."""
+
 
 STRUCTURES: dict[str, type["Structure"]] = {}
 _REGISTRY_LISTENERS: list[Callable[[], None]] = []  # e.g. sims.config's Hydra options, refreshed on every change
@@ -66,13 +74,18 @@ def on_registry_change(listener: Callable[[], None]) -> None:
 
 class StructureSelection(Sequence):
     """The registered structures whose class satisfies `predicate`, looked up at every use (so a structure
-    registered later joins); reads like the list of their names (iteration, len, ==, repr)."""
+    registered later joins); reads like the list of their names (iteration, len, ==, repr). Registry order, or
+    sorted by `order(cls)` when given."""
 
-    def __init__(self, predicate: Callable[[type["Structure"]], bool], description: str):
-        self.predicate, self.description = predicate, description
+    def __init__(self, predicate: Callable[[type["Structure"]], bool], description: str,
+                 order: Callable[[type["Structure"]], Any] | None = None):
+        self.predicate, self.description, self.order = predicate, description, order
 
     def names(self) -> list[str]:
-        return [name for name, cls in STRUCTURES.items() if self.predicate(cls)]
+        chosen = [(name, cls) for name, cls in STRUCTURES.items() if self.predicate(cls)]
+        if self.order is not None:
+            chosen.sort(key=lambda item: self.order(item[1]))
+        return [name for name, _ in chosen]
 
     def __getitem__(self, i):
         return self.names()[i]
@@ -92,6 +105,16 @@ def with_theory_rows(*rows: str) -> StructureSelection:
     return StructureSelection(lambda cls: cls.theory_rows in rows, f"theory_rows in {rows}")
 
 
+def with_inverse_bound() -> StructureSelection:
+    """The structures that declare THEORY section 7's inverse bound for some regime (`inverse_bound`)."""
+    return StructureSelection(lambda cls: bool(cls.inverse_bound), "inverse_bound declared")
+
+
+def with_theorem() -> StructureSelection:
+    """The structures a THEORY theorem covers (`theorem` declared), in the theorems' order."""
+    return StructureSelection(lambda cls: cls.theorem is not None, "theorem declared", order=lambda cls: cls.theorem)
+
+
 def get_activation(name: str) -> Callable[[Tensor], Tensor]:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation={name!r} is unknown; choose one of {sorted(ACTIVATIONS)}")
@@ -106,6 +129,7 @@ class Structure:
     theorem: ClassVar[str | None] = None  # which THEORY result covers it; None = outside the theorems
     theory_rows: ClassVar[str | None] = None  # "shared" | "independent" | None (module docstring)
     hydra_options: ClassVar[tuple[str, ...]] = ()  # composite `structure=` options it joins, e.g. ("all",)
+    inverse_bound: ClassVar[dict[str, str]] = {}  # regime -> "holds" | "fails" (module docstring); {} = no prediction
     d: int
     m: int
 
@@ -160,6 +184,27 @@ class Structure:
         express one f* (the tanh-tied prefix); a tied structure of its own kind keeps p*, W_K, W_V instead."""
         raise NotImplementedError(f"structure {self.name!r} declares no truth recipe: define truth_theta()")
 
+    # The witness of THEORY section 7 (reparam.identifiability.witness_theta): true atom j is split into two atoms
+    # p* + (1 - alpha) s z and p* - alpha s z along a native direction z that keeps the key and moves the value,
+    # with weights beta and 1 - beta chosen so that the values average to v*: f stays exactly f*.
+
+    def witness_direction(self) -> Tensor:
+        """The unit native direction z (atom_dim,) of the witness; NoWitnessError, naming why, when there is none."""
+        raise NoWitnessError(f"structure={self.name!r} declares no witness construction (witness_direction)")
+
+    def witness_weight(self, values: Tensor, alpha: float, scale: float) -> float:
+        """beta with beta v_1 + (1 - beta) v_2 = v*, from values (3, m) = v*, v_1, v_2 of the split at `scale`.
+        This default holds where the value is affine in the atom along z (then beta = alpha); a structure whose
+        value is not (shared_mlp) solves for beta instead."""
+        if float((values[1] - values[2]).norm()) == 0 and scale != 0:
+            raise NoWitnessError(f"{self.name}: the value does not move along the witness direction: the split atoms "
+                                 f"coincide (D = 0)")
+        return alpha
+
+    def key_map(self) -> str:
+        """How the keys depend on the native atom, as the inverse-bound table names it (e.g. 'injective')."""
+        return "not declared"
+
 
 @dataclass
 class _TiedStructure(Structure):
@@ -167,6 +212,8 @@ class _TiedStructure(Structure):
 
     theory_rows: ClassVar[str | None] = "shared"  # the tied structures' rows: D at -1/2, over-specified atoms at -1/4
     hydra_options: ClassVar[tuple[str, ...]] = ("all", "shared")
+    # the fits' truths have r <= d (injective key map): the bound holds in both regimes (THEORY section 7)
+    inverse_bound: ClassVar[dict[str, str]] = {"exact": "holds", "over": "holds"}
     r: int = 2
     W_K: Tensor = None
     W_V: Tensor = None
@@ -188,6 +235,23 @@ class _TiedStructure(Structure):
     def truth_theta(self, biases, latents, W_K, W_V):
         """Its own truth: the same p*, W_K, W_V through its own maps (W_K, W_V are this structure's fields)."""
         return self.join(biases, latents)
+
+    def witness_direction(self) -> Tensor:
+        """A latent direction z with W_K z = 0 (the key stays), the one of the null space that moves the value
+        most; it exists iff r > rank W_K (e.g. r > d). An injective key map has none."""
+        _, sv, Vh = torch.linalg.svd(self.W_K, full_matrices=True)  # W_K (d, r)
+        rank = int((sv > 1e-12 * sv.max()).sum())
+        if rank == self.r:
+            raise NoWitnessError(f"{self.name} with W_K of full column rank (r = {self.r} <= d = {self.d}) has an "
+                                 f"injective key map: the same key forces the same latent p, hence the same value "
+                                 f"(THEORY section 7)")
+        null = Vh[rank:].T  # (r, r - rank): a basis of the null space of W_K
+        _, _, vh = torch.linalg.svd(self.W_V @ null)
+        z = null @ vh[0]
+        return z / z.norm()
+
+    def key_map(self) -> str:
+        return "injective" if self.r <= self.d else "not injective"
 
 
 @register
@@ -218,6 +282,19 @@ class SharedMLP(_TiedStructure):
     def prefix_from_atoms(self, atoms, globals_):
         return self._act(atoms @ self.W_K.T), self._act(atoms @ self.W_V.T)
 
+    def witness_weight(self, values, alpha, scale):
+        """The values are not affine in p: beta solves beta v_1 + (1 - beta) v_2 = v*, which has a solution in
+        (0, 1) when m = 1 and sigma is strictly increasing (v* lies between v_1 and v_2)."""
+        if self.m != 1:
+            raise NoWitnessError(f"shared_mlp with m = {self.m} > 1: v* is in general not on the chord of the value "
+                                 f"curve")
+        gap = float(values[1, 0] - values[2, 0])
+        beta = float(values[0, 0] - values[2, 0]) / gap if gap != 0 else np.nan
+        if not 0 < beta < 1:
+            raise NoWitnessError(f"shared_mlp: v* is not between the split values (beta = {beta}); sigma must be "
+                                 f"strictly increasing and W_V z != 0")
+        return beta
+
 
 @register
 @dataclass
@@ -228,6 +305,8 @@ class Independent(Structure):
     theorem: ClassVar[str | None] = "Theorem 1"
     theory_rows: ClassVar[str | None] = "independent"
     hydra_options: ClassVar[tuple[str, ...]] = ("all",)
+    # free keys: an extra atom can split a true one at any distance with f unchanged, so the bound fails when over
+    inverse_bound: ClassVar[dict[str, str]] = {"exact": "holds", "over": "fails"}
 
     @property
     def atom_dim(self) -> int:
@@ -235,6 +314,15 @@ class Independent(Structure):
 
     def prefix_from_atoms(self, atoms, globals_):
         return atoms[..., : self.d], atoms[..., self.d :]
+
+    def witness_direction(self) -> Tensor:
+        """Along the value coordinates only (u = 1 / sqrt(m) in each): the key is a coordinate of its own."""
+        z = torch.zeros(self.atom_dim, dtype=DTYPE)
+        z[self.d:] = 1.0 / np.sqrt(self.m)
+        return z
+
+    def key_map(self) -> str:
+        return "free keys"
 
     def truth_theta(self, biases, latents, W_K, W_V):
         """The shared_mlp (tanh) prefix, written as free atoms: the SAME f* as shared_mlp."""

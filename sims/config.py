@@ -18,6 +18,7 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+import reparam.app  # noqa: F401 - stores hydra/job_logging=reparam, which conf/convergence.yaml composes
 from reparam.fit import SolverConfig
 from reparam.structures import STRUCTURES, on_registry_change
 from reparam.study import DEFAULT_N_GRID, STUDY_INIT, InitConfig, Setting, TruthConfig

@@ -1,6 +1,8 @@
 """The extension point: a structure declared in ONE class (here, in this test file) runs through the main job
 (the Hydra app, in-process), its summary rows carry its declared THEORY rows, and the checks select it by its
-declared property, with no edit anywhere else in the package."""
+declared property, with no edit anywhere else in the package. Two such classes: one built on SharedLinear (it
+inherits the tie matrices and truth recipe), and one on the registry's base class alone, which declares
+everything itself, its inverse bound and witness included."""
 from __future__ import annotations
 
 import sys
@@ -15,7 +17,9 @@ from hydra import compose, initialize
 from hydra.core.config_store import ConfigStore
 
 from reparam.checks import CHECKS, check_lines, prediction_for
-from reparam.structures import STRUCTURES, SharedLinear, register, unregister
+from reparam.identifiability import witness_family
+from reparam.rates import Prediction
+from reparam.structures import STRUCTURES, SharedLinear, Structure, register, unregister
 from reparam.truth import canonical_truth
 from reparam.sims.config import plan_from_cfg  # also stores the Hydra app's options (ConfigStore)
 
@@ -99,3 +103,84 @@ def test_new_structure_runs_through_the_main_job_and_the_checks(scaled_linear, t
     assert check.run(check.CheckConf(names=["shared-exact"], results=str(run_dir / "results.csv"), out=str(out))) == 0
     report = (out / "shared-exact" / "report.md").read_text()
     assert f"| {NAME} | exact | `voronoi_prefix` | -0.50 +- 0.10 |" in report
+
+
+# ---- a structure on the base class alone ------------------------------------------------------------------------
+FREE = "half_free_test"
+
+
+@dataclass
+class HalfFree(Structure):
+    """k_i = a_i[:d] / 2, v_i = a_i[d:] / 2: free keys and values (Theorem 1's kind) on a halved native scale.
+    Nothing is inherited but the parameter layout: its truth recipe, THEORY rows, inverse bound and witness are
+    declared here."""
+
+    name: ClassVar[str] = FREE
+    theorem: ClassVar[str | None] = "Theorem 1"
+    theory_rows: ClassVar[str | None] = "independent"
+    hydra_options: ClassVar[tuple[str, ...]] = ()
+    inverse_bound: ClassVar[dict[str, str]] = {"exact": "holds", "over": "fails"}
+
+    @property
+    def atom_dim(self) -> int:
+        return self.d + self.m
+
+    def prefix_from_atoms(self, atoms, globals_):
+        return 0.5 * atoms[..., : self.d], 0.5 * atoms[..., self.d:]
+
+    def truth_theta(self, biases, latents, W_K, W_V):
+        """The tanh-tied prefix (the f* of shared_mlp), written as doubled free atoms."""
+        return self.join(biases, 2.0 * torch.cat([torch.tanh(latents @ W_K.T), torch.tanh(latents @ W_V.T)], -1))
+
+    def witness_direction(self):
+        """Along the value coordinates: the key does not move, the value does (affine, so beta = alpha)."""
+        z = torch.zeros(self.atom_dim, dtype=torch.float64)
+        z[self.d:] = 1.0 / np.sqrt(self.m)
+        return z
+
+
+@pytest.fixture
+def half_free():
+    register(HalfFree)
+    yield HalfFree
+    unregister(FREE)
+
+
+def test_a_structure_on_the_base_class_gets_its_inverse_ratio_prediction_from_its_declaration(half_free):
+    assert not issubclass(HalfFree, tuple(cls for name, cls in STRUCTURES.items() if name != FREE))
+    assert prediction_for(FREE, "exact", "inverse_ratio") == (Prediction(0.0, tolerance=0.1),
+                                                              "D / ||f_hat - f*||: inverse bound holds")
+    assert prediction_for(FREE, "over", "inverse_ratio") == (Prediction(0.0, kind="flatter_than"),
+                                                             "D / ||f_hat - f*||: inverse bound fails")
+    assert FREE in CHECKS["inverse-ratio"].structures
+    HalfFree.inverse_bound = {"exact": "holds"}  # the declaration is read at each use: change it, the prediction follows
+    try:
+        assert prediction_for(FREE, "over", "inverse_ratio") == (None, "")
+    finally:
+        HalfFree.inverse_bound = {"exact": "holds", "over": "fails"}
+    # its own witness: an extra atom that leaves f exactly as it is while D grows
+    w = witness_family(canonical_truth(FREE), [0.5, 2.0], n_inputs=20_000)
+    assert (w.table["max_abs_error"] <= 1e-12).all() and (w.table["beta"] == 0.5).all()
+    assert w.table["voronoi_prefix"].is_monotonic_increasing and w.table["voronoi_prefix"].iloc[0] > 0
+
+
+def test_a_structure_on_the_base_class_runs_through_the_main_job_and_the_inverse_ratio_check(half_free, tmp_path,
+                                                                                              monkeypatch):
+    from reparam.sims import check, convergence
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["sims.convergence", f"structure={FREE}", *TINY[1:], f"hydra.run.dir={run_dir}"])
+    convergence.main()
+    results = pd.read_csv(run_dir / "results.csv")
+    assert set(results.structure) == {FREE} and len(results) == 2 * 3
+    assert set(results.theorem) == {"Theorem 1"}
+    l2 = results.groupby("n")["l2_error"].mean()  # its own truth is estimated: the error falls with n
+    assert np.isfinite(l2).all() and l2[300] / l2[3000] > 1.5
+
+    out = tmp_path / "checks"
+    assert check.run(check.CheckConf(names=["inverse-ratio"], results=str(run_dir / "results.csv"), out=str(out))) == 0
+    report = (out / "inverse-ratio" / "report.md").read_text()
+    assert f"| {FREE} | exact | `inverse_ratio` | +0.00 +- 0.10 |" in report
+    summary = pd.read_csv(out / "inverse-ratio" / "summary.csv")
+    mine = summary[(summary.structure == FREE) & (summary.error == "inverse_ratio")]
+    assert len(mine) == 1 and mine.iloc[0]["theory_row"] == "D / ||f_hat - f*||: inverse bound holds"
