@@ -259,39 +259,10 @@ def scaling(replicates: int = 20, log=print) -> pd.DataFrame:
 def plot_scaling(df: pd.DataFrame, path: str) -> None:
     """figures/scaling.png from the scaling table, also written beside it as CSV (scaling.csv), from which
     `reparam figures` redraws it."""
-    from .plots import plt
+    from .plots import plt, scaling_figure
 
     df.to_csv(os.path.splitext(path)[0] + ".csv", index=False)
     fig = scaling_figure(df)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
-
-
-def scaling_figure(df: pd.DataFrame):
-    """ms per solver iteration against n, L' and d (the scaling table), each with a linear-cost guide."""
-    import matplotlib.ticker
-
-    from .plots import PANEL_HEIGHT, TEXT_WIDTH, _short_count, plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(TEXT_WIDTH, PANEL_HEIGHT))
-    labels = {"n": r"sample size $n$ ($L'=3$, $d=2$)", "L": r"fitted atoms $L'$ ($n=10^4$, $d=2$)",
-              "d": r"input dimension $d$ ($n=10^4$, $L'=3$)"}
-    for ax, axis in zip(axes, ("n", "L", "d")):
-        sub = df[df.axis == axis].sort_values("value")
-        x = sub.value.to_numpy(float)
-        ax.loglog(x, sub.seconds * 1e3, "o-", color="C0", label="measured")
-        ax.loglog(x, sub.seconds.iloc[-1] * 1e3 * x / x[-1], ":", color="grey", label="linear in it")
-        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(x))
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_short_count))
-        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel(labels[axis])
-        ax.grid(True, which="major", alpha=0.3)
-    axes[0].set_ylabel("ms per iteration (20 fits)")
-    axes[0].legend(loc="upper left")
-    fig.suptitle("Batched exact-Hessian solver: time per iteration")
-    fig.tight_layout()
-    return fig

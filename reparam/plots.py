@@ -5,7 +5,8 @@ import): figures are sized for a paper's single column (`COLUMN_WIDTH`, 3.5 in) 
 (`TEXT_WIDTH`, 7 in) and read at that size (8 pt text, 7 pt legends), with mathtext labels. Only VALID
 fits (optimality gap <= tolerance, `reparam.checks.valid_mask`) are averaged; study figures mark at each n
 how many fits were excluded. Theory guides are drawn per curve (the THEORY slope of that curve, through
-that curve's own points), never at one shared anchor.
+that curve's own points), never at one shared anchor. `redraw(folder)` draws every figure a folder has the tables
+for (`reparam figures`, `reparam canonical`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from .validation import DataError  # noqa: E402
 
 COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper
 TEXT_WIDTH = 7.0  # inches: the full text width
@@ -776,3 +779,91 @@ def planted_valley_figure(est: pd.DataFrame, error: str = "rel_dist", kl: str = 
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=2, markerscale=1.5)
     _lm_suptitle(fig, title, width)
     return fig
+
+
+# ---- the benchmarks' scaling figure (reparam.bench writes its table, scaling.csv)
+
+def scaling_figure(df: pd.DataFrame):
+    """ms per solver iteration against n, L' and d (the scaling table), each with a linear-cost guide."""
+    fig, axes = plt.subplots(1, 3, figsize=(TEXT_WIDTH, PANEL_HEIGHT))
+    labels = {"n": r"sample size $n$ ($L'=3$, $d=2$)", "L": r"fitted atoms $L'$ ($n=10^4$, $d=2$)",
+              "d": r"input dimension $d$ ($n=10^4$, $L'=3$)"}
+    for ax, axis in zip(axes, ("n", "L", "d")):
+        sub = df[df.axis == axis].sort_values("value")
+        x = sub.value.to_numpy(float)
+        ax.loglog(x, sub.seconds * 1e3, "o-", color="C0", label="measured")
+        ax.loglog(x, sub.seconds.iloc[-1] * 1e3 * x / x[-1], ":", color="grey", label="linear in it")
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(x))
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_short_count))
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(labels[axis])
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("ms per iteration (20 fits)")
+    axes[0].legend(loc="upper left")
+    fig.suptitle("Batched exact-Hessian solver: time per iteration")
+    fig.tight_layout()
+    return fig
+
+
+# ---- every figure of a folder, redrawn from its tables (`reparam figures`, and `reparam canonical` after its runs)
+
+#: Columns the figures read (a table without them is refused with a message, not a KeyError traceback).
+RESULT_COLUMNS = ["structure", "regime", "n", "replicate", "truth", "voronoi_prefix"]
+SUMMARY_COLUMNS = ["structure", "regime", "error", "slope", "slope_lo", "slope_hi", "prediction", "predicted"]
+ROBUSTNESS_COLUMNS = ["structure", "regime", "error", "truth", "slope"]
+
+
+def read_table(path: Path, columns: list[str], **kwargs) -> pd.DataFrame:
+    """A CSV that must exist, parse and hold `columns`; DataError naming the file otherwise."""
+    if not path.is_file():
+        raise DataError(f"{path} is missing (run `reparam canonical`, or point dir= at a run folder)")
+    try:
+        table = pd.read_csv(path, **kwargs)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise DataError(f"{path} is not a readable CSV table ({str(err).splitlines()[0]})") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(f"{path} lacks the columns {missing} that the figures need (is it a study table?)")
+    return table
+
+
+def read_tables(directory: Path) -> dict[str, pd.DataFrame]:
+    """Every table of `directory` that a figure is drawn from (DataError naming a file that cannot be drawn)."""
+    tables = {"results": read_table(directory / "results.csv", RESULT_COLUMNS),
+              "summary": read_table(directory / "summary.csv", SUMMARY_COLUMNS, keep_default_na=False,
+                                    na_values=[""])}
+    tables["summary"]["prediction"] = tables["summary"]["prediction"].fillna("")
+    if (directory / "inverse-bound" / "inverse_bound.csv").exists():  # written by `reparam check names=[inverse-bound]`
+        tables["inverse_bound"] = pd.read_csv(directory / "inverse-bound" / "inverse_bound.csv")
+    if (directory / "robustness.csv").exists():
+        tables["robustness"] = read_table(directory / "robustness.csv", ROBUSTNESS_COLUMNS)
+    ratio = directory / "inverse-ratio"  # written by `reparam check names=[inverse-ratio]`
+    if (ratio / "results.csv").exists() and (ratio / "summary.csv").exists():
+        tables["inverse_ratio"] = read_table(ratio / "results.csv", RESULT_COLUMNS + ["inverse_ratio"])
+        tables["inverse_ratio_summary"] = read_table(ratio / "summary.csv", SUMMARY_COLUMNS, keep_default_na=False,
+                                                     na_values=[""])
+        tables["inverse_ratio_summary"]["prediction"] = tables["inverse_ratio_summary"]["prediction"].fillna("")
+    if (directory / "scaling.csv").exists():  # written by `reparam bench`
+        tables["scaling"] = read_table(directory / "scaling.csv", ["axis", "value", "seconds"])
+    return tables
+
+
+def redraw(directory: Path) -> list[Path]:
+    """Draw every figure of `directory` from its tables; the paths written."""
+    directory = Path(directory)
+    tables = read_tables(directory)
+    paths = study_figures(tables["results"], tables["summary"], directory)
+    if "inverse_bound" in tables:
+        paths += save_figure(inverse_bound_figure(tables["inverse_bound"]),
+                             directory / "inverse-bound" / "inverse_bound")
+    if "robustness" in tables:
+        paths += save_figure(robustness_figure(tables["robustness"]), directory / "robustness")
+    if "inverse_ratio" in tables:
+        paths += save_figure(inverse_ratio_figure(tables["inverse_ratio"], tables["inverse_ratio_summary"]),
+                             directory / "inverse-ratio" / "inverse_ratio")
+    if "scaling" in tables:
+        paths += save_figure(scaling_figure(tables["scaling"]), directory / "scaling")
+    return paths

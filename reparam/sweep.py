@@ -31,7 +31,7 @@ import torch
 
 from .console import say
 from .results import ResultLog, RowSchema, write_table
-from .validation import ConfigError
+from .validation import ConfigError, DataError
 from .structures import ACTIVATIONS, STRUCTURES
 from .study import DEFAULT_N_GRID, REGIMES, Setting, run_cell, validate_setting
 
@@ -167,6 +167,19 @@ def study_log(log: ResultLog | str | os.PathLike) -> ResultLog:
     """`log` (a path or a ResultLog) read as a study log: records checked against STUDY_ROW."""
     path = log.path if isinstance(log, ResultLog) else log
     return ResultLog(path, schema=STUDY_ROW)
+
+
+def read_study_log(path: str | os.PathLike) -> pd.DataFrame:
+    """Rows of one synthetic-study log (records checked against STUDY_ROW: another app's records in it are reported
+    by line and skipped); DataError when no record is a row of the study (e.g. an LM experiment log)."""
+    log = study_log(path)
+    frame = pd.DataFrame(log.rows())
+    if not len(frame) and log.foreign_lines:
+        line, why = log.foreign_lines[0]
+        raise DataError(f"{path} is not a result log of the synthetic study (line {line}: {why}); LM "
+                        f"experiment logs are tabulated by their own commands (reparam planted-prefix draw, "
+                        f"reparam low-data stage=report)")
+    return frame
 
 
 def _row_key(row: dict):

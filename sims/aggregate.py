@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from reparam.app import as_dictconfig, hydra_main
 from reparam.console import say
 from reparam.runfolder import open_run_folder, release
-from reparam.sweep import study_log, tidy
+from reparam.sweep import read_study_log, tidy
 from reparam.validation import (ConfigError, DataError, check_added_keys, check_list, check_output_dir,
                                 check_output_file, check_unknown_keys)
 from reparam.sims.report import write_outputs
@@ -67,20 +67,6 @@ OmegaConf.register_new_resolver("reparam.aggregate_out", default_out, replace=Tr
 
 #: Row columns that tell settings apart in the message about mixed settings.
 SETTING_COLUMNS = ["truth", "noise", "activation", "n_fitted_atoms", "init", "n_starts", "init_scale", "base_seed"]
-
-
-def read_study_log(path: Path) -> pd.DataFrame:
-    """Rows of one synthetic-study log (records checked against reparam.sweep.STUDY_ROW: another app's records
-    in it are reported by line and skipped); DataError when no record is a row of the study (e.g. an LM
-    experiment log)."""
-    log = study_log(path)
-    frame = pd.DataFrame(log.rows())
-    if not len(frame) and log.foreign_lines:
-        line, why = log.foreign_lines[0]
-        raise DataError(f"{path} is not a result log of the synthetic study (line {line}: {why}); LM "
-                        f"experiment logs are tabulated by their own commands (reparam planted-prefix draw, "
-                        f"reparam low-data stage=report)")
-    return frame
 
 
 def collect(dirs: list[Path]) -> pd.DataFrame:

@@ -33,7 +33,7 @@ from hydra.core.config_store import ConfigStore
 from reparam.app import as_dictconfig, hydra_main
 from reparam.console import say
 from reparam.results import write_table
-from reparam.sims.figures import redraw
+from reparam.plots import redraw
 from reparam.validation import (status_on_input_error, ConfigError, check_output_dir, check_unknown_keys)
 
 logger = logging.getLogger(__name__)

@@ -29,11 +29,10 @@ from reparam.console import say
 from reparam.identifiability import (InverseBoundConfig, add_inverse_ratio, inverse_bound_lines, inverse_bound_overall,
                                      inverse_bound_report, inverse_bound_study)
 from reparam.plots import inverse_bound_figure, inverse_ratio_figure, save_figure
-from reparam.sweep import check_resources, run_plan, set_threads, write_results
+from reparam.sweep import check_resources, read_study_log, run_plan, set_threads, write_results
 from reparam.provenance import write_provenance
 from reparam.validation import (ConfigError, check_added_keys, check_int, check_list, check_output_dir,
                                 check_output_file, check_unknown_keys)
-from reparam.sims.aggregate import read_study_log  # also registers the resolvers of conf/check.yaml
 from reparam.results import write_table, write_text
 from reparam.runfolder import open_run_folder, release
 

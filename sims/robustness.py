@@ -38,9 +38,8 @@ from reparam.plots import robustness_figure, save_figure
 from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
 from reparam.study import TruthConfig
-from reparam.sweep import copy_planned_rows, plan_rows, run_plan, set_threads, tidy, write_results
+from reparam.sweep import copy_planned_rows, plan_rows, read_study_log, run_plan, set_threads, tidy, write_results
 from reparam.validation import (status_on_input_error, ConfigError, DataError, InputError, PreflightCallback, check_output_file, check_unknown_keys)
-from reparam.sims.aggregate import read_study_log
 from reparam.runfolder import open_run_folder, release
 from reparam.sims.config import StructureConf, StudyConf, plan_from_cfg
 from reparam.sims.config import folder_setting as config_folder_setting

@@ -27,10 +27,10 @@ from reparam.console import say
 from reparam.provenance import write_provenance
 from reparam.runfolder import open_run_folder, release
 from reparam.results import ResultLog, write_table
-from reparam.sweep import StudyPlan, check_resources, copy_planned_rows, run_plan, set_threads, validate_plan
+from reparam.sweep import (StudyPlan, check_resources, copy_planned_rows, read_study_log, run_plan, set_threads,
+                           validate_plan)
 from reparam.validation import (status_on_input_error, ConfigError, check_int, check_output_dir,
                                 check_output_file, check_unknown_keys)
-from reparam.sims.aggregate import read_study_log
 
 logger = logging.getLogger(__name__)
 
