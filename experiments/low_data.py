@@ -12,24 +12,34 @@ The protocol (README, "Low-data protocol"; every number in experiments/conf/low_
 * the selected configurations get the test NLL of every (test item, reference) pair and beam-search
   outputs on the full test set (saved: generations/...).
 
-Stages (a GPU is needed only for `train`):
+* low_data.top_layers=K puts the prefixes in the top K layers only: the layers below never see a prefix, so
+  their states are computed once per example and reused by every step and configuration (exact; the lever
+  that makes a CPU run affordable). null (the default) is Li & Liang's prefix on every layer.
+
+Stages (`stage=`):
 
     reparam low-data stage=train [device=cuda] [low_data.datasets=[e2e]] [low_data.ns=[50]] ...
-    reparam low-data stage=score      # E2E metrics of the saved outputs (CPU, Java)
+    reparam low-data stage=score      # E2E metrics of the saved outputs (BLEU and NIST in Python; the rest: Java)
     reparam low-data stage=report     # tables, paired differences, figures
     reparam low-data setting=smoke stage=all   # everything on a tiny model, < 1 minute
+    reparam low-data setting=cpu stage=train max_minutes=60   # the CPU edition, one chunk (rerun to continue)
+    reparam low-data setting=gpu stage=all                    # the all-layer edition in one call on one GPU
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
-import hydra
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
+
+from reparam.app import as_dictconfig, hydra_main
+from reparam.console import say
 
 from reparam.lm.compare import paired_differences, paired_markdown, score_summary
 from reparam.lm.data import SEP, Example, load_dataset, nested_subset
@@ -41,8 +51,11 @@ from reparam.lm.models import default_cache
 from reparam.lm.runner import Chunk, prepare_model, repo_path
 from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
-from reparam.validation import (check_added_keys, check_choice, check_int, check_list, check_number, exit_on_input_error,
+from reparam.runfolder import acquire, release
+from reparam.validation import (check_added_keys, check_choice, check_int, check_list, check_number, status_on_input_error,
                                 fingerprint, require)
+
+logger = logging.getLogger(__name__)
 
 KEY = ["dataset", "n", "replicate", "structure", "init"]
 STAGES = ("train", "score", "report", "all")
@@ -56,12 +69,13 @@ NOT_RESULT = ("datasets", "ns", "replicates", "structures", "inits", "metrics", 
 
 def validate(cfg: DictConfig) -> None:
     """Every field the protocol reads, before a model or data file is touched (ConfigError names the field)."""
-    from reparam.lm.validation import validate_common, validate_model
+    from reparam.lm.validation import check_prefix_positions, validate_common, validate_model
 
     check_choice("stage", cfg.stage, STAGES)
     validate_common(cfg)  # data_root, device (cuda needs a GPU), threads, n_boot, run_dir/out_dir, progress
     if cfg.stage in ("train", "all"):
         validate_model(cfg.model, cfg.data_root)
+        check_prefix_positions(cfg.model, cfg.low_data.prefix_len, cfg.low_data.max_len)
     if cfg.max_minutes is not None:
         check_number("max_minutes", cfg.max_minutes, low=0, low_open=True)
     p = cfg.low_data
@@ -191,7 +205,7 @@ def run_cell(cfg: DictConfig, base, tok, device, pool: _Pool, dataset: str, n: i
     init_ids = word_ids(tok, p.init_text[dataset], p.prefix_len) if any(i == "words" for _, i in pairs) else None
     model = MultiPrefix(base, members, prefix_len=p.prefix_len, hidden=p.hidden, embed_dim=p.embed_dim, init_ids=init_ids,
                         top_layers=p.top_layers)
-    log = (lambda msg: print(f"[low_data] {dataset} n={n} r={rep} {msg}", flush=True)) if cfg.progress else None
+    log = (lambda msg: say(logger, f"[low_data] {dataset} n={n} r={rep} {msg}")) if cfg.progress else None
     fits, timing = fit(model, train_rows, pool.dev_rows, FitConfig(**OmegaConf.to_container(p.fit), seed=rep),
                        tok.pad_token_id, log=log)
 
@@ -243,8 +257,8 @@ def train_stage(cfg: DictConfig) -> None:
     wanted = [(s, i) for s in p.structures for i in p.inits]
     todo = [(c, [w for w in wanted if (*c, *w) not in done]) for c in cells(cfg)]
     todo = [(c, pairs) for c, pairs in todo if pairs]
-    print(f"[low_data] setting {sid}: {len(cells(cfg)) - len(todo)} of {len(cells(cfg))} selected cells recorded, "
-          f"{len(todo)} to run; rows in {paths['run']}", flush=True)
+    say(logger, f"[low_data] setting {sid}: {len(cells(cfg)) - len(todo)} of {len(cells(cfg))} selected cells recorded, "
+          f"{len(todo)} to run; rows in {paths['run']}")
     if not todo:
         return
     chunk = Chunk(paths["chunks"], sid, cfg, cells_total=len(cells(cfg)), cells_left=len(todo))
@@ -256,8 +270,8 @@ def train_stage(cfg: DictConfig) -> None:
             # start a cell only if it is expected to end in time (expected: the longest cell so far); the clock
             # includes loading the model and data, and a chunk always runs at least one cell
             if i > 0 and cfg.max_minutes is not None and chunk.wall() + longest > 60 * cfg.max_minutes:
-                print(f"[low_data] max_minutes={cfg.max_minutes}: the next cell would not end in time; rerun the same "
-                      f"command to continue", flush=True)
+                say(logger, f"[low_data] max_minutes={cfg.max_minutes}: the next cell would not end in time; rerun the same "
+                      f"command to continue")
                 break
             if dataset not in pools:
                 pools[dataset] = _Pool(dataset, cfg, tok, base)
@@ -265,15 +279,15 @@ def train_stage(cfg: DictConfig) -> None:
             w = rows[0]
             longest = max(longest, w["cell_wall_s"])
             chunk.cell_done(w["cell_wall_s"], n)
-            print(f"[low_data] cell {dataset} n={n} r={rep} done in {w['cell_wall_s']:.0f}s (train {w['train_s']:.0f}s, "
+            say(logger, f"[low_data] cell {dataset} n={n} r={rep} done in {w['cell_wall_s']:.0f}s (train {w['train_s']:.0f}s, "
                   f"{w['cell_steps']} steps, {w['members']} configurations; test NLL {w['test_nll_s']:.0f}s; "
-                  f"decoding {w['generate_s']:.0f}s)", flush=True)
+                  f"decoding {w['generate_s']:.0f}s)")
     finally:
         rows = _rows_of(ResultLog(paths["results"]), sid)
         cell_times = sorted({(r["dataset"], int(r["n"]), int(r["replicate"]), float(r["cell_wall_s"])) for r in rows})
         done_now = {tuple(r[k] for k in KEY) for r in rows}
         left_ns = [n for (d, n, r), pairs in todo if any((d, n, r, *w) not in done_now for w in pairs)]
-        print(chunk.close(left_ns, [(n, w) for _, n, _, w in cell_times]), flush=True)
+        say(logger, chunk.close(left_ns, [(n, w) for _, n, _, w in cell_times]))
 
 
 # ----------------------------------------------------------------------------- stage: score
@@ -286,7 +300,7 @@ def score_stage(cfg: DictConfig) -> None:
     metrics = list(cfg.low_data.metrics)
     scored = {tuple(r[k] for k in KEY) for r in _rows_of(ResultLog(paths["scores"]), sid) if set(metrics) <= set(r)}
     todo = [r for r in _rows_of(ResultLog(paths["results"]), sid) if tuple(r[k] for k in KEY) not in scored]
-    print(f"[low_data] scoring {len(todo)} configuration(s) with {metrics}", flush=True)
+    say(logger, f"[low_data] scoring {len(todo)} configuration(s) with {metrics}")
     if not todo:
         return
     scorer = E2EScorer(metrics)
@@ -309,7 +323,7 @@ def score_stage(cfg: DictConfig) -> None:
         ResultLog(paths["scores"]).extend(
             [{**{k: r[k] for k in KEY}, "setting_id": sid, **scores[f"{r['structure']}|{r['init']}"],
               "score_s": (time.perf_counter() - t0) / len(rows)} for r in rows])
-        print(f"[low_data] scored {rel} ({len(rows)} configurations, {time.perf_counter() - t0:.0f}s)", flush=True)
+        say(logger, f"[low_data] scored {rel} ({len(rows)} configurations, {time.perf_counter() - t0:.0f}s)")
 
 
 # ----------------------------------------------------------------------------- stage: report
@@ -332,14 +346,13 @@ def table(cfg: DictConfig) -> pd.DataFrame:
 
 def report_stage(cfg: DictConfig) -> None:
     """Tables and figures from the recorded rows only."""
+    from reparam.lm.validation import require_recorded_rows
     from reparam.plots import low_data_paired_figure, low_data_scores_figure, save_figure
 
     sid = setting_id(cfg)
     df = table(cfg)
     out = repo_path(cfg.out_dir)
-    if df.empty:
-        print(f"[low_data] no recorded rows for setting {sid}; run stage=train first")
-        return
+    require_recorded_rows(len(df), sid, _paths(cfg, sid)["results"])
     out.mkdir(parents=True, exist_ok=True)
     write_provenance(out)
     metrics = ["test_nll"] + [m for m in E2E_METRICS if m in df.columns and df[m].notna().any()]
@@ -377,7 +390,7 @@ def report_stage(cfg: DictConfig) -> None:
         save_figure(low_data_paired_figure(paired, metrics, labels=METRIC_LABELS,
                                            title=f"{dataset}: paired difference vs independent"),
                     out / f"{stem}_paired")
-    print(f"[low_data] tables and figures in {out}")
+    say(logger, f"[low_data] tables and figures in {out}")
 
 
 def _variant_table(cfg: DictConfig, top: pd.DataFrame, dataset: str, metrics: list[str]) -> pd.DataFrame:
@@ -407,31 +420,40 @@ def _variant_markdown(variant: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-# the config folder by file path: `reparam <command>` imports this app as reparam.experiments.*, whose conf/
-# is package data, not a Python package that Hydra could find by module name
-CONF_DIR = str(Path(__file__).resolve().parent / "conf")
+def help_text() -> str:
+    """The settings part of `--help`: the primary config, whose comments document every setting."""
+    text = (CONF_DIR / "low_data.yaml").read_text()
+    # Hydra fills the help template with string.Template: a literal $ (e.g. $REPARAM_DATA) must be doubled
+    return "== What each setting does (experiments/conf/low_data.yaml) ==\n" + text.replace("$", "$$")
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="low_data")
-@exit_on_input_error
-def main(cfg: DictConfig) -> None:
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+@status_on_input_error
+def run(cfg: Any) -> int:
+    """Validate every setting (before a model or data file is touched), then run the stages `stage` names;
+    returns the exit status (a user's mistake: one line on stderr, status 2). cfg: the composed config."""
+    cfg = as_dictconfig(cfg)
     check_added_keys()  # `+low_data.tol=1` would otherwise be recorded and ignored
     validate(cfg)
-    stage = cfg.stage
-    if stage in ("train", "all"):
-        train_stage(cfg)
-    if stage in ("score", "all"):
-        score_stage(cfg)
-    if stage in ("report", "all"):
-        report_stage(cfg)
+    # one writer at a time: two chunks started together would train the same cells twice. The folder holds
+    # the rows of several settings (e.g. top-K and every-layer), told apart by setting_id, so it is locked only.
+    folder = acquire(repo_path(cfg.run_dir) / "low_data", field="run_dir") if cfg.stage != "report" else None
+    try:
+        if cfg.stage in ("train", "all"):
+            train_stage(cfg)
+        if cfg.stage in ("score", "all"):
+            score_stage(cfg)
+        if cfg.stage in ("report", "all"):
+            report_stage(cfg)
+    finally:
+        if folder is not None:
+            release(folder)
+    return 0
 
 
-def run(cfg: DictConfig) -> None:
-    """Every stage, for a composed config (tests, notebooks)."""
-    validate(cfg)
-    train_stage(cfg)
-    score_stage(cfg)
-    report_stage(cfg)
+main = hydra_main(run, "low_data", __file__)
 
 
 if __name__ == "__main__":

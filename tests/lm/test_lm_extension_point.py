@@ -120,7 +120,7 @@ def test_new_structure_runs_through_the_low_data_smoke_run(low_rank, tmp_path):
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="low_data", overrides=[
-            "setting=smoke", f"run_dir={tmp_path}/runs", f"out_dir={tmp_path}/fig", "low_data.datasets=[e2e]",
+            "setting=smoke", "stage=all", f"run_dir={tmp_path}/runs", f"out_dir={tmp_path}/fig", "low_data.datasets=[e2e]",
             "low_data.metrics=[bleu]", f"low_data.structures=[{NAME},independent]", "low_data.inits=[random,words]",
             f"+low_data.lr_grid.{NAME}=[0.01]"])
     low_data.run(cfg)

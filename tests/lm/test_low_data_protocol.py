@@ -36,7 +36,7 @@ def test_protocol_smoke(tmp_path):
 
     datasets = "[e2e,webnlg]" if HAS_WEBNLG else "[e2e]"
     metrics = ["bleu", "cider"] if HAS_COCO else ["bleu"]
-    cfg = _cfg(tmp_path, [f"low_data.datasets={datasets}", f"low_data.metrics=[{','.join(metrics)}]"])
+    cfg = _cfg(tmp_path, ["stage=all", f"low_data.datasets={datasets}", f"low_data.metrics=[{','.join(metrics)}]"])
     assert cfg.model.name == "tiny" and not str(cfg.out_dir).startswith("figures")
     t0 = time.perf_counter()
     low_data.run(cfg)

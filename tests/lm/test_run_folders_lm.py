@@ -80,3 +80,27 @@ def test_low_data_timing_takes_the_model_group_and_checks_its_files(tmp_path, ar
     assert proc.returncode == 2 and one_line(proc), proc.stderr[-2000:]
     assert needle.replace("CACHE", cache) in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_low_data_refuses_a_run_folder_another_process_is_writing(tmp_path):
+    """Two chunks of one study started together would train the same cells twice: the second is refused."""
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "runs" / "low_data"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from reparam.runfolder import acquire; "
+                               f"acquire({str(folder)!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "reparam.cli", "low-data", "setting=smoke", "stage=train",
+                              f"run_dir={tmp_path}/runs", f"out_dir={tmp_path}/fig", "low_data.datasets=[e2e]"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, out.stderr
+        assert "is in use" in out.stderr and str(folder) in out.stderr
+        assert time.perf_counter() - t0 < 60  # refused at once, not after waiting for the holder
+        assert not (folder / "results.jsonl").exists()
+    finally:
+        holder.kill()
