@@ -143,6 +143,31 @@ def wall_times_table(times: pd.DataFrame, robustness: pd.DataFrame | None = None
     return "\n".join(lines)
 
 
+def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.DataFrame) -> str:
+    """The real-model answer so far: each structure minus independent per n (test NLL, BLEU), replicates recorded,
+    interval and verdict ("insufficient" below 3 replicates), and the CPU time the recorded chunks took."""
+    from reparam.lm.compare import format_difference
+
+    labels = {"test_nll": "test NLL [nats/token]", "bleu": "BLEU"}
+    p = paired[paired.metric.isin(list(labels))].sort_values(["metric", "structure", "n"], ascending=[False, True, True])
+    lines = ["| metric | structure - independent | n | replicates | difference [95% CI] | verdict |",
+             "|---|---|---|---|---|---|"]
+    for _, r in p.iterrows():
+        lines.append(f"| {labels[r['metric']]} | {r['structure']} | {int(r['n'])} | {int(r['replicates'])} | "
+                     f"{format_difference(r)} | {r['verdict']} |")
+    done = cells.groupby(["n"]).replicate.nunique()
+    recorded = ", ".join(f"n = {n}: {k} of 3" for n, k in done.items())
+    text = "\n".join(lines) + f"\n\nReplicates recorded so far: {recorded}."
+    if chunks is not None and len(chunks):
+        import json
+
+        load = chunks["load_avg_end"].map(lambda v: (json.loads(v) if isinstance(v, str) else v)[0])
+        text += (f" The recorded chunks took {chunks['wall_s'].sum() / 3600:.2f} hours of wall time and "
+                 f"{chunks['cpu_s'].sum() / 3600:.2f} CPU-hours ({len(chunks)} chunks; 1-minute load average at their "
+                 f"ends {load.min():.1f} to {load.max():.1f} on {int(chunks['cpu_count'].max())} cores).")
+    return text
+
+
 def _read_summary(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     df["prediction"] = df["prediction"].fillna("")
@@ -162,6 +187,11 @@ def tables(figures: Path) -> dict[str, str]:
         out["inverse-ratio"] = inverse_ratio_table(_read_summary(figures / "inverse-ratio" / "summary.csv"))
     if (figures / "robustness_summary.csv").is_file():
         out["robustness"] = robustness_table(_read_summary(figures / "robustness_summary.csv"))
+    low = figures / "lm" / "low_data"
+    if (low / "low_data_e2e_paired.csv").is_file() and (low / "low_data_e2e.csv").is_file():
+        chunks = pd.read_csv(low / "low_data_e2e_chunks.csv") if (low / "low_data_e2e_chunks.csv").is_file() else None
+        out["low-data-cpu"] = low_data_table(pd.read_csv(low / "low_data_e2e_paired.csv"), chunks,
+                                             pd.read_csv(low / "low_data_e2e.csv"))
     if (figures / "wall_times.csv").is_file():
         robustness = figures / "robustness_results.csv"
         out["wall-times"] = wall_times_table(pd.read_csv(figures / "wall_times.csv"),
