@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import STARTED, __version__
-from .validation import writing
+from .validation import FolderError, writing
 
 LIBRARIES = ("torch", "numpy", "scipy", "pandas", "transformers")
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -94,9 +94,24 @@ def _write(path: Path, records: list[dict]) -> None:
                 tmp.unlink()
 
 
-def _records(path: Path) -> list[dict]:
-    from .runfolder import read_records
+def read_records(folder: str | os.PathLike) -> list[dict]:
+    """The provenance records of `folder`, oldest first ([] when it has none); FolderError when its
+    provenance.json is not one reparam wrote."""
+    path = Path(folder) / "provenance.json"
+    if not path.is_file():
+        return []
+    try:
+        latest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FolderError(f"{path} is not a provenance record of reparam ({str(err).splitlines()[0]}): the folder "
+                          f"holds something else; pass another folder") from None
+    if not isinstance(latest, dict):
+        raise FolderError(f"{path} is not a provenance record of reparam: pass another folder")
+    history = latest.pop("history", []) if isinstance(latest.get("history"), list) else []
+    return [r for r in history if isinstance(r, dict)] + [latest]
 
+
+def _records(path: Path) -> list[dict]:
     return read_records(path.parent)
 
 

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .provenance import begin_record, read_records  # provenance.json is the folder's record of its runs
 from .validation import FolderError, fingerprint, writing
 
 #: folder (resolved) -> [fd, depth] of the locks this process holds
@@ -61,23 +62,6 @@ def release(folder: str | os.PathLike) -> None:
     if _HELD[key][1] <= 0:
         fd, _ = _HELD.pop(key)
         os.close(fd)  # closing the descriptor drops the flock
-
-
-def read_records(folder: str | os.PathLike) -> list[dict]:
-    """The provenance records of `folder`, oldest first ([] when it has none); FolderError when its
-    provenance.json is not one reparam wrote."""
-    path = Path(folder) / "provenance.json"
-    if not path.is_file():
-        return []
-    try:
-        latest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FolderError(f"{path} is not a provenance record of reparam ({str(err).splitlines()[0]}): the folder "
-                          f"holds something else; pass another folder") from None
-    if not isinstance(latest, dict):
-        raise FolderError(f"{path} is not a provenance record of reparam: pass another folder")
-    history = latest.pop("history", []) if isinstance(latest.get("history"), list) else []
-    return [r for r in history if isinstance(r, dict)] + [latest]
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -125,8 +109,6 @@ def open_run_folder(folder: str | os.PathLike, command: str, setting: Any = None
     """Before the first write of a run: lock `folder`, check that it holds no other command's or setting's
     outputs, and add this run's record to its provenance (status 'running'; `write_provenance` completes it).
     The lock is held until the process ends (or `release`)."""
-    from .provenance import begin_record
-
     acquire(folder, field)
     try:
         check_run_folder(folder, command, setting, field)
