@@ -11,10 +11,6 @@ API (cfg is the composed Hydra config of an experiment; `section` is its own blo
     validate_model(model_cfg, data_root=None)  registry name, explicit tokenizer_path must hold vocab.json +
                                                merges.txt (no silent byte-tokenizer fallback), tiny sizes,
                                                smollm2 GGUF file present
-    validate_train(field, train_cfg)           steps >= 1, batch_size >= 1, lr finite > 0, weight_decay >= 0,
-                                               warmup in [0, steps], grad_clip >= 0, checkpoint_every >= 0
-    validate_sizes(field, section_cfg)         ns: integers >= 1 without repeats; seeds: integers >= 0 without
-                                               repeats; n_test >= 1 (each only when present)
     check_pool_size(field, n, available)       after the data are loaded: n <= available examples
     max_positions(model_cfg)                   the positions the model can attend over, read from its config
                                                (tiny: n_positions; gpt2: config.json; smollm2: the GGUF header)
@@ -45,7 +41,7 @@ from typing import Any
 
 import torch
 
-from reparam.validation import (ConfigError, DataError, check_choice, check_int, check_list, check_number, check_output_dir,
+from reparam.validation import (ConfigError, DataError, check_choice, check_int, check_output_dir,
                                 fingerprint, require)
 
 #: Devices an experiment can run on.
@@ -108,28 +104,6 @@ def validate_model(model: Any, data_root: str | None = None) -> None:
                 f"a folder holding {SMOLLM2_GGUF} (fetch it with `python -m reparam.lm.models fetch smollm2 "
                 f"--cache {folder.parent}`)")
     check_choice("model.dtype", _get(model, "dtype", "float32"), ["float32", "float64", "bfloat16", "float16"])
-
-
-def validate_train(field: str, train: Any) -> None:
-    """A `train` block (reparam.lm.train.TrainConfig fields)."""
-    steps = check_int(f"{field}.steps", _get(train, "steps", 1), low=1)
-    check_int(f"{field}.batch_size", _get(train, "batch_size", 1), low=1)
-    check_number(f"{field}.lr", _get(train, "lr", 1e-3), low=0, low_open=True)
-    check_number(f"{field}.weight_decay", _get(train, "weight_decay", 0.0), low=0)
-    check_int(f"{field}.warmup", _get(train, "warmup", 0), low=0, high=steps)
-    check_number(f"{field}.grad_clip", _get(train, "grad_clip", 0.0), low=0)
-    check_int(f"{field}.checkpoint_every", _get(train, "checkpoint_every", 0), low=0)
-
-
-def validate_sizes(field: str, section: Any) -> None:
-    """Sample sizes, seeds and the test-set size of an experiment block (each only when present)."""
-    if _get(section, "ns") is not None:
-        check_list(f"{field}.ns", _get(section, "ns"), item_check=lambda f, v: check_int(f, v, low=1), unique=True)
-    if _get(section, "seeds") is not None:
-        check_list(f"{field}.seeds", _get(section, "seeds"), item_check=lambda f, v: check_int(f, v, low=0),
-                   unique=True)
-    if _get(section, "n_test") is not None:
-        check_int(f"{field}.n_test", _get(section, "n_test"), low=1)
 
 
 def check_pool_size(field: str, n: int, available: int) -> None:

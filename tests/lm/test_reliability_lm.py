@@ -5,8 +5,7 @@ from omegaconf import OmegaConf
 from reparam.lm import data as D
 from reparam.lm.models import ModelConfig, load_model
 from reparam.lm.runner import Log
-from reparam.lm.validation import (committed_folder, result_setting_id, validate_common, validate_model,
-                                   validate_sizes, validate_train)
+from reparam.lm.validation import committed_folder, result_setting_id, validate_common, validate_model
 from reparam.validation import ConfigError, DataError, check_unknown_keys, fingerprint
 
 from .conftest import DATA
@@ -41,25 +40,6 @@ def test_common_fields_are_validated(key, value, needle):
         pytest.skip("a GPU is present: device=cuda is valid here")
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace("[", r"\[")):
         validate_common(cfg_of(**{key: value}))
-
-
-@pytest.mark.parametrize("field, value, needle", [
-    ("steps", 0, "steps=0"), ("batch_size", 0, "batch_size=0"), ("lr", -1.0, "lr=-1.0"),
-    ("lr", float("inf"), "lr=inf"), ("warmup", 100, "warmup=100"), ("grad_clip", -1.0, "grad_clip=-1.0"),
-])
-def test_train_fields_are_validated(field, value, needle):
-    cfg = cfg_of(**{f"planted.train.{field}": value})
-    with pytest.raises(ConfigError, match=needle):
-        validate_train("planted.train", cfg.planted.train)
-
-
-@pytest.mark.parametrize("field, value, needle", [
-    ("ns", [], "a non-empty list"), ("ns", [-4], "ns=-4"), ("ns", [4, 4], "without repeats"),
-    ("seeds", [], "a non-empty list"), ("n_test", 0, "n_test=0"),
-])
-def test_sizes_are_validated(field, value, needle):
-    with pytest.raises(ConfigError, match=needle):
-        validate_sizes("planted", cfg_of(**{f"planted.{field}": value}).planted)
 
 
 def test_an_explicit_missing_tokenizer_is_an_error_not_a_silent_byte_fallback(tmp_path):
