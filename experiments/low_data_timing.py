@@ -47,8 +47,16 @@ class LowDataTimingConf:
         an earlier measurement, read and updated with a fresh estimate.
     threads: torch CPU threads of the measurement.
     estimate_only: only (re)compute the GPU estimate from the timings already in `out` (no model is loaded).
-    model: the model group (default smollm2; `model.path=DIR` or `model.cache=DIR` locate its GGUF file, the cache
-        defaults to REPARAM_CACHE, else .cache/reparam). data_root: the shared data (null: REPARAM_DATA or the default).
+    data_root: the shared data (null: REPARAM_DATA or ../shared/data).
+    model: the model group, `model=smollm2` (the default: the protocol's model), `model=gpt2` or `model=tiny`; its
+        fields (reparam.lm.models.ModelConfig):
+        model.name: the registry key the group sets (gpt2 | smollm2 | tiny).
+        model.path: smollm2: the folder holding its GGUF file; gpt2: a hub name or a local folder.
+        model.cache: smollm2: the cache folder used when model.path is null (REPARAM_CACHE, else .cache/reparam).
+        model.tokenizer_path: tiny/gpt2: a folder with vocab.json + merges.txt (null: <data_root>/gpt2-tokenizer).
+        model.data_root: the shared data the model reads (its tokenizer); follows data_root.
+        model.dtype: float32 | float64 | bfloat16 | float16, the weights' dtype.
+        model.n_layer, model.n_head, model.n_embd, model.n_positions, model.seed: tiny only, the random-init GPT-2.
     """
 
     out: Optional[str] = None

@@ -33,3 +33,21 @@ def test_bad_inputs_stop_with_one_line(tmp_path):
         assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
             proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]  # no outputs/ folder, no JSON written
+
+
+def test_help_documents_every_setting_and_lists_no_group_of_the_other_experiments(tmp_path):
+    import dataclasses
+
+    from reparam.experiments.low_data_timing import LowDataTimingConf
+    from reparam.lm.models import ModelConfig
+
+    proc = subprocess.run([sys.executable, "-m", "reparam.experiments.low_data_timing", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    documented = proc.stdout.split("== Settings (key=value) ==")[0]
+    for f in dataclasses.fields(LowDataTimingConf):
+        assert f"\n{f.name}: " in documented, f.name
+    for f in dataclasses.fields(ModelConfig):
+        assert f"model.{f.name}" in documented, f.name
+    assert "Configuration groups" not in proc.stdout and "setting:" not in proc.stdout and "study:" not in proc.stdout
+    assert list(tmp_path.iterdir()) == []  # --help writes nothing
