@@ -72,3 +72,33 @@ def test_wall_times_block_says_which_steps_ran_fits(tmp_path):
     assert "| `reparam convergence hydra.run.dir=w/main figures=false` | 131 s | 360 (360) | 2, 1.9 |" in text
     assert "| `reparam sensitivity out=w/sensitivity` | 4 s | none: all 720 already in its log |" in text
     assert "7 s of fitting summed over its 2 cells" in text  # robustness not among the steps: its recorded cell times
+
+
+def test_low_data_block_says_insufficient_below_three_replicates_and_sums_the_chunks(tmp_path):
+    """The real-model block is rendered from the committed low-data tables: a paired difference from 2 replicates
+    reads "insufficient" with no interval, one from 3 gets its interval, and the chunk log's CPU time is summed."""
+    import pandas as pd
+
+    from reparam.lm.compare import paired_differences
+
+    rows = []
+    for n, reps in ((50, 3), (100, 2)):
+        for r in range(reps):
+            for s, nll in (("independent", 2.0), ("shared", 1.9 - 0.01 * r)):
+                rows.append({"dataset": "e2e", "init": "words", "n": n, "replicate": r, "structure": s,
+                             "test_nll": nll, "bleu": 40.0 + r})
+    table = pd.DataFrame(rows)
+    low = tmp_path / "lm" / "low_data"
+    low.mkdir(parents=True)
+    table.to_csv(low / "low_data_e2e.csv", index=False)
+    paired_differences(table, ["test_nll", "bleu"], n_boot=200).to_csv(low / "low_data_e2e_paired.csv", index=False)
+    pd.DataFrame({"wall_s": [1800.0, 3600.0], "cpu_s": [3600.0, 5400.0], "cpu_count": [2, 2],
+                  "load_avg_end": ["[2.0, 1.0, 1.0]", "[3.5, 2.0, 1.0]"]}).to_csv(low / "low_data_e2e_chunks.csv", index=False)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- generated:low-data-cpu -->\n(no rows)\n<!-- /generated:low-data-cpu -->\n")
+    assert refresh(readme, tmp_path) == ["low-data-cpu"]
+    text = readme.read_text()
+    assert "| test NLL [nats/token] | shared | 100 | 2 | -0.105 (insufficient: 2 replicates, no interval) |" in text
+    assert "| test NLL [nats/token] | shared | 50 | 3 | -0.1" in text and "| shared better |" in text
+    assert "n = 50: 3 of 3, n = 100: 2 of 3" in text
+    assert "1.50 hours of wall time and 2.50 CPU-hours (2 chunks" in text and "2.0 to 3.5 on 2 cores" in text
