@@ -51,10 +51,10 @@ from torch import Tensor
 
 from .moe import DTYPE, PretrainedExperts
 from .structures import Structure
+from .validation import check_device
 
 METHODS = ("newton", "gauss_newton")
 STOP_RULES = ("statistical", "strict")
-DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -159,16 +159,6 @@ class SolverConfig:
             raise ValueError(f"stop={self.stop!r} is unknown; choose one of {list(STOP_RULES)}")
         if self.num_threads < 0:
             raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
-
-
-def check_device(device: str) -> torch.device:
-    """'cpu' or 'cuda' -> torch.device; a ValueError naming `device` when it is unknown or absent."""
-    if device not in DEVICES:
-        raise ValueError(f"device={device!r} is invalid: must be one of {list(DEVICES)}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' is invalid: torch sees no CUDA device on this machine "
-                         "(torch.cuda.is_available() is False); use device=cpu")
-    return torch.device(device)
 
 
 class PrefixSpaceTerms:

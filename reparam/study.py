@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .fit import PrefixLeastSquares, SolverConfig, check_device
+from .fit import PrefixLeastSquares, SolverConfig
 from .losses import cell_atom_errors, l2_error, voronoi_loss, voronoi_r
 from .structures import ACTIVATIONS, STRUCTURES
 from .truth import GroundTruth, make_truth
+from .validation import check_choice, check_device, check_int, check_number
 
 REGIMES = ("exact", "over")
 INIT_MODES = ("near_truth", "random", "mixed")
@@ -84,35 +85,24 @@ class Setting:
 
 
 def validate_setting(setting: Setting) -> None:
-    """Range and name checks, raising ValueError that names the field, the value and what is allowed."""
-    checks = [
-        ("structure", setting.structure in STRUCTURES, f"one of {sorted(STRUCTURES)}"),
-        ("regime", setting.regime in REGIMES, f"one of {list(REGIMES)}"),
-        ("extra_atoms", isinstance(setting.extra_atoms, int) and setting.extra_atoms >= 1, "an integer >= 1"),
-        ("activation", setting.activation in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}"),
-        ("truth.kind", setting.truth.kind in TRUTH_KINDS, f"one of {list(TRUTH_KINDS)}"),
-        ("truth.noise", setting.truth.noise is None or (np.isfinite(setting.truth.noise) and setting.truth.noise >= 0),
-         "a finite number >= 0"),
-        ("truth.min_separation", setting.truth.min_separation >= 0, "a number >= 0"),
-        ("init.mode", setting.init.mode in INIT_MODES, f"one of {list(INIT_MODES)}"),
-        ("init.n_starts", isinstance(setting.init.n_starts, int) and setting.init.n_starts >= 1, "an integer >= 1"),
-        ("init.scale", np.isfinite(setting.init.scale) and setting.init.scale >= 0, "a finite number >= 0"),
-        ("init.shrink", np.isfinite(setting.init.shrink) and setting.init.shrink >= 0, "a finite number >= 0"),
-        ("init.random_scale", np.isfinite(setting.init.random_scale) and setting.init.random_scale > 0,
-         "a finite number > 0"),
-        ("n_eval", isinstance(setting.n_eval, int) and setting.n_eval >= 1, "an integer >= 1"),
-    ]
-    for name, ok, allowed in checks:
-        if not ok:
-            raise ValueError(f"{name}={getattr_path(setting, name)!r} is invalid: must be {allowed}")
+    """Range and name checks; ConfigError (reparam.validation) naming the field, the value and what is allowed."""
+    check_choice("structure", setting.structure, sorted(STRUCTURES))
+    check_choice("regime", setting.regime, list(REGIMES))
+    check_int("extra_atoms", setting.extra_atoms, low=1)
+    check_choice("activation", setting.activation, sorted(ACTIVATIONS))
+    truth, init = setting.truth, setting.init
+    check_choice("truth.kind", truth.kind, list(TRUTH_KINDS))
+    if truth.noise is not None:  # None: the truth's default
+        check_number("truth.noise", truth.noise, low=0)
+    check_number("truth.min_separation", truth.min_separation, low=0)
+    check_choice("init.mode", init.mode, list(INIT_MODES))
+    check_int("init.n_starts", init.n_starts, low=1)
+    check_number("init.scale", init.scale, low=0)
+    check_number("init.shrink", init.shrink, low=0)
+    check_number("init.random_scale", init.random_scale, low=0, low_open=True)
+    check_int("n_eval", setting.n_eval, low=1)
     SolverConfig(**asdict(setting.solver))  # re-runs the solver's own checks on Hydra-built objects
     check_device(setting.device)  # names `device`; refuses 'cuda' where torch sees no GPU
-
-
-def getattr_path(obj, dotted: str):
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def build_truth(setting: Setting) -> GroundTruth:

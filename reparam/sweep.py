@@ -25,14 +25,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from .console import say
 from .results import ResultLog, RowSchema, write_table
-from .validation import ConfigError, DataError
-from .structures import ACTIVATIONS, STRUCTURES
+from .validation import (ConfigError, DataError, check_choice, check_int, check_list, check_memory, check_number,
+                         check_time, fingerprint, is_int, require)
+from .structures import ACTIVATIONS, STRUCTURES, on_registry_change
 from .study import DEFAULT_N_GRID, REGIMES, Setting, run_cell, validate_setting
 
 logger = logging.getLogger(__name__)
@@ -57,10 +57,6 @@ STUDY_ROW = RowSchema(
     optional={"base_seed": "int", "valid": "bool", "converged": "bool", "rel_gap": "number",
               "voronoi_prefix": "number", "loss": "number", "truth_loss": "number", "status": "str"})
 TIMING_COLUMNS = ["seconds"]
-
-
-class PlanError(ConfigError):
-    """An invalid study configuration; the message names the field, the value and what is allowed."""
 
 
 @dataclass
@@ -95,61 +91,51 @@ class StudyPlan:
         return [(s, int(n)) for n in self.n_grid for s in self.settings()]
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+#: Plans validated in this process: plan_key -> the truth of each of its settings. The preflight, plan_from_cfg
+#: and run_plan of one run all ask for validation; the first validates and builds the truths, the others find them
+#: here. A changed plan has another key; a registry change (a structure registered or removed) forgets them all.
+_VALIDATED: dict[str, list] = {}
+on_registry_change(_VALIDATED.clear)
+
+
+def plan_key(plan: StudyPlan) -> str:
+    """The fingerprint of everything in `plan` (settings, sizes, seeds)."""
+    return fingerprint(plan)
 
 
 def validate_plan(plan: StudyPlan) -> None:
-    """Type and range checks of a whole study; raises PlanError before any work is done."""
-    def bad(name, value, allowed):
-        raise PlanError(f"{name}={value!r} is invalid: must be {allowed}")
-
-    for name, names, allowed in (("structures", plan.structures, sorted(STRUCTURES)),
-                                 ("regimes", plan.regimes, list(REGIMES))):
-        if not isinstance(names, (list, tuple)) or not names:
-            bad(name, names, "a non-empty list")
-        for value in names:
-            if value not in allowed:
-                bad(name, value, f"one of {allowed}")
-        if len(set(names)) != len(names):
-            bad(name, list(names), "a list without repeats")
-    grid = list(plan.n_grid)
-    if not grid:
-        bad("n_grid", grid, "a non-empty list of sample sizes")
-    for n in grid:
-        if not _is_int(n) or n < 1:
-            bad("n_grid", n, "integers >= 1")
-    if grid != sorted(set(grid)):
-        bad("n_grid", grid, "sorted in increasing order without repeats")
-    if not _is_int(plan.replicates) or plan.replicates < 1:
-        bad("replicates", plan.replicates, "an integer >= 1")
-    if not _is_int(plan.seed) or plan.seed < 0:
-        bad("seed", plan.seed, "an integer >= 0")
+    """Type and range checks of a whole study, then its truths built (inconsistent dimensions, bad truth settings);
+    ConfigError naming the field as the main job's config spells it, before any work. Once per plan and process."""
+    if plan_key(plan) in _VALIDATED:
+        return
+    check_list("structures", plan.structures, item_check=lambda f, v: check_choice(f, v, sorted(STRUCTURES)),
+               unique=True)
+    check_list("regimes", plan.regimes, item_check=lambda f, v: check_choice(f, v, list(REGIMES)), unique=True)
+    grid = check_list("n_grid", plan.n_grid, item_check=lambda f, v: check_int(f, v, low=1), unique=True)
+    require(grid == sorted(grid), "n_grid", grid, "sorted in increasing order")
+    check_int("replicates", plan.replicates, low=1)
+    check_int("seed", plan.seed, low=0)
     s = plan.setting
-    if s.activation not in ACTIVATIONS:
-        bad("structure.activation", s.activation, f"one of {sorted(ACTIVATIONS)}")
-    if not _is_int(s.extra_atoms) or s.extra_atoms < 1:
-        bad("regime.extra_atoms", s.extra_atoms,
+    check_choice("structure.activation", s.activation, sorted(ACTIVATIONS))
+    require(is_int(s.extra_atoms) and s.extra_atoms >= 1, "regime.extra_atoms", s.extra_atoms,
             "an integer >= 1 (over-specified fits need more fitted atoms than true atoms)")
-    if s.truth.noise is not None and not (np.isfinite(s.truth.noise) and s.truth.noise >= 0):
-        bad("truth.noise", s.truth.noise, "a finite number >= 0 (or null for the truth's default)")
-    if not _is_int(s.truth.seed) or s.truth.seed < 0:
-        bad("truth.seed", s.truth.seed, "an integer >= 0")
-    if not _is_int(s.n_eval) or s.n_eval < 1:
-        bad("n_eval", s.n_eval, "an integer >= 1")
+    if s.truth.noise is not None:
+        check_number("truth.noise", s.truth.noise, low=0)
+    check_int("truth.seed", s.truth.seed, low=0)
+    check_int("n_eval", s.n_eval, low=1)
     for setting in plan.settings():
-        try:
-            validate_setting(setting)
-        except ValueError as err:  # the core's messages already name field, value and what is allowed
-            raise PlanError(str(err)) from None
+        validate_setting(setting)
     from .study import build_truth, n_fitted_atoms
+    truths = []
     for setting in plan.settings():  # builds the truths: catches inconsistent dimensions and bad truth settings
         try:
             truth = build_truth(setting)
         except ValueError as err:
-            raise PlanError(f"truth: {err}") from None
-        if n_fitted_atoms(setting, truth) < truth.n_atoms:
-            bad("regime.extra_atoms", setting.extra_atoms, f">= 0 so that fitted atoms >= {truth.n_atoms} true atoms")
+            raise ConfigError(f"truth: {err}") from None
+        require(n_fitted_atoms(setting, truth) >= truth.n_atoms, "regime.extra_atoms", setting.extra_atoms,
+                f">= 0 so that fitted atoms >= {truth.n_atoms} true atoms")
+        truths.append(truth)
+    _VALIDATED[plan_key(plan)] = truths
 
 
 def setting_id(setting: Setting) -> str:
@@ -245,9 +231,8 @@ def run_plan(plan: StudyPlan, log_path: str | os.PathLike, progress: bool = True
     count; resume works the same (each finished cell is appended as soon as it arrives).
     progress: one line per finished cell, written to `stream` if given, else through this module's logger (the
     Hydra job log and console) where logging is configured, else to stderr (reparam.console.say)."""
-    if not _is_int(workers) or workers < 1:
-        raise PlanError(f"workers={workers!r} is invalid: must be an integer >= 1")
-    validate_plan(plan)
+    check_int("workers", workers, low=1)
+    validate_plan(plan)  # a no-op when this process validated the plan already (the preflight, plan_from_cfg)
     log = study_log(log_path)
     done = {_row_key(r) for r in log.rows()}
     cells = plan.cells()
@@ -342,8 +327,7 @@ def without_timing(path: str | os.PathLike) -> bytes:
 
 
 def set_threads(threads: int) -> None:
-    if not _is_int(threads) or threads < 1:
-        raise PlanError(f"threads={threads!r} is invalid: must be an integer >= 1")
+    check_int("threads", threads, low=1)
     torch.set_num_threads(int(threads))
 
 
@@ -355,12 +339,13 @@ def estimate_resources(plan: StudyPlan) -> dict:
     """Order-of-magnitude peak memory (bytes, the largest cell) and wall time (seconds, all cells, one thread)
     of `plan`, from the array sizes the solver allocates and the per-iteration cost measured in BENCHMARKS.md
     (about 1.6e-7 s per fit, sample and iteration at prefix width 12; every fit assumed to run max_iter
-    iterations, so the time is an upper estimate). Used to refuse what cannot fit the machine before any work."""
-    from .study import build_truth, n_fitted_atoms
+    iterations, so the time is an upper estimate). Used to refuse what cannot fit the machine before any work.
+    Validates `plan` first (once per process: validate_plan) and reads the truths built there."""
+    from .study import n_fitted_atoms
 
+    validate_plan(plan)
     peak, seconds, worst = 0.0, 0.0, None
-    for setting in plan.settings():
-        truth = build_truth(setting)
+    for setting, truth in zip(plan.settings(), _VALIDATED[plan_key(plan)]):
         d, m = truth.d, truth.m
         L = n_fitted_atoms(setting, truth)
         width = L * (d + 1 + m)  # prefix-space coordinates of one fit
@@ -381,11 +366,9 @@ def estimate_resources(plan: StudyPlan) -> dict:
 
 def check_resources(plan: StudyPlan, allow_large: bool = False, flag: str = "allow_large=true",
                     n_field: str = "n_grid") -> dict:
-    """Raise PlanError when `plan` needs more memory than this machine has or more than TIME_LIMIT_SECONDS,
+    """Raise ConfigError when `plan` needs more memory than this machine has or more than TIME_LIMIT_SECONDS,
     unless `allow_large`. The message names the setting that drives the size (`n_field`: how the caller's
     user spells the sample-size setting, e.g. 'n' or '--n-grid')."""
-    from .validation import ConfigError, check_memory, check_time
-
     est = estimate_resources(plan)
     s = plan.setting
     sizes = {n_field: max(plan.n_grid), "replicates": plan.replicates, "n_eval": s.n_eval,
@@ -393,9 +376,6 @@ def check_resources(plan: StudyPlan, allow_large: bool = False, flag: str = "all
     # the field named in the message: the one furthest above its default
     defaults = {n_field: 100_000, "replicates": 10, "n_eval": 100_000, "regime.extra_atoms": 1, "init.n_starts": 1}
     field = max(sizes, key=lambda k: sizes[k] / defaults[k])
-    try:
-        check_memory(field, sizes[field], est["memory_bytes"], flag, allow_large)
-        check_time(field, sizes[field], est["seconds"], TIME_LIMIT_SECONDS, flag, allow_large)
-    except ConfigError as err:
-        raise PlanError(str(err)) from None
+    check_memory(field, sizes[field], est["memory_bytes"], flag, allow_large)
+    check_time(field, sizes[field], est["seconds"], TIME_LIMIT_SECONDS, flag, allow_large)
     return est

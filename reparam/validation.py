@@ -15,6 +15,7 @@ Checks (each raises ConfigError naming `field`; they return the value so they ca
     check_int(field, value, low=, high=)     integers (bool is not an int here)
     check_number(field, value, low=, high=, low_open=, high_open=)   finite numbers in a range
     check_choice(field, value, choices)      one of a set of names
+    check_device(value, field="device")      'cpu' or 'cuda' (a CUDA device torch sees) -> torch.device
     check_list(field, values, item_check=, unique=, non_empty=)      lists (each item checked)
     check_unknown_keys(cfg, schema)          every key of a (nested) config is a field of the schema
     check_added_keys()                       no `+key=value` override adds a key the app never reads
@@ -123,6 +124,22 @@ def check_choice(field: str, value: Any, choices: Iterable[str]) -> str:
     choices = list(choices)
     require(value in choices, field, value, f"one of {choices}")
     return value
+
+
+#: Where a run's tensors can live: the one list of every app and of the solver.
+DEVICES = ("cpu", "cuda")
+
+
+def check_device(value: Any, field: str = "device"):
+    """One of DEVICES, and 'cuda' only where torch sees a CUDA device -> torch.device. The one device check of
+    every entry point (synthetic study, benchmarks, LM experiments) and of the solver itself."""
+    check_choice(field, value, DEVICES)
+    import torch  # here, not at the top: the validation layer is imported by apps that never touch a device
+
+    if value == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{field}='cuda' is invalid: torch sees no CUDA device on this machine "
+                          f"(torch.cuda.is_available() is False); use {field}=cpu")
+    return torch.device(value)
 
 
 def check_list(field: str, values: Any, item_check: Callable[[str, Any], Any] | None = None, unique: bool = False,

@@ -33,8 +33,8 @@ from reparam.app import as_dictconfig, hydra_main
 from reparam import bench
 from reparam.console import say
 from reparam.study import STUDY_INIT
-from reparam.validation import (status_on_input_error, ConfigError, check_choice, check_int, check_list, check_output_dir,
-                                check_output_file, check_unknown_keys)
+from reparam.validation import (DEVICES, status_on_input_error, ConfigError, check_choice, check_device, check_int,
+                                check_list, check_output_dir, check_output_file, check_unknown_keys)
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +115,9 @@ def validate_cfg(cfg: Any) -> None:
         check_int(name, cfg[name], low=1, high=STUDY_INIT.n_starts)
     _sizes("ns", cfg.ns)
     _sizes("stop_grid", cfg.stop_grid)
-    check_choice("device", cfg.device, ["cpu", "cuda"])
-    if cfg.device == "cuda" and not cfg.skip_paper and not cfg.quick and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' is invalid: no CUDA GPU is visible to torch (run on a GPU machine, or "
-                          "device=cpu)")
+    check_choice("device", cfg.device, DEVICES)
+    if not cfg.skip_paper and not cfg.quick:  # only the paper-grade study runs on `device`
+        check_device(cfg.device)
     check_output_file("out", str(cfg.out))
     check_output_file("figure", str(cfg.figure))
     if cfg.logs is not None:

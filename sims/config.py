@@ -22,8 +22,8 @@ import reparam.app  # noqa: F401 - stores hydra/job_logging=reparam, which conf/
 from reparam.fit import SolverConfig
 from reparam.structures import STRUCTURES, on_registry_change
 from reparam.study import DEFAULT_N_GRID, STUDY_INIT, InitConfig, Setting, TruthConfig
-from reparam.sweep import PlanError, StudyPlan
-from reparam.validation import ConfigError, check_unknown_keys
+from reparam.sweep import StudyPlan, check_resources, validate_plan
+from reparam.validation import ConfigError, check_int, check_unknown_keys
 
 @dataclass
 class StructureConf:
@@ -134,36 +134,27 @@ def _section(cfg, name):
 
 
 def plan_from_cfg(cfg: Any) -> tuple[StudyPlan, int]:
-    """Translate a composed config into a validated StudyPlan (raises PlanError naming the field): no unknown
-    keys, every value in range, and a size that fits this machine (unless allow_large=true)."""
-    try:
-        check_unknown_keys(cfg, StudyConf)
-    except ConfigError as err:
-        raise PlanError(str(err)) from None
+    """Translate a composed config into a validated StudyPlan (ConfigError naming the field): no unknown keys, every
+    value in range, and a size that fits this machine (unless allow_large=true). The plan's own checks and its truths
+    run once per process (reparam.sweep.validate_plan): the preflight's call does the work, the app's finds it done."""
+    check_unknown_keys(cfg, StudyConf)
+    sections = {}
     for section in ("truth", "optimiser", "init"):
         try:
-            obj = _section(cfg, section)
-        except ValueError as err:  # e.g. SolverConfig.__post_init__ range checks
-            raise PlanError(f"{section}.{err}") from None
-        if section == "truth":
-            truth = obj
-        elif section == "optimiser":
-            solver = obj
-        else:
-            init = obj
+            sections[section] = _section(cfg, section)
+        except ValueError as err:  # e.g. SolverConfig.__post_init__ range checks: named within their section
+            raise ConfigError(f"{section}.{err}") from None
+    if cfg.n is not None:
+        check_int("n", cfg.n, low=1)
     grid = [int(cfg.n)] if cfg.n is not None else list(cfg.n_grid)
-    if cfg.n is not None and cfg.n < 1:
-        raise PlanError(f"n={cfg.n!r} is invalid: must be an integer >= 1")
-    setting = Setting(extra_atoms=cfg.regime.extra_atoms, activation=cfg.structure.activation, truth=truth,
-                      init=init, solver=solver, n_eval=cfg.n_eval, device=cfg.device)
+    setting = Setting(extra_atoms=cfg.regime.extra_atoms, activation=cfg.structure.activation,
+                      truth=sections["truth"], init=sections["init"], solver=sections["optimiser"],
+                      n_eval=cfg.n_eval, device=cfg.device)
     plan = StudyPlan(structures=list(cfg.structure.names), regimes=list(cfg.regime.names), n_grid=grid,
                      replicates=cfg.replicates, seed=cfg.seed, setting=setting)
-    from reparam.sweep import check_resources, validate_plan
     validate_plan(plan)
-    if cfg.threads < 1:
-        raise PlanError(f"threads={cfg.threads!r} is invalid: must be an integer >= 1")
-    if cfg.workers < 1:
-        raise PlanError(f"workers={cfg.workers!r} is invalid: must be an integer >= 1")
+    check_int("threads", cfg.threads, low=1)
+    check_int("workers", cfg.workers, low=1)
     check_resources(plan, bool(cfg.get("allow_large", False)), n_field="n" if cfg.n is not None else "n_grid")
     return plan, int(cfg.threads)
 

@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from reparam.fit import PrefixLeastSquares, SolverConfig, check_device, stopping_tolerance
+from reparam.fit import PrefixLeastSquares, SolverConfig, stopping_tolerance
+from reparam.validation import check_device
 from reparam.study import InitConfig, Setting, make_starts, run_cell
 from reparam.truth import canonical_truth
 

@@ -13,7 +13,8 @@ import torch
 from reparam.fit import SolverConfig
 from reparam.results import ResultLog
 from reparam.study import InitConfig, Setting
-from reparam.sweep import PlanError, StudyPlan, run_plan
+from reparam.sweep import StudyPlan, run_plan
+from reparam.validation import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,7 @@ def test_parallel_rows_equal_serial_rows_and_resume(tmp_path):
 
 
 def test_workers_must_be_a_positive_integer(tmp_path):
-    with pytest.raises(PlanError, match="workers"):
+    with pytest.raises(ConfigError, match="workers"):
         run_plan(_plan(), tmp_path / "x.jsonl", progress=False, workers=0)
 
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from reparam.validation import check_device
+
 
 def setup_torch(threads: int = 1, device: str = "cpu") -> torch.device:
-    """Limit CPU threads (the machine is shared) and check the device exists."""
+    """Limit CPU threads (the machine is shared) and check the device exists (reparam.validation.check_device)."""
     if threads and threads > 0:
         torch.set_num_threads(threads)
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} requested but CUDA is not available; use device=cpu")
-    return dev
+    return check_device(device)
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:

@@ -39,13 +39,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from reparam.validation import (ConfigError, DataError, check_choice, check_int, check_output_dir,
+from reparam.validation import (ConfigError, DataError, check_choice, check_device, check_int, check_output_dir,
                                 fingerprint, require)
 
-#: Devices an experiment can run on.
-DEVICES = ("cpu", "cuda")
 #: Config keys that are per-row columns (not part of the setting fingerprint).
 ROW_KEY_FIELDS = ("ns", "seeds", "structures", "datasets")
 #: Settings that change speed or display only, never a recorded number (not part of the fingerprint).
@@ -63,10 +59,7 @@ def validate_common(cfg: Any) -> None:
     root = data_root(_get(cfg, "data_root"))
     require(root.is_dir(), "data_root", _get(cfg, "data_root"),
             f"a folder holding the shared data (e2e/, webnlg2017/, gpt2-tokenizer/); {root} does not exist")
-    device = check_choice("device", _get(cfg, "device", "cpu"), DEVICES)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' is invalid: torch sees no CUDA device on this machine "
-                          "(torch.cuda.is_available() is False); must be 'cpu' here")
+    check_device(_get(cfg, "device", "cpu"))
     check_int("threads", _get(cfg, "threads", 1), low=1)
     check_int("n_boot", _get(cfg, "n_boot", 2000), low=1)
     for name in ("out_dir", "run_dir"):
