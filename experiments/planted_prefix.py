@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig
@@ -43,30 +44,51 @@ def _log(run_dir: Path, replicate: int) -> ResultLog:
     return ResultLog(run_dir / f"replicate_{replicate}.jsonl")
 
 
+def _state_path(run_dir: Path, sid: str, r: int, structure: str, regime: str, n: int) -> Path:
+    return run_dir / "states" / sid / f"replicate_{r}" / f"{structure}_{regime}_n{n}.pt"
+
+
 def fit_all(cfg: DictConfig, settings: dict) -> None:
-    """Fit every (replicate, n, structure, regime) of the configured study that its log does not hold yet."""
+    """Fit every (replicate, n, structure, regime) of the configured study that its log does not hold yet.
+
+    With fit.warm_start the kept estimate of every fit is saved under <run_dir>/states/<setting>/ and the next
+    larger size of the same (replicate, structure, regime) starts from it too (a resumed run continues the chain;
+    a size whose smaller neighbour has no saved estimate gets the random starts only)."""
     base_cfg, pc, fc, sc, sid = (settings[k] for k in ("base", "planted", "fit", "study", "setting_id"))
     torch.set_num_threads(cfg.threads)
     run_dir = repo_path(cfg.run_dir)
     base = pl.make_base(base_cfg)
     t_all = time.time()
+    ns = sorted(sc.ns)
     for r in sc.replicates:
         log = _log(run_dir, r)
         done = log.completed_keys(FIT_KEY)
-        todo = [(n, s, g) for n in sorted(sc.ns) for s in pc.structures for g in pc.regimes
-                if (sid, s, g, n, r) not in done]
+        todo = [(n, s, g) for n in ns for s in pc.structures for g in pc.regimes if (sid, s, g, n, r) not in done]
         if not todo:
             continue
-        study = pl.PlantedStudy(base, pc, fc, r, max(sc.ns))
+        n_max = sc.sequences if sc.axis == "draws" else max(ns)
+        study = pl.PlantedStudy(base, pc, fc, r, n_max)
         for n, structure, regime in todo:
-            rows = study.fit(structure, regime, n)
+            warm = None
+            if fc.warm_start and ns.index(n) > 0:
+                prev = _state_path(run_dir, sid, r, structure, regime, ns[ns.index(n) - 1])
+                warm = torch.load(prev) if prev.is_file() else None
+            if sc.axis == "draws":
+                rows, state = study.fit(structure, regime, sc.sequences, draws=n, warm=warm)
+            else:
+                rows, state = study.fit(structure, regime, n, warm=warm)
+            rows = [{**row, "n": int(n)} for row in rows]  # n: the study's size axis (sequences or draws)
+            if fc.warm_start:
+                path = _state_path(run_dir, sid, r, structure, regime, n)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(state, path)
             log.extend([{**row, "setting_id": sid} for row in rows])  # all starts of a fit in one append
             if cfg.progress:
                 best = next(row for row in rows if row["selected"])
                 say(logger, f"[planted] r={r} n={n:4d} {structure:14s} {regime:5s} valid={best['valid']!s:5s} "
                             f"gap={best['rel_gap']:+.1e} it={best['iterations']:3d} |g|={best['grad_max']:.0e} "
-                            f"vor={best['voronoi']:.3g} rel={best['rel_dist']:.3g} kl={best['kl']:.3g} "
-                            f"({sum(x['fit_s'] for x in rows):.1f}s)")
+                            f"start={best['start_kind']} vor={best['voronoi']:.3g} rel={best['rel_dist']:.3g} "
+                            f"kl={best['kl']:.3g} ({sum(x['fit_s'] for x in rows):.1f}s)")
     say(logger, f"[planted] fits done in {time.time() - t_all:.0f}s")
 
 
@@ -108,6 +130,14 @@ def figure_title(settings: dict, what: str = "mean of valid fits, 95% band") -> 
     return f"Planted prefix, {draws} sampled token{'s' if draws > 1 else ''} per position ({what})"
 
 
+def axis_label(settings: dict) -> str:
+    """The x label of every figure: what n counts in this study (study.axis)."""
+    sc, pc = settings["study"], settings["planted"]
+    if sc.axis == "draws":
+        return f"sampled tokens per position $n$ ({sc.sequences} sequences x {pc.seq_len} positions)"
+    return r"sample size $n$ (sequences)"
+
+
 def draw_figures(est: pd.DataFrame, slopes: pd.DataFrame, settings: dict, out_dir: Path, width: float | None = None,
                  suffix: str = "") -> list[Path]:
     """Every figure from the estimates table (with the normalised columns of pl.add_normalised_errors) and the
@@ -121,10 +151,19 @@ def draw_figures(est: pd.DataFrame, slopes: pd.DataFrame, settings: dict, out_di
         predictions = {(s, g): v for (s, g, e), v in pl.predictions().items() if e == slope_error}
         fig = planted_error_figure(est, column, slopes=slopes[slopes["error"] == slope_error],
                                    predictions=predictions, width=width, title=title)
+        for ax in fig.axes:
+            if ax.get_xlabel():
+                ax.set_xlabel(axis_label(settings))
         paths += save_figure(fig, out_dir / f"{stem}{suffix}")
     valley_title = figure_title(settings, "one point per valid fit")
     paths += save_figure(planted_valley_figure(est, "rel_dist", "kl", width=width, title=valley_title),
                          out_dir / f"{VALLEY}{suffix}")
+    if len(est["n"].unique()) >= 2:
+        from reparam.lm.planted.headline import headline_figure
+
+        for regime in sorted(set(est["regime"])):
+            paths += save_figure(headline_figure(est, regime, xlabel=axis_label(settings)),
+                                 out_dir / f"planted_headline_{regime}{suffix}")
     return paths
 
 
@@ -146,7 +185,17 @@ def draw(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     cols = list(pl.ERRORS) + ["voronoi_rel", "inverse_ratio_rel", "iterations", "grad_max", "rel_gap", "fit_s"]
     summary = summary_table(valid, cols, ["structure", "regime"])
     share = est.groupby(["structure", "regime", "n"])["valid"].mean().rename("valid_share").reset_index()
-    write_table(summary.merge(share, on=["structure", "regime", "n"], how="right"), out_dir / "planted_summary.csv")
+    conv = est.groupby(["structure", "regime", "n"]).agg(
+        converged_share=("converged", "mean") if "converged" in est else ("valid", lambda v: np.nan),
+        at_cap_share=("iterations", lambda it: float((it >= fc_max_iter(settings)).mean())),
+        grad_max_median=("grad_max", "median"), grad_max_max=("grad_max", "max"),
+        warm_selected_share=("start_kind", lambda k: float((k == "warm").mean())) if "start_kind" in est
+        else ("valid", lambda v: np.nan)).reset_index()
+    write_table(summary.merge(share, on=["structure", "regime", "n"], how="right").merge(
+        conv, on=["structure", "regime", "n"], how="left"), out_dir / "planted_summary.csv")
+    from reparam.lm.planted.headline import n_to_target
+
+    write_table(n_to_target(est), out_dir / "planted_n_to_target.csv")
     draw_figures(est, slopes, settings, out_dir)
     report = pl.check_lines(slopes)
     (out_dir / "planted_check.md").write_text(
@@ -163,6 +212,107 @@ def check(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     say(logger, pl.check_lines(slopes))
     say(logger, f"valid fits: {est['valid'].mean():.1%} of {len(est)} estimates")
     return slopes
+
+
+def fc_max_iter(settings: dict) -> int:
+    return settings["fit"].max_iter
+
+
+def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
+    """The inverse bound inside attention (reparam.lm.planted.inverse): query constancy per head, the attention
+    witness on the constant-query base, psi(delta) per (base, structure, regime). Every case is cached under
+    <run_dir>/inverse/ (a rerun computes what is missing; two processes may split `inverse.bases`); the tables,
+    the report and the figure are drawn from every cached case of this setting."""
+    import json
+
+    from reparam.lm.planted import inverse as inv
+    from reparam.lm.planted.headline import psi_figure
+    from reparam.plots import save_figure
+
+    base_cfg, pc, ic = settings["base"], settings["planted"], settings["inverse"]
+    torch.set_num_threads(cfg.threads)
+    run_dir, out_dir = repo_path(cfg.run_dir) / "inverse" / settings["setting_id"], repo_path(cfg.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    base0 = pl.make_base(base_cfg)
+    g = torch.Generator().manual_seed(pl.seed_of("rms", 0))
+    probe = torch.randint(0, base0.config.vocab_size, (64, pc.seq_len), generator=g)
+    kv_rms = pl.natural_kv_rms(base0, probe)
+    bases = {"random_init": (base0, None)}
+    if "constant_query" in ic.bases or "constant_query" in [p.stem.split("__")[0] for p in run_dir.glob("*.json")]:
+        bases["constant_query"] = inv.constant_query_base(base0, ic.c0)
+    # the witness and the query constancy of both bases (cheap: no fit)
+    wrows = []
+    for name, (b, dirs) in bases.items():
+        ratio, _ = inv.query_constancy(b, probe)
+        row = {"base": name, "query_constancy_min": float(ratio.min()), "query_constancy_median": float(ratio.median())}
+        truth = pl.plant_truth(b, "shared", pc, ic.replicate, kv_rms)
+        kv = inv.attention_witness(truth.kv, dirs if dirs is not None else inv.query_constancy(b, probe)[1], ic.c0,
+                                   position=pc.prefix_len - 1, alpha=0.5, scale=1.0)
+        with torch.no_grad():
+            diff = (pl.logits(pl_fixed(b, kv), probe) - pl.logits(pl_fixed(b, truth.kv), probe)).abs().max()
+        errs = pl.prefix_errors(kv, truth.kv)
+        wrows.append({**row, "witness_max_logit_diff": float(diff), "witness_rel_dist": errs["rel_dist"],
+                      "witness_voronoi": errs["voronoi"], "witness_kl": inv.kl_on(pl_fixed(b, kv), probe,
+                                                                                 pl.logits(pl_fixed(b, truth.kv), probe))})
+    rows = []
+    for name in ic.bases:
+        b, dirs = bases[name]
+        structures = ic.structures if name == "random_init" else [s for s in ic.structures if s in ic.witness_structures]
+        for structure in structures:
+            for regime in ic.regimes:
+                path = run_dir / f"{name}__{structure}__{regime}.json"
+                if path.is_file():
+                    continue
+                truth = pl.plant_truth(b, pc.family(structure), pc, ic.replicate, kv_rms)
+                witness = None
+                if dirs is not None:
+                    witness = lambda d, kv=truth.kv, dirs=dirs: inv.witness_at_delta(kv, dirs, ic.c0, d)  # noqa: E731
+                t0 = time.time()
+                curve = inv.psi_curve(b, truth, structure, regime, pc, kv_rms, ic, witness=witness,
+                                      replicate=ic.replicate)
+                for r in curve:
+                    r["base"], r["seconds"] = name, time.time() - t0
+                path.write_text(json.dumps(curve))
+                if cfg.progress:
+                    say(logger, f"[inverse] {name} {structure} {regime}: " + ", ".join(
+                        f"psi({r['delta']:g})={r['psi']:.2e}" for r in curve) + f" ({time.time() - t0:.0f}s)")
+    for path in sorted(run_dir.glob("*.json")):
+        rows += json.loads(path.read_text())
+    curves = pd.DataFrame(rows)
+    verdicts = inv.psi_verdicts(curves, ic)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_provenance(out_dir)
+    write_table(curves, out_dir / "planted_psi.csv")
+    write_table(verdicts, out_dir / "planted_psi_verdicts.csv")
+    write_table(pd.DataFrame(wrows), out_dir / "planted_witness.csv")
+    save_figure(psi_figure(curves, verdicts), out_dir / "planted_psi")
+    lines = ["| base | structure | regime | psi/delta at smallest delta | at largest delta | psi at the base point | "
+             "verdict |", "|---|---|---|---|---|---|---|"]
+    for _, r in verdicts.iterrows():
+        lines.append(f"| {r.base} | {r.structure} | {r.regime} | {r.ratio_smallest_delta:.3g} | "
+                     f"{r.ratio_largest_delta:.3g} | {r.psi_at_base_point:.3g} | {r.verdict} |")
+    wl = ["| base | min query constancy | witness max logit diff | witness rel. distance | witness Voronoi |",
+          "|---|---|---|---|---|"]
+    for r in wrows:
+        wl.append(f"| {r['base']} | {r['query_constancy_min']:.3g} | {r['witness_max_logit_diff']:.2e} | "
+                  f"{r['witness_rel_dist']:.3g} | {r['witness_voronoi']:.3g} |")
+    (out_dir / "planted_psi.md").write_text(
+        f"# Inverse bound inside attention (setting {settings['setting_id']})\n\n"
+        "psi(delta) = min sqrt(KL(teacher || student)) on a fixed sample of inputs at relative prefix distance delta; "
+        f"verdict: holds when psi/delta at the smallest delta >= {ic.holds_ratio} x its value at the largest, fails "
+        f"when psi < {ic.round_off} (round-off) somewhere, else decreasing.\n\n" + "\n".join(lines) +
+        "\n\nThe attention witness (split of the last true position in every head, alpha = 1/2, |u| = the RMS value "
+        "norm); query constancy = min over directions of std(e.q)/|mean(e.q)| (0: a constant query component):\n\n"
+        + "\n".join(wl) + "\n")
+    say(logger, "\n".join(lines))
+    say(logger, "\n".join(wl))
+    return verdicts
+
+
+def pl_fixed(base, kv):
+    from reparam.lm.prefix import fixed_prefix
+
+    return fixed_prefix(base, kv)
 
 
 help_text = pl.help_text  # the settings part of --help (reparam.app.app_help)
@@ -184,6 +334,8 @@ def run(cfg: Any) -> int:
         draw(cfg, settings)
     elif cfg.mode == "draw":
         draw(cfg, settings)
+    elif cfg.mode == "inverse":
+        inverse(cfg, settings)
     else:
         check(cfg, settings)
     return 0

@@ -17,7 +17,12 @@ from .model import make_base
 class StudyConfig:
     """Sizes and replicates. A replicate r fixes the truth, the data stream and the starts (the base is shared).
 
-    ns: sample sizes, distinct; nested: the n rows are the first n of the largest.
+    ns: sample sizes, distinct; nested: the n rows are the first n of the largest. What n counts is `axis`.
+    axis: sequences (n = input sequences, every one with planted.draws sampled tokens per position) | draws
+        (n = sampled tokens per position, on the first `sequences` input sequences; the first n draws of
+        planted.draws, which must be >= max(ns)). Either way the sample has n x const x seq_len tokens, so the
+        slopes in n are the slopes in the number of sampled tokens (column `tokens`).
+    sequences: input sequences of every size when axis=draws (ignored for axis=sequences).
     replicates: replicate numbers, distinct, >= 0.
     min_replicates: fewer valid replicates at some n -> verdict "insufficient" (>= 2).
     min_sizes: fewer sizes -> verdict "insufficient" (>= 2).
@@ -27,8 +32,14 @@ class StudyConfig:
     replicates: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     min_replicates: int = 5
     min_sizes: int = 5
+    axis: str = "sequences"
+    sequences: int = 64
 
     def __post_init__(self):
+        if self.axis not in ("sequences", "draws"):
+            raise ValueError(f"StudyConfig.axis={self.axis!r} must be sequences or draws")
+        if int(self.sequences) < 1:
+            raise ValueError(f"StudyConfig.sequences={self.sequences} must be >= 1")
         self.ns, self.replicates = [int(n) for n in self.ns], [int(r) for r in self.replicates]
         if not self.ns or min(self.ns) < 1 or len(set(self.ns)) != len(self.ns):
             raise ValueError(f"StudyConfig.ns={self.ns} must be distinct integers >= 1")

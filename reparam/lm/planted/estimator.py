@@ -33,8 +33,13 @@ class LBFGSConfig:
     starts: random starts per fit; the estimate is the one with the lowest training NLL.
     max_iter: L-BFGS iterations per start.
     history: L-BFGS memory.
-    grad_tol: stop when the max |gradient| entry is below this.
+    grad_tol: stop when the max |gradient| entry is below this; a fit is `converged` when its final max |gradient|
+        is <= grad_tol (a diagnostic: validity is the gap).
     gap_tol: validity: relative gap (NLL_hat - NLL_truth) / NLL_truth <= gap_tol.
+    warm_start: one more start per fit from the estimate kept at the next smaller size of the same (replicate,
+        structure, regime) (continuation in n: the start is computed from a subset of the same data, so the
+        result is still an estimator of the fit's sample); the kept estimates are saved beside the logs, so a
+        resumed run continues the same chain. The smallest size has the random starts only.
     """
 
     starts: int = 2
@@ -42,20 +47,34 @@ class LBFGSConfig:
     history: int = 50
     grad_tol: float = 1e-9
     gap_tol: float = 1e-8
+    warm_start: bool = False
 
     def __post_init__(self):
         for name in ("starts", "max_iter", "history"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LBFGSConfig.{name}={getattr(self, name)} must be >= 1")
+        if not isinstance(self.warm_start, bool):
+            raise ValueError(f"LBFGSConfig.warm_start={self.warm_start!r} must be true or false")
         if self.grad_tol < 0 or self.gap_tol < 0:
             raise ValueError(f"LBFGSConfig.grad_tol={self.grad_tol} and gap_tol={self.gap_tol} must be >= 0")
 
 
-def nll(model: PrefixModel, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean negative log-likelihood per sampled token. inputs (n, T), targets (n, draws, T)."""
+def token_counts(targets: torch.Tensor, vocab: int) -> torch.Tensor:
+    """(n, T, vocab) float64 counts of the sampled targets (n, draws, T) per (sequence, position, token)."""
+    n, _, T = targets.shape
+    counts = torch.zeros(n, T, vocab, dtype=torch.float64)
+    counts.scatter_add_(-1, targets.transpose(1, 2), torch.ones(targets.transpose(1, 2).shape, dtype=torch.float64))
+    return counts
+
+
+def nll(model: PrefixModel, inputs: torch.Tensor, targets: torch.Tensor, counts: torch.Tensor | None = None
+        ) -> torch.Tensor:
+    """Mean negative log-likelihood per sampled token. inputs (n, T), targets (n, draws, T). Computed from the
+    token counts (`counts`, or counted here), so its cost does not grow with the draws per position."""
     logp = logits(model, inputs)  # (n, T, vocab)
-    picked = torch.gather(logp.unsqueeze(1).expand(-1, targets.shape[1], -1, -1), -1, targets.unsqueeze(-1))
-    return -picked.mean()
+    if counts is None:
+        counts = token_counts(targets, logp.shape[-1])
+    return -(counts * logp).sum() / targets.numel()
 
 
 @torch.no_grad()
@@ -84,6 +103,7 @@ def prefix_errors(kv_hat: torch.Tensor, kv_true: torch.Tensor) -> dict:
 
 def fit_lbfgs(model: PrefixModel, inputs: torch.Tensor, targets: torch.Tensor, fc: LBFGSConfig) -> dict:
     """Full-batch L-BFGS on the training NLL. Returns the final NLL, iterations and max |gradient|."""
+    counts = token_counts(targets, model.base.config.vocab_size)
     params = [p for p in model.prefix.parameters() if p.requires_grad]
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=fc.max_iter, max_eval=int(fc.max_iter * 1.25),
                             history_size=fc.history, tolerance_grad=fc.grad_tol, tolerance_change=1e-14,
@@ -91,7 +111,7 @@ def fit_lbfgs(model: PrefixModel, inputs: torch.Tensor, targets: torch.Tensor, f
 
     def closure():
         opt.zero_grad()
-        loss = nll(model, inputs, targets)
+        loss = nll(model, inputs, targets, counts)
         loss.backward()
         return loss
 
@@ -99,12 +119,13 @@ def fit_lbfgs(model: PrefixModel, inputs: torch.Tensor, targets: torch.Tensor, f
     opt.step(closure)
     wall = time.perf_counter() - t0
     opt.zero_grad()
-    loss = nll(model, inputs, targets)
+    loss = nll(model, inputs, targets, counts)
     loss.backward()
     grad = max(float(p.grad.abs().max()) for p in params)
     state = opt.state[params[0]]
     return {"train_nll": float(loss.detach()), "iterations": int(state.get("n_iter", 0)), "evals": int(state.get("func_evals", 0)),
-            "grad_max": grad, "fit_s": wall, "finite": bool(math.isfinite(float(loss.detach())))}
+            "grad_max": grad, "converged": bool(grad <= fc.grad_tol), "max_iter": fc.max_iter, "fit_s": wall,
+            "finite": bool(math.isfinite(float(loss.detach())))}
 
 
 class PlantedStudy:
@@ -123,32 +144,48 @@ class PlantedStudy:
             self.data[f] = sample_data(teacher, pc, n_max, replicate)
             self.truth_kl_base[f] = heldout_kl(self.base, self.data[f])
 
-    def fit(self, structure: str, regime: str, n: int) -> list[dict]:
-        """All starts of one fit: one row per start; the selected start (lowest training NLL) is flagged."""
+    def fit(self, structure: str, regime: str, n: int, draws: int | None = None,
+            warm: dict | None = None) -> tuple[list[dict], dict]:
+        """All starts of one fit on the first n sequences with the first `draws` sampled tokens per position (None:
+        all of them): one row per start; the selected start (lowest training NLL) is flagged. `warm`: trainable
+        parameters of a student of the same structure and length (the kept estimate of a smaller size), one more
+        start. Returns (rows, the selected start's trainable parameters)."""
         family = self.pc.family(structure)
         truth, data = self.truths[family], self.data[family]
         L = self.pc.prefix_len + (self.pc.extra if regime == "over" else 0)
-        inputs, targets = data.inputs[:n], data.targets[:n]
+        d = data.targets.shape[1] if draws is None else int(draws)
+        if not 1 <= d <= data.targets.shape[1]:
+            raise ValueError(f"draws={d} is outside 1..{data.targets.shape[1]} (planted.draws)")
+        inputs, targets = data.inputs[:n], data.targets[:n, :d]
         teacher = fixed_prefix(self.base, truth.kv)
         with torch.no_grad():
             nll_truth = float(nll(teacher, inputs, targets))
-        rows = []
-        for start in range(self.fc.starts):
+        rows, states = [], []
+        starts = [("random", s) for s in range(self.fc.starts)] + ([("warm", self.fc.starts)] if warm else [])
+        for kind, start in starts:
             student = make_student(self.base, structure, L, self.pc, truth,
                                    seed_of("start", structure, L, self.replicate, start), self.kv_rms)
+            if kind == "warm":
+                with torch.no_grad():
+                    for name, p in student.prefix.named_parameters():
+                        if p.requires_grad:
+                            p.copy_(warm[name])
             diag = fit_lbfgs(student, inputs, targets, self.fc)
             rel_gap = (diag["train_nll"] - nll_truth) / abs(nll_truth)
             with torch.no_grad():
                 kv_hat = student.prefix()
             errs = prefix_errors(kv_hat, truth.kv) if diag["finite"] else {"voronoi": np.nan, "rel_dist": np.nan}
             kl = heldout_kl(student, data) if diag["finite"] else np.nan
+            states.append({name: p.detach().clone() for name, p in student.prefix.named_parameters() if p.requires_grad})
             rows.append({"structure": structure, "regime": regime, "n": int(n), "replicate": int(self.replicate),
-                         "start": start, "truth": family, "prefix_len": L, "true_prefix_len": self.pc.prefix_len,
+                         "start": start, "start_kind": kind, "sequences": int(n), "draws": d,
+                         "tokens": int(n * d * self.pc.seq_len), "truth": family, "prefix_len": L,
+                         "true_prefix_len": self.pc.prefix_len,
                          "in_theorems": get_structure(structure).in_theorems, "nll_truth": nll_truth,
                          "rel_gap": rel_gap, "valid": bool(diag["finite"] and rel_gap <= self.fc.gap_tol),
                          **diag, **errs, "kl": kl, "kl_truth_vs_base": self.truth_kl_base[family],
                          "trainable": sum(p.numel() for p in student.prefix.parameters() if p.requires_grad)})
         best = int(np.nanargmin([r["train_nll"] if r["finite"] else np.inf for r in rows]))
-        for r in rows:
-            r["selected"] = r["start"] == best
-        return rows
+        for i, r in enumerate(rows):
+            r["selected"] = i == best
+        return rows, states[best]

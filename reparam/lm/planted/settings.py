@@ -8,11 +8,13 @@ from typing import Optional
 
 from .analysis import StudyConfig
 from .estimator import LBFGSConfig
+from .inverse import PsiConfig
 from .model import BaseConfig
 from .truth import PlantedConfig
 
-SECTIONS = {"base": BaseConfig, "planted": PlantedConfig, "fit": LBFGSConfig, "study": StudyConfig}
-MODES = ("run", "draw", "check")
+SECTIONS = {"base": BaseConfig, "planted": PlantedConfig, "fit": LBFGSConfig, "study": StudyConfig,
+            "inverse": PsiConfig}
+MODES = ("run", "draw", "check", "inverse")
 
 
 @dataclass
@@ -20,7 +22,9 @@ class PlantedPrefixConf:
     """Settings of `reparam planted-prefix` (key=value); the blocks are documented below.
 
     mode: run (fit what is missing, then draw the tables and figures and check) | draw (tables and figures from the
-        recorded fits; nothing is refitted) | check (the verdict table only).
+        recorded fits; nothing is refitted) | check (the verdict table only) | inverse (the inverse bound inside
+        attention: the attention witness and psi(delta) per structure and regime, the `inverse` block; resumable,
+        one cached file per case under run_dir/inverse).
     threads: torch CPU threads (the machine may be shared).
     run_dir: the result logs, one JSON-lines file per replicate (resumable), and the job log planted_prefix.log;
         never a committed folder.
@@ -29,7 +33,7 @@ class PlantedPrefixConf:
         the logs in run_dir.
     n_boot: bootstrap resamples of the slope intervals (>= 10).
     progress: one line per fit.
-    base, planted, fit, study: the blocks (study=cpu | smoke sets `study` and a few sizes).
+    base, planted, fit, study, inverse: the blocks (study=cpu | asymptotic | smoke sets `study` and a few sizes).
     """
 
     mode: str = "run"
@@ -100,17 +104,28 @@ def validate_study(cfg) -> dict:
     if out["planted"].seq_len > out["base"].max_positions:
         raise ConfigError(f"planted.seq_len={out['planted'].seq_len} is invalid: must be <= base.max_positions="
                           f"{out['base'].max_positions}")
-    out["setting_id"] = setting_id(out["base"], out["planted"], out["fit"])
+    sc = out["study"]
+    if sc.axis == "draws" and max(sc.ns) > out["planted"].draws:
+        raise ConfigError(f"study.ns={sc.ns} is invalid with study.axis=draws: the largest must be <= planted.draws="
+                          f"{out['planted'].draws} (the sizes are the first n draws of every position)")
+    out["setting_id"] = setting_id(out["base"], out["planted"], out["fit"], sc)
     return out
 
 
-def config_record(base: BaseConfig, pc: PlantedConfig, fc: LBFGSConfig) -> dict:
-    """Every result-affecting setting, for the record key of a row."""
-    return {"base": asdict(base), "planted": asdict(pc), "fit": asdict(fc)}
+def config_record(base: BaseConfig, pc: PlantedConfig, fc: LBFGSConfig, sc: Optional[StudyConfig] = None) -> dict:
+    """Every result-affecting setting, for the record key of a row (the study's axis only when it is `draws`: then
+    n means draws per position on `sequences` sequences)."""
+    out = {"base": asdict(base), "planted": asdict(pc), "fit": asdict(fc)}
+    if sc is not None and sc.axis == "draws":
+        out["study"] = {"axis": sc.axis, "sequences": sc.sequences}
+    return out
 
 
-def setting_id(base: BaseConfig, pc: PlantedConfig, fc: LBFGSConfig) -> str:
-    """Fingerprint of every result-affecting setting; structures and regimes are row columns, not settings."""
+def setting_id(base: BaseConfig, pc: PlantedConfig, fc: LBFGSConfig, sc: Optional[StudyConfig] = None) -> str:
+    """Fingerprint of every result-affecting setting; structures and regimes are row columns, not settings.
+    Settings added later are left out at their old behaviour (fit.warm_start=false, study.axis=sequences), so
+    the fingerprints of the committed tables recorded before them are unchanged."""
     from reparam.validation import fingerprint
 
-    return fingerprint(config_record(base, pc, fc), ignore=["planted.structures", "planted.regimes"])
+    ignore = ["planted.structures", "planted.regimes"] + ([] if fc.warm_start else ["fit.warm_start"])
+    return fingerprint(config_record(base, pc, fc, sc), ignore=ignore)

@@ -135,15 +135,17 @@ class PlantedData:
 @torch.no_grad()
 def sample_data(teacher: PrefixModel, pc: PlantedConfig, n_max: int, replicate: int) -> PlantedData:
     """Nested data: the first n rows are the sample of size n whatever n_max is (row-ordered draws, and the
-    held-out set has its own stream), so fits recorded with another largest n stay comparable."""
+    held-out set has its own stream), so fits recorded with another largest n stay comparable; for a fixed
+    `pc.draws`, the first d draws of every position are the sample with d draws (the draws-axis study)."""
     vocab = teacher.base.config.vocab_size
     g_in, g_u = (torch.Generator().manual_seed(seed_of(role, replicate)) for role in ("inputs", "targets"))
     inputs = torch.randint(0, vocab, (n_max, pc.seq_len), generator=g_in)
     uniforms = torch.rand(n_max, pc.draws, pc.seq_len, generator=g_u, dtype=torch.float64)
     cdf = logits(teacher, inputs).exp().cumsum(-1)  # (n_max, T, vocab)
-    # inverse-CDF sampling: target = first token whose cumulative probability exceeds u
-    targets = torch.searchsorted(cdf.unsqueeze(1).expand(-1, pc.draws, -1, -1).contiguous(),
-                                 (uniforms * cdf[:, None, :, -1]).unsqueeze(-1)).squeeze(-1).clamp(max=vocab - 1)
+    # inverse-CDF sampling: target = first token whose cumulative probability exceeds u; batched over (row, position)
+    # without copying the CDF per draw (many draws per position stay cheap in memory)
+    u = (uniforms * cdf[:, None, :, -1]).transpose(1, 2).contiguous()  # (n_max, T, draws)
+    targets = torch.searchsorted(cdf.contiguous(), u).clamp(max=vocab - 1).transpose(1, 2).contiguous()
     gt = torch.Generator().manual_seed(seed_of("test", replicate))
     test_inputs = torch.randint(0, vocab, (pc.n_test, pc.seq_len), generator=gt)
     return PlantedData(inputs, targets, test_inputs, logits(teacher, test_inputs))  # targets (n_max, draws, T)
