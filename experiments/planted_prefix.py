@@ -92,6 +92,58 @@ def fit_all(cfg: DictConfig, settings: dict) -> None:
     say(logger, f"[planted] fits done in {time.time() - t_all:.0f}s")
 
 
+def polish(cfg: DictConfig, settings: dict) -> None:
+    """mode=polish (settings.py PlantedPrefixConf.polish_iter): one more start, from the kept estimate, for every
+    recorded fit of the configured study that did not converge; largest n first, exact before over."""
+    import dataclasses
+
+    base_cfg, pc, fc, sc, sid = (settings[k] for k in ("base", "planted", "fit", "study", "setting_id"))
+    if not fc.warm_start:
+        raise DataError("mode=polish needs the kept estimates saved by fit.warm_start=true")
+    torch.set_num_threads(cfg.threads)
+    run_dir = repo_path(cfg.run_dir)
+    base = pl.make_base(base_cfg)
+    more = dataclasses.replace(fc, max_iter=cfg.polish_iter)
+    t_all = time.time()
+    studies = {}
+    order = [(n, g, r) for n in sorted(sc.ns, reverse=True) for g in ("exact", "over") if g in pc.regimes
+             for r in sc.replicates]
+    for n, regime, r in order:
+        log = _log(run_dir, r)
+        fits = pd.DataFrame(log.rows())
+        if fits.empty:
+            continue
+        fits = fits[fits["setting_id"] == sid]
+        for structure in pc.structures:
+            part = fits[(fits.structure == structure) & (fits.regime == regime) & (fits.n == n)]
+            if part.empty or (part.get("start_kind") == "continued").any():
+                continue
+            kept = part.loc[part["train_nll"].astype(float).idxmin()]
+            if bool(kept.get("converged", False)):
+                continue
+            path = _state_path(run_dir, sid, r, structure, regime, n)
+            if not path.is_file():
+                continue
+            if r not in studies:
+                studies[r] = pl.PlantedStudy(base, pc, fc, r, sc.sequences if sc.axis == "draws" else max(sc.ns))
+            study = studies[r]
+            seqs, draws = (sc.sequences, n) if sc.axis == "draws" else (n, None)
+            row, state = study.continue_fit(structure, regime, seqs, draws, torch.load(path), more,
+                                            start=int(part["start"].max()) + 1)
+            row.update({"n": int(n), "iterations": int(kept["iterations"]) + row["iterations"],
+                        "max_iter": int(kept["max_iter"]) + more.max_iter, "polished_from": int(kept["start"]),
+                        "selected": False, "setting_id": sid})
+            log.extend([row])
+            if row["train_nll"] < float(kept["train_nll"]):
+                torch.save(state, path)
+            if cfg.progress:
+                say(logger, f"[polish] r={r} n={n:4d} {structure:14s} {regime:5s} valid={row['valid']!s:5s} "
+                            f"gap={row['rel_gap']:+.1e} it={row['iterations']:4d} |g|={row['grad_max']:.0e} "
+                            f"rel={row['rel_dist']:.3g} (was {kept['rel_dist']:.3g}) kl={row['kl']:.3g} "
+                            f"({row['fit_s']:.1f}s)")
+    say(logger, f"[polish] done in {time.time() - t_all:.0f}s")
+
+
 def load_fits(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     """Every recorded fit (all starts) of this setting, from check_table or the run folder's logs."""
     if cfg.check_table is not None:
@@ -111,7 +163,12 @@ def load_fits(cfg: DictConfig, settings: dict) -> pd.DataFrame:
                 & fits.replicate.isin(sc.replicates)]
     if fits.empty:
         raise DataError(f"no recorded fits of setting {settings['setting_id']} under {cfg.check_table or cfg.run_dir}")
-    return fits.reset_index(drop=True)
+    fits = fits.reset_index(drop=True)
+    # the estimate of a fit is its start with the lowest training NLL, also after mode=polish added a start
+    finite = fits["train_nll"].where(fits["finite"].astype(bool), np.inf)
+    kept = finite.groupby([fits[k] for k in FIT_KEY]).idxmin()
+    fits["selected"] = fits.index.isin(kept.to_numpy())
+    return fits
 
 
 #: figure stem -> (plotted column, slope-table error whose slopes it has): every figure is named after what it
@@ -195,7 +252,12 @@ def draw(cfg: DictConfig, settings: dict) -> pd.DataFrame:
         conv, on=["structure", "regime", "n"], how="left"), out_dir / "planted_summary.csv")
     from reparam.lm.planted.headline import n_to_target
 
-    write_table(n_to_target(est), out_dir / "planted_n_to_target.csv")
+    n2t = n_to_target(est)
+    write_table(n2t, out_dir / "planted_n_to_target.csv")
+    from reparam.lm.planted.headline import largest_n_table, report_markdown
+
+    write_table(largest_n_table(est), out_dir / "planted_largest_n.csv")
+    (out_dir / "planted_report.md").write_text(report_markdown(est, slopes, n2t) + "\n")
     draw_figures(est, slopes, settings, out_dir)
     report = pl.check_lines(slopes)
     (out_dir / "planted_check.md").write_text(
@@ -212,6 +274,18 @@ def check(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     say(logger, pl.check_lines(slopes))
     say(logger, f"valid fits: {est['valid'].mean():.1%} of {len(est)} estimates")
     return slopes
+
+
+def quiet_libraries() -> None:
+    """No library chatter on the console: the base is called without an attention mask and with a prefix cache on
+    purpose (random tokens, no padding), so transformers' advice lines and deprecation warnings say nothing here."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
+    warnings.filterwarnings("ignore", message=r".*past_key_values.*", category=FutureWarning)
 
 
 def fc_max_iter(settings: dict) -> int:
@@ -243,8 +317,11 @@ def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     # the witness and the query constancy of both bases (cheap: no fit)
     wrows = []
     for name, (b, dirs) in bases.items():
-        ratio, _ = inv.query_constancy(b, probe)
-        row = {"base": name, "query_constancy_min": float(ratio.min()), "query_constancy_median": float(ratio.median())}
+        ratio, found = inv.query_constancy(b, probe)
+        margin = inv.query_halfspace(b, probe, found)
+        row = {"base": name, "query_constancy_min": float(ratio.min()), "query_constancy_median": float(ratio.median()),
+               "query_constancy_max": float(ratio.max()), "halfspace_margin_min": float(margin.min()),
+               "halfspace_heads": int((margin > 0).sum()), "heads": int(margin.numel())}
         truth = pl.plant_truth(b, "shared", pc, ic.replicate, kv_rms)
         kv = inv.attention_witness(truth.kv, dirs if dirs is not None else inv.query_constancy(b, probe)[1], ic.c0,
                                    position=pc.prefix_len - 1, alpha=0.5, scale=1.0)
@@ -291,10 +368,12 @@ def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     for _, r in verdicts.iterrows():
         lines.append(f"| {r.base} | {r.structure} | {r.regime} | {r.ratio_smallest_delta:.3g} | "
                      f"{r.ratio_largest_delta:.3g} | {r.psi_at_base_point:.3g} | {r.verdict} |")
-    wl = ["| base | min query constancy | witness max logit diff | witness rel. distance | witness Voronoi |",
-          "|---|---|---|---|---|"]
+    wl = ["| base | query constancy (min / median / max over heads) | heads whose queries lie in a half-space | "
+          "witness max logit diff | witness rel. distance | witness Voronoi |", "|---|---|---|---|---|---|"]
     for r in wrows:
-        wl.append(f"| {r['base']} | {r['query_constancy_min']:.3g} | {r['witness_max_logit_diff']:.2e} | "
+        wl.append(f"| {r['base']} | {r['query_constancy_min']:.3g} / {r['query_constancy_median']:.3g} / "
+                  f"{r['query_constancy_max']:.3g} | {r['halfspace_heads']}/{r['heads']} (min margin "
+                  f"{r['halfspace_margin_min']:.2f}) | {r['witness_max_logit_diff']:.2e} | "
                   f"{r['witness_rel_dist']:.3g} | {r['witness_voronoi']:.3g} |")
     (out_dir / "planted_psi.md").write_text(
         f"# Inverse bound inside attention (setting {settings['setting_id']})\n\n"
@@ -302,7 +381,9 @@ def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
         f"verdict: holds when psi/delta at the smallest delta >= {ic.holds_ratio} x its value at the largest, fails "
         f"when psi < {ic.round_off} (round-off) somewhere, else decreasing.\n\n" + "\n".join(lines) +
         "\n\nThe attention witness (split of the last true position in every head, alpha = 1/2, |u| = the RMS value "
-        "norm); query constancy = min over directions of std(e.q)/|mean(e.q)| (0: a constant query component):\n\n"
+        "norm); query constancy = min over directions e of std(e.q)/|mean(e.q)| (0: a constant query component); "
+        "half-space: every sampled query has e.q > 0 along that e (min margin = min e.q / mean e.q), so an extra "
+        "position can lose its weight only by moving its key arbitrarily far:\n\n"
         + "\n".join(wl) + "\n")
     say(logger, "\n".join(lines))
     say(logger, "\n".join(wl))
@@ -329,11 +410,14 @@ def run(cfg: Any) -> int:
     returns the exit status (a user's mistake: one line on stderr, status 2). cfg: the composed config."""
     cfg = as_dictconfig(cfg)
     settings = pl.validate_study(cfg)
+    quiet_libraries()
     if cfg.mode == "run":
         fit_all(cfg, settings)
         draw(cfg, settings)
     elif cfg.mode == "draw":
         draw(cfg, settings)
+    elif cfg.mode == "polish":
+        polish(cfg, settings)
     elif cfg.mode == "inverse":
         inverse(cfg, settings)
     else:

@@ -189,3 +189,36 @@ class PlantedStudy:
         for i, r in enumerate(rows):
             r["selected"] = i == best
         return rows, states[best]
+
+    def continue_fit(self, structure: str, regime: str, n: int, draws: int | None, state: dict, fc: LBFGSConfig,
+                     start: int) -> tuple[dict, dict]:
+        """One more start of a recorded fit: L-BFGS from `state` (the kept estimate's trainable parameters) for
+        fc.max_iter more iterations (`reparam planted-prefix mode=polish`). Returns (row, its parameters); the row's
+        ``iterations`` counts this run only, the caller adds the earlier budget."""
+        family = self.pc.family(structure)
+        truth, data = self.truths[family], self.data[family]
+        L = self.pc.prefix_len + (self.pc.extra if regime == "over" else 0)
+        d = data.targets.shape[1] if draws is None else int(draws)
+        inputs, targets = data.inputs[:n], data.targets[:n, :d]
+        with torch.no_grad():
+            nll_truth = float(nll(fixed_prefix(self.base, truth.kv), inputs, targets))
+        student = make_student(self.base, structure, L, self.pc, truth, seed_of("start", structure, L, self.replicate, 0),
+                               self.kv_rms)
+        with torch.no_grad():
+            for name, p in student.prefix.named_parameters():
+                if p.requires_grad:
+                    p.copy_(state[name])
+        diag = fit_lbfgs(student, inputs, targets, fc)
+        rel_gap = (diag["train_nll"] - nll_truth) / abs(nll_truth)
+        with torch.no_grad():
+            kv_hat = student.prefix()
+        errs = prefix_errors(kv_hat, truth.kv) if diag["finite"] else {"voronoi": np.nan, "rel_dist": np.nan}
+        kl = heldout_kl(student, data) if diag["finite"] else np.nan
+        row = {"structure": structure, "regime": regime, "n": int(n), "replicate": int(self.replicate), "start": start,
+               "start_kind": "continued", "sequences": int(n), "draws": d, "tokens": int(n * d * self.pc.seq_len),
+               "truth": family, "prefix_len": L, "true_prefix_len": self.pc.prefix_len,
+               "in_theorems": get_structure(structure).in_theorems, "nll_truth": nll_truth, "rel_gap": rel_gap,
+               "valid": bool(diag["finite"] and rel_gap <= self.fc.gap_tol), **diag, **errs, "kl": kl,
+               "kl_truth_vs_base": self.truth_kl_base[family],
+               "trainable": sum(p.numel() for p in student.prefix.parameters() if p.requires_grad)}
+        return row, {name: p.detach().clone() for name, p in student.prefix.named_parameters() if p.requires_grad}

@@ -85,7 +85,8 @@ def headline_figure(est: pd.DataFrame, regime: str = "exact", reference: str = "
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         ax.grid(True, which="major", alpha=0.3)
-    axes[0].legend(loc="upper right", fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(loc="upper right", fontsize=7)
     fig.suptitle(f"Planted prefix in attention: structures compared, {regime}-specified (mean of valid fits, 95% band)",
                  fontsize=9)
     fig.tight_layout()
@@ -120,3 +121,61 @@ def psi_figure(curves: pd.DataFrame, verdicts: pd.DataFrame):
     fig.suptitle(r"Inverse bound inside attention: $\psi(\delta)/\delta$ (round-off floored at $10^{-10}$)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def largest_n_table(est: pd.DataFrame) -> pd.DataFrame:
+    """Per (structure, regime) at its largest n: mean relative distance and KL of the VALID estimates with 95%
+    Student-t intervals, and how many fits were valid, converged and at the iteration cap."""
+    from scipy import stats
+
+    rows = []
+    for (s, g), part in est.groupby(["structure", "regime"]):
+        n = part["n"].max()
+        at = part[part["n"] == n]
+        v = at[at["valid"].astype(bool)]
+        row = {"structure": s, "regime": g, "n": int(n), "fits": len(at), "valid": len(v),
+               "converged": int(at["converged"].sum()) if "converged" in at else np.nan,
+               "at_cap": int((at["iterations"] >= at["max_iter"]).sum()) if "max_iter" in at else np.nan,
+               "grad_max_median": float(at["grad_max"].median())}
+        for error in ("rel_dist", "kl"):
+            x = v[error].to_numpy(float)
+            mean = x.mean() if len(x) else np.nan
+            half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)) if len(x) >= 2 else np.nan
+            row.update({f"{error}_mean": mean, f"{error}_lo": mean - half, f"{error}_hi": mean + half})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def report_markdown(est: pd.DataFrame, slopes: pd.DataFrame, n2t: pd.DataFrame) -> str:
+    """The closing note of a planted study, rendered from its tables (README block generated:planted-asymptotic)."""
+    big = largest_n_table(est)
+    lines = ["| structure | regime | n | rel. distance [95% CI] | held-out KL [95% CI] | valid | converged | at cap |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, r in big.sort_values(["regime", "structure"]).iterrows():
+        lines.append(f"| `{r.structure}` | {r.regime} | {r.n} | {r.rel_dist_mean:.3g} [{r.rel_dist_lo:.3g}, "
+                     f"{r.rel_dist_hi:.3g}] | {r.kl_mean:.2e} [{r.kl_lo:.2e}, {r.kl_hi:.2e}] | {r.valid}/{r.fits} | "
+                     f"{r.converged}/{r.fits} | {r.at_cap}/{r.fits} |")
+    out = "\n".join(lines)
+    lines = ["| structure | regime | rel. distance | Voronoi | held-out KL (THEORY: -1) |", "|---|---|---|---|---|"]
+    for (s, g), part in (slopes.groupby(["structure", "regime"]) if len(slopes) else []):
+        cells = []
+        for error in ("rel_dist", "voronoi", "kl"):
+            r = part[part.error == error]
+            if r.empty:
+                cells.append("-")
+                continue
+            r = r.iloc[0]
+            verdict = f" **{r.verdict}**" if r.verdict not in ("measured",) else ""
+            cells.append(f"{r.slope:+.2f} [{r.slope_lo:+.2f}, {r.slope_hi:+.2f}]{verdict}")
+        lines.append(f"| `{s}` | {g} | " + " | ".join(cells) + " |")
+    out += "\n\nSlopes in n [95% bootstrap CI] over the valid fits (verdicts where THEORY predicts a slope):\n\n"
+    out += "\n".join(lines)
+    lines = ["| regime | error | target | structure | n needed | n(independent) / n(structure) |",
+             "|---|---|---|---|---|---|"]
+    for _, r in (n2t.sort_values(["regime", "error", "target_kind", "structure"]).iterrows() if len(n2t) else []):
+        n = f"{r.n_needed:.3g}" if np.isfinite(r.n_needed) else "not reached"
+        ratio = f"{r.ratio_reference_over_structure:.3g}" if np.isfinite(r.ratio_reference_over_structure) else "-"
+        lines.append(f"| {r.regime} | {r.error} | {r.target:.3g} ({r.target_kind}) | `{r.structure}` | {n} | {ratio} |")
+    out += ("\n\nThe n each structure's mean needs to reach a target (interpolated between measured sizes, never "
+            "extrapolated):\n\n" + "\n".join(lines))
+    return out

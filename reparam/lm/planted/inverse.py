@@ -86,6 +86,17 @@ def query_constancy(base: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor
     return ratios, dirs
 
 
+@torch.no_grad()
+def query_halfspace(base: nn.Module, inputs: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """Per (layer, head): min over the sampled queries of (e . q) / mean(e . q) along the head's direction e
+    (`query_constancy`). > 0 in a head: every query has a positive component along e, so a prefix position whose key
+    moves along -e loses its attention weight in that head (weight ~ exp(-t e.q / sqrt(head_dim)) -> 0): an extra
+    position can be switched off, but only by moving it arbitrarily far from the truth."""
+    q = head_queries(base, inputs).double()  # (layers, heads, N, hd)
+    proj = torch.einsum("lhni,lhi->lhn", q, dirs.double())
+    return proj.min(-1).values / proj.mean(-1)
+
+
 def constant_query_base(base: nn.Module, c0: float = 1.0, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
     """A copy of a GPT-2 base whose every (layer, head) has an exact constant query component: a random unit
     direction e of the head's query space is projected out of its query weights and the query bias is set to c0
@@ -168,7 +179,7 @@ class PsiConfig:
     round_off: psi below this is round-off (an f-equivalent prefix).
     """
 
-    deltas: list[float] = field(default_factory=lambda: [1.0, 0.3, 0.1, 0.03, 0.01])
+    deltas: list[float] = field(default_factory=lambda: [3.0, 1.0, 0.3, 0.1, 0.03, 0.01])
     sequences: int = 16
     random_starts: int = 1
     max_iter: int = 40

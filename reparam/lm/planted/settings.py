@@ -14,7 +14,7 @@ from .truth import PlantedConfig
 
 SECTIONS = {"base": BaseConfig, "planted": PlantedConfig, "fit": LBFGSConfig, "study": StudyConfig,
             "inverse": PsiConfig}
-MODES = ("run", "draw", "check", "inverse")
+MODES = ("run", "draw", "check", "inverse", "polish")
 
 
 @dataclass
@@ -22,7 +22,8 @@ class PlantedPrefixConf:
     """Settings of `reparam planted-prefix` (key=value); the blocks are documented below.
 
     mode: run (fit what is missing, then draw the tables and figures and check) | draw (tables and figures from the
-        recorded fits; nothing is refitted) | check (the verdict table only) | inverse (the inverse bound inside
+        recorded fits; nothing is refitted) | check (the verdict table only) | polish (more iterations for the
+        recorded fits that did not converge, `polish_iter`) | inverse (the inverse bound inside
         attention: the attention witness and psi(delta) per structure and regime, the `inverse` block; resumable,
         one cached file per case under run_dir/inverse).
     threads: torch CPU threads (the machine may be shared).
@@ -32,6 +33,11 @@ class PlantedPrefixConf:
     check_table: draw/check from this tidy fits table (e.g. figures/lm/planted/draws_1/planted_fits.csv) instead of
         the logs in run_dir.
     n_boot: bootstrap resamples of the slope intervals (>= 10).
+    polish_iter: mode=polish: every recorded fit whose kept start is not converged (max |gradient| > fit.grad_tol)
+        gets one more start, L-BFGS from its kept estimate (saved with fit.warm_start) for polish_iter more
+        iterations; its row has start_kind "continued" and counts the whole budget in `iterations` (the kept
+        start's plus these). Largest sizes first, exact before over; resumable (a fit with a continued start is
+        not polished again). The estimate of a fit is always its start with the lowest training NLL.
     progress: one line per fit.
     base, planted, fit, study, inverse: the blocks (study=cpu | asymptotic | smoke sets `study` and a few sizes).
     """
@@ -43,6 +49,7 @@ class PlantedPrefixConf:
     check_table: Optional[str] = None
     n_boot: int = 2000
     progress: bool = True
+    polish_iter: int = 300
 
 
 APP_KEYS = tuple(f.name for f in dataclasses.fields(PlantedPrefixConf))
@@ -79,6 +86,7 @@ def validate_study(cfg) -> dict:
     check_choice("mode", plain.get("mode", "run"), MODES)
     check_int("threads", plain.get("threads", 1), low=1)
     check_int("n_boot", plain.get("n_boot", 2000), low=10)
+    check_int("polish_iter", plain.get("polish_iter", 300), low=1)
     require(isinstance(plain.get("progress", True), bool), "progress", plain.get("progress"), "true or false")
     for name in ("run_dir", "out_dir"):
         value = plain.get(name)
