@@ -47,7 +47,7 @@ class NoWitnessError(ValueError):
 
 
 STRUCTURES: dict[str, type["Structure"]] = {}
-_REGISTRY_LISTENERS: list[Callable[[], None]] = []  # e.g. sims.config's Hydra options, refreshed on every change
+_REGISTRY_LISTENERS: list[Callable[[], None]] = []  # e.g. reparam.study_config's Hydra options, refreshed on each change
 
 
 def register(cls: type["Structure"]) -> type["Structure"]:

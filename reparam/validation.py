@@ -401,11 +401,11 @@ class PreflightCallback(_HydraCallback):
           callbacks:
             preflight:
               _target_: reparam.validation.PreflightCallback
-              validator: reparam.sims.config.validate_cfg      # callable(cfg) raising InputError
+              validator: reparam.sims.convergence.validate_cfg # callable(cfg) raising InputError
 
     on_run_start: runs the validator, then checks that hydra.run.dir can be created, before Hydra creates
-    the run folder; with `folder` (a callable(cfg), e.g. reparam.sims.config.check_folder), locks the run folder
-    and refuses one that holds another command's or setting's outputs (reparam.runfolder). on_multirun_start: checks hydra.sweep.dir, then composes EVERY job of the sweep from its
+    the run folder; with `folder` (a callable(cfg), e.g. reparam.sims.convergence.check_folder), locks the run
+    folder and refuses one that holds another command's or setting's outputs (reparam.runfolder). on_multirun_start: checks hydra.sweep.dir, then composes EVERY job of the sweep from its
     overrides (the config's `hydra.sweeper.params` and the command line's) and validates each, so one bad value
     stops the sweep before its first job (and no job of a
     sweep is left unrun because an earlier one was rejected). A failure prints one line and exits with 2.

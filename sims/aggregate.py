@@ -29,7 +29,7 @@ from reparam.runfolder import open_run_folder, release
 from reparam.sweep import read_study_log, tidy
 from reparam.validation import (ConfigError, DataError, check_added_keys, check_list, check_output_dir,
                                 check_output_file, check_unknown_keys)
-from reparam.sims.report import write_outputs
+from reparam.outputs import write_outputs
 
 logger = logging.getLogger(__name__)  # Hydra sends it to the console and to OUT/aggregate.log
 

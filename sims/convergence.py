@@ -1,4 +1,4 @@
-"""The main job: `reparam convergence [overrides]` (Hydra app; see sims/config.py for every field).
+"""The main job: `reparam convergence [overrides]` (Hydra app; schema reparam.study_config.StudyConf).
 
 Runs every (structure, regime, n) cell of the study, persisting each finished cell to results.jsonl in
 the Hydra run directory (rerun with `hydra.run.dir=THAT_DIR` to resume), then writes results.csv,
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -20,10 +21,25 @@ from reparam.sweep import run_plan, set_threads
 from reparam.validation import check_output_file, status_on_input_error
 from reparam.study import DEFAULT_N_GRID
 from reparam.runfolder import open_run_folder, release
-from reparam.sims.config import folder_setting, plan_from_cfg
-from reparam.sims.report import write_outputs
+from reparam.outputs import write_outputs
+from reparam.study_config import folder_setting, plan_from_cfg
 
 logger = logging.getLogger(__name__)  # Hydra sends it to the console and to the run's convergence.log
+
+
+def validate_cfg(cfg: Any) -> None:
+    """The validator of the Hydra preflight callback (conf/convergence.yaml): every check of plan_from_cfg."""
+    plan_from_cfg(cfg)
+
+
+def check_folder(cfg: Any) -> None:
+    """The run-folder hook of the preflight (conf/convergence.yaml): hydra.run.dir holds no other command's or
+    setting's outputs, and no other process writes into it (then this one holds it)."""
+    from reparam.runfolder import acquire, check_run_folder
+
+    folder = str(cfg.hydra.run.dir)
+    check_run_folder(folder, "convergence", folder_setting(cfg))
+    acquire(folder)
 
 
 @status_on_input_error

@@ -3,7 +3,7 @@
 A Hydra multirun over `truth.seed` (sims/conf/robustness.yaml: `hydra.sweeper.params`, seeds 0..19; override with
 `truth.seed=range(0,5)`), so any Hydra launcher runs it (basic, joblib, submitit, the shipped `slurm`) with no
 code change. Each job is one truth (reparam.truth.random_truth: random pretrained head, tie maps, latent prompts
-and biases, true atoms >= 0.5 apart) and runs through the main job's code path (sims/config.py `plan_from_cfg`
+and biases, true atoms >= 0.5 apart) and runs through the main job's code path (reparam.study_config `plan_from_cfg`
 -> reparam.sweep.run_plan): every structure with a THEORY rate, exact- and over-specified, on a smaller grid,
 with results.jsonl (resumable) and results.csv in the job folder. When the sweep ends, `RobustnessCallback`
 collects every job of the sweep folder and writes there results.csv (all truths), robustness.csv (per-truth
@@ -41,8 +41,8 @@ from reparam.study import TruthConfig
 from reparam.sweep import copy_planned_rows, plan_rows, read_study_log, run_plan, set_threads, tidy, write_results
 from reparam.validation import (status_on_input_error, ConfigError, DataError, InputError, PreflightCallback, check_output_file, check_unknown_keys)
 from reparam.runfolder import open_run_folder, release
-from reparam.sims.config import StructureConf, StudyConf, plan_from_cfg
-from reparam.sims.config import folder_setting as config_folder_setting
+from reparam.study_config import StructureConf, StudyConf, plan_from_cfg
+from reparam.study_config import folder_setting as config_folder_setting
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ POOLED_FIELDS = ("truth.seed", "seed", "n", "n_grid", "threads", "workers", "pro
 
 @dataclass
 class RobustnessConf(StudyConf):
-    """The robustness study: every field of sims/config.py StudyConf (one job = one truth), with the robustness
+    """The robustness study: every field of reparam.study_config.StudyConf (one job = one truth), with the robustness
     defaults (truth=random, n_grid 300..30000, 4 replicates, the structures with a THEORY rate), and:
 
     summarize: an existing sweep (or single-run) folder: (re)write its summary (results.csv, robustness.csv,

@@ -21,7 +21,8 @@ from reparam.identifiability import witness_family
 from reparam.rates import Prediction
 from reparam.structures import STRUCTURES, SharedLinear, Structure, register, unregister
 from reparam.truth import canonical_truth
-from reparam.sims.config import plan_from_cfg  # also stores the Hydra app's options (ConfigStore)
+from reparam.study_config import plan_from_cfg  # also stores the Hydra app's options (ConfigStore)
+import reparam.sims.convergence  # noqa: F401 - the app of sims/conf/convergence.yaml stores what it composes
 
 NAME = "scaled_linear_test"
 

@@ -57,7 +57,7 @@ def test_no_commit_outside_a_git_checkout(tmp_path):
 def test_the_study_output_step_writes_provenance(tmp_path):
     from reparam.study import Setting
     from reparam.sweep import StudyPlan, run_plan
-    from reparam.sims.report import write_outputs
+    from reparam.outputs import write_outputs
 
     plan = StudyPlan(structures=["shared_linear"], regimes=["exact"], n_grid=[300], replicates=1,
                      setting=Setting(n_eval=500))

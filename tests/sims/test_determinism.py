@@ -6,7 +6,7 @@ import torch
 
 from reparam.study import Setting
 from reparam.sweep import StudyPlan, run_plan, without_timing, write_results
-from reparam.sims.report import write_outputs
+from reparam.outputs import write_outputs
 
 # Differences between 1 and 2 torch threads come from the order of floating-point reductions only:
 # certified fits agree to this relative tolerance on every error column (documented in the README).

@@ -1,4 +1,8 @@
-"""Structured configs of the synthetic study (Hydra ConfigStore) and their translation to a StudyPlan.
+"""The study's structured config (StudyConf, a Hydra ConfigStore schema) and its translation to a StudyPlan.
+
+Shared by every app that runs the synthetic study through one config: `reparam convergence` (schema StudyConf,
+sims/conf/convergence.yaml) and `reparam robustness` (RobustnessConf, a StudyConf with other defaults). Importing
+this module stores the schema (`study_schema`) and its groups in Hydra's ConfigStore:
 
 Groups (pick one with `group=name`, then override fields with `group.field=value`):
     truth      canonical | random                       -> reparam.study.TruthConfig
@@ -18,12 +22,12 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-import reparam.app  # noqa: F401 - stores hydra/job_logging=reparam, which conf/convergence.yaml composes
-from reparam.fit import SolverConfig
-from reparam.structures import STRUCTURES, on_registry_change
-from reparam.study import DEFAULT_N_GRID, STUDY_INIT, InitConfig, Setting, TruthConfig
-from reparam.sweep import StudyPlan, check_resources, validate_plan
-from reparam.validation import ConfigError, check_int, check_unknown_keys
+from .fit import SolverConfig
+from .structures import STRUCTURES, on_registry_change
+from .study import DEFAULT_N_GRID, STUDY_INIT, InitConfig, Setting, TruthConfig
+from .sweep import StudyPlan, check_resources, validate_plan
+from .validation import ConfigError, check_int, check_unknown_keys
+
 
 @dataclass
 class StructureConf:
@@ -43,11 +47,34 @@ class RegimeConf:
 
 @dataclass
 class StudyConf:
-    """The whole study. `n` (if set) replaces n_grid by one size: handy for `-m n=1000,10000`.
+    """Settings of the study (pick a group option with `group=name`, override a field with `group.field=value`).
+
+    truth: the ground truth (reparam.study.TruthConfig); options canonical | random. truth.kind: 'canonical' (the
+        documented values) or 'random' (drawn from truth.seed); truth.noise: sigma of Y (null: the truth's 0.1);
+        truth.min_separation: least distance between true atoms (random truths only).
+    structure: the structures compared, one curve each; options all | shared | independent | one structure's
+        name (every registered structure declares its options). structure.names: the list itself;
+        structure.activation: sigma of shared_mlp.
+    regime: options both | exact | over. regime.names: 'exact' (L' = L*) and/or 'over' (L' = L* + extra_atoms);
+        regime.extra_atoms: atoms added in over-specified fits.
+    optimiser: the batched damped-Newton solver (reparam.fit.SolverConfig); options newton | newton_long
+        (max_iter=1000). optimiser.max_iter, ftol, stop ('statistical' or 'strict'), stat_tol, damping0,
+        damping_max, chunk_elements, gap_tol, method ('newton' or 'gauss_newton'), psd_tol, prune,
+        prune_after, prune_margin, num_threads: see `help(reparam.fit.SolverConfig)`.
+    init: the starts of each fit (reparam.study.InitConfig); options near_truth | random | mixed (the default:
+        the near-truth start + 4 random ones). init.mode, n_starts (the lowest-loss start is kept),
+        scale and shrink (near-truth noise scale * (n / 1000) ** -shrink), random_scale (random atoms in
+        U(-random_scale, random_scale)).
+    n_grid: the sample sizes (sorted, unique, >= 1).
+    n: one sample size instead of n_grid (null: n_grid); handy for `-m n=1000,10000`.
+    replicates: replicate data streams per cell (>= 1); seed: base seed of the replicates' data streams.
+    n_eval: held-out samples of the prediction-error estimate.
     threads: torch threads of this process (with workers > 1: shared among the workers, at least 1 each).
     workers: processes that run cells in parallel (rows do not depend on it; see reparam.sweep.run_plan).
     device: where the solver's sample-space pass runs, 'cpu' or 'cuda' (float64; 'cuda' needs a GPU).
-    figures/progress: switch outputs off (e.g. in tests)."""
+    figures: draw the figures (needs >= 2 sample sizes); progress: print a line per finished cell.
+    allow_large: run even when the up-front estimate exceeds this machine's memory or 24 h.
+    """
 
     truth: TruthConfig = field(default_factory=TruthConfig)
     structure: StructureConf = field(default_factory=StructureConf)
@@ -64,7 +91,7 @@ class StudyConf:
     device: str = "cpu"
     figures: bool = True
     progress: bool = True
-    allow_large: bool = False  # run even when the up-front estimate exceeds this machine's memory or 24 h
+    allow_large: bool = False
 
 
 @dataclass
@@ -159,11 +186,6 @@ def plan_from_cfg(cfg: Any) -> tuple[StudyPlan, int]:
     return plan, int(cfg.threads)
 
 
-def validate_cfg(cfg: Any) -> None:
-    """The validator of the Hydra preflight callback (conf/convergence.yaml): every check of plan_from_cfg."""
-    plan_from_cfg(cfg)
-
-
 #: StudyConf fields that change how fast or how verbosely a study runs, never a recorded number
 EXECUTION_FIELDS = ("threads", "workers", "progress", "figures", "allow_large")
 
@@ -173,16 +195,6 @@ def folder_setting(cfg: Any, schema: Any = StudyConf, ignore: tuple = ()) -> dic
     a result, the sizes (n_grid, n, replicates, seed) included, since results.csv holds exactly those fits."""
     keys = [f.name for f in dataclasses.fields(schema) if f.name not in EXECUTION_FIELDS + tuple(ignore)]
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in keys if k in cfg]), resolve=True)
-
-
-def check_folder(cfg: Any) -> None:
-    """The run-folder hook of the preflight (conf/convergence.yaml): hydra.run.dir holds no other command's or
-    setting's outputs, and no other process writes into it (then this one holds it)."""
-    from reparam.runfolder import acquire, check_run_folder
-
-    folder = str(cfg.hydra.run.dir)
-    check_run_folder(folder, "convergence", folder_setting(cfg))
-    acquire(folder)
 
 
 register()

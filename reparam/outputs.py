@@ -1,4 +1,5 @@
-"""Shared output step of the apps: results.csv + summary.csv + figures + printed summary, from rows only."""
+"""The output step of a study's rows, shared by the apps that run or merge studies (`reparam convergence`,
+`reparam aggregate`): results.csv + summary.csv + figures + provenance.json + the printed summary."""
 from __future__ import annotations
 
 import io
@@ -7,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from reparam.checks import headline, summarize, valid_mask
-from reparam.console import say
-from reparam.plots import study_figures
-from reparam.provenance import write_provenance
-from reparam.sweep import write_results
-from reparam.results import write_table
+from .checks import headline, summarize, valid_mask
+from .console import say
+from .plots import study_figures
+from .provenance import write_provenance
+from .sweep import write_results
+from .results import write_table
 
 
 logger = logging.getLogger(__name__)
