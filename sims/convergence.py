@@ -4,6 +4,11 @@ Runs every (structure, regime, n) cell of the study, persisting each finished ce
 the Hydra run directory (rerun with `hydra.run.dir=THAT_DIR` to resume), then writes results.csv,
 summary.csv and the figures there and prints the summary table. The run folder is locked while the study runs
 and holds one setting: another setting into it is refused (reparam.runfolder).
+
+    reparam convergence                                   # the default study -> outputs/convergence/<date>_<time>/
+    reparam convergence hydra.run.dir=DIR                 # rerun with the same DIR to resume
+    reparam convergence regime=over replicates=20 n_grid=[1000,10000]
+    reparam convergence -m n=1000,10000                   # one job per n; merge with `reparam aggregate dirs=[...]`
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from reparam.validation import check_output_file, status_on_input_error
 from reparam.study import DEFAULT_N_GRID
 from reparam.runfolder import open_run_folder, release
 from reparam.outputs import write_outputs
+from reparam.study_config import StudyConf  # noqa: F401 - the schema (study_schema) that --help documents
 from reparam.study_config import folder_setting, plan_from_cfg
 
 logger = logging.getLogger(__name__)  # Hydra sends it to the console and to the run's convergence.log

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 import sys
 import time
@@ -84,6 +85,12 @@ OmegaConf.register_new_resolver("robustness_subdir", lambda summarize: ".hydra" 
                                 replace=True)
 
 STUDY_FIELDS = [f.name for f in dataclasses.fields(StudyConf)]
+
+
+def settings_help() -> str:
+    """The settings of `reparam robustness --help` (conf/robustness.yaml): this study's own and defaults, then
+    every field it shares with the main job (StudyConf)."""
+    return f"{inspect.cleandoc(RobustnessConf.__doc__)}\n\n{inspect.cleandoc(StudyConf.__doc__)}"
 
 
 def study_cfg(cfg: Any) -> DictConfig:
