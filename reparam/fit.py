@@ -43,7 +43,6 @@ eigendecompositions are cheaper than on an accelerator. float64 throughout.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +50,7 @@ from torch import Tensor
 
 from .moe import DTYPE, PretrainedExperts
 from .structures import Structure
-from .validation import check_device
+from .validation import check_choice, check_device, check_int, check_number, require
 
 METHODS = ("newton", "gauss_newton")
 STOP_RULES = ("statistical", "strict")
@@ -143,22 +142,16 @@ class SolverConfig:
     num_threads: int = 0
 
     def __post_init__(self):
+        """ConfigError (a ValueError; reparam.validation) naming the field, the value and what is allowed."""
         for name in ("max_iter", "chunk_elements", "prune_after"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            check_int(name, getattr(self, name), low=1)
         for name in ("ftol", "stat_tol", "damping0", "damping_max", "gap_tol", "psd_tol", "prune_margin"):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):  # inf would switch the certificate off
-                raise ValueError(f"{name}={value!r} is invalid: must be a finite number > 0")
-        if self.damping_max < self.damping0:
-            raise ValueError(f"damping_max={self.damping_max!r} is invalid: must be >= damping0={self.damping0!r} "
-                             f"(otherwise every fit stops at once as 'stalled')")
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r} is unknown; choose one of {list(METHODS)}")
-        if self.stop not in STOP_RULES:
-            raise ValueError(f"stop={self.stop!r} is unknown; choose one of {list(STOP_RULES)}")
-        if self.num_threads < 0:
-            raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
+            check_number(name, getattr(self, name), low=0, low_open=True)  # inf would switch the certificate off
+        require(self.damping_max >= self.damping0, "damping_max", self.damping_max,
+                f">= damping0={self.damping0!r} (otherwise every fit stops at once as 'stalled')")
+        check_choice("method", self.method, METHODS)
+        check_choice("stop", self.stop, STOP_RULES)
+        check_int("num_threads", self.num_threads, low=0)
 
 
 class PrefixSpaceTerms:

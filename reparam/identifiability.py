@@ -48,6 +48,7 @@ from .moe import DTYPE, mixture_output
 from .rates import Prediction
 from .structures import STRUCTURES, NoWitnessError
 from .truth import GroundTruth, canonical_truth
+from .validation import check_int, check_list, check_number, require
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,15 +170,14 @@ class InverseBoundConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if len(self.deltas) < self.slope_points or any(not d > 0 for d in self.deltas):
-            raise ValueError(f"deltas={self.deltas!r} is invalid: need >= slope_points={self.slope_points} values > 0")
-        if self.slope_points < 2:
-            raise ValueError(f"slope_points={self.slope_points!r} is invalid: must be >= 2")
+        """ConfigError (a ValueError; reparam.validation) naming the field, the value and what is allowed."""
+        check_int("slope_points", self.slope_points, low=2)
+        check_list("deltas", self.deltas, item_check=lambda name, d: check_number(name, d, low=0, low_open=True))
+        require(len(self.deltas) >= self.slope_points, "deltas", self.deltas,
+                f"a list of at least slope_points={self.slope_points} values")
         for name in ("n_inputs", "max_iter", "n_continued"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} is invalid: must be >= 1")
-        if self.n_random < 0:
-            raise ValueError(f"n_random={self.n_random!r} is invalid: must be >= 0")
+            check_int(name, getattr(self, name), low=1)
+        check_int("n_random", self.n_random, low=0)
 
 
 class _Problem:

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from .moe import DTYPE, PretrainedExperts, prefix_moe
 from .structures import Structure, build_structure
+from .validation import check_int, check_number, require
 
 BLOCK_SIZE = 4096  # data come in fixed blocks so that the sample at n never depends on the largest n
 EVAL_SEED = 987_654_321
@@ -78,17 +79,13 @@ class GroundTruth:
     x_scale: float = 1.0
 
     def __post_init__(self):
-        if self.noise < 0 or not np.isfinite(self.noise):
-            raise ValueError(f"noise must be a finite number >= 0, got {self.noise}")
-        if not self.x_scale > 0:
-            raise ValueError(f"x_scale must be > 0, got {self.x_scale}")
-        if self.n_atoms < 1:
-            raise ValueError(f"n_atoms must be >= 1, got {self.n_atoms}")
-        if self.experts.input_dim != self.structure.d or self.experts.output_dim != self.structure.m:
-            raise ValueError(
-                f"experts are for d={self.experts.input_dim}, m={self.experts.output_dim} but the structure has "
-                f"d={self.structure.d}, m={self.structure.m}"
-            )
+        """ConfigError (a ValueError; reparam.validation) naming the field, the value and what is allowed."""
+        check_number("noise", self.noise, low=0)
+        check_number("x_scale", self.x_scale, low=0, low_open=True)
+        check_int("n_atoms", self.n_atoms, low=1)
+        dims = (self.experts.input_dim, self.experts.output_dim)
+        require(dims == (self.structure.d, self.structure.m), "experts", dims,
+                f"(input_dim, output_dim) = the structure's (d, m) = ({self.structure.d}, {self.structure.m})")
         self.theta = torch.as_tensor(self.theta, dtype=DTYPE)
         self.structure.split(self.theta, self.n_atoms)  # raises on a wrong length
 
