@@ -40,15 +40,14 @@ plt.rcParams.update(PAPER_STYLE)
 # ("'created' timestamp seems very low") are odd. They are the font files' own, harmless to the figures.
 logging.getLogger("fontTools.ttLib.tables._h_e_a_d").setLevel(logging.ERROR)
 
+#: Colours of the synthetic structures (reparam.structures). The real-model structures declare theirs in their
+#: registry (reparam.lm.structures `color`), read only for a name that is not one of these: a synthetic figure
+#: never imports torch for its colours.
 STRUCTURE_COLORS = {
     "shared_mlp": "#1b9e77",
     "shared_linear": "#7570b3",
     "independent": "#d95f02",
     "shared_learned": "#e7298a",
-    "shared": "#1b9e77",
-    "shared_fixed": "#7570b3",
-    "deep_shared": "#66a61e",
-    "embedding_only": "#1f78b4",
 }
 _EXTRA = ["#e6ab02", "#a6761d", "#666666", "#1f78b4"]
 
@@ -69,9 +68,14 @@ SHORT_LABELS = {"voronoi_prefix": r"$\mathcal{D}$", "voronoi_r1_prefix": r"$\mat
 
 
 def color_for(name: str) -> str:
+    """One colour per structure across every figure: a synthetic structure's (STRUCTURE_COLORS), else the colour
+    its real-model class declares (reparam.lm.structures, looked up lazily), else one picked from its name."""
     if name in STRUCTURE_COLORS:
         return STRUCTURE_COLORS[name]
-    return _EXTRA[sum(map(ord, str(name))) % len(_EXTRA)]
+    from .lm.structures import STRUCTURES as LM_STRUCTURES  # imports torch: only for a name not synthetic
+
+    declared = vars(LM_STRUCTURES[name]).get("color") if name in LM_STRUCTURES else None
+    return declared or _EXTRA[sum(map(ord, str(name))) % len(_EXTRA)]
 
 
 def _band(group: pd.DataFrame, error: str, level: float = 0.95) -> pd.DataFrame:

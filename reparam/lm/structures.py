@@ -17,6 +17,8 @@ A new structure is one subclass with @register; the class is the ONE place that 
     plants       the truth family its planted draw IS (`plant` is that family's truth recipe), or None
     planted_predictions   THEORY's slopes of its planted errors, {(regime, error): slope} (reparam.lm.planted:
                  a verdict where declared, "measured" elsewhere)
+    color        its colour in every figure (reparam.plots.color_for), declared by the class itself (never
+                 inherited); None: a deterministic colour from its name
     build(enc, generator)           its parameters on the encoder, drawn from the seeded generator
     flat_prefix(enc)                (L, layers * 2 * kv_dim)
     kv(enc)                         (layers, 2, kv_heads, L, head_dim); default: flat_prefix in the PEFT layout
@@ -155,6 +157,7 @@ class LMStructure:
     fitted_to: ClassVar[str] = "config"
     plants: ClassVar[str | None] = None
     planted_predictions: ClassVar[dict[tuple[str, str], float]] = {}
+    color: ClassVar[str | None] = None
     #: its keys/values come from running virtual tokens through the frozen network (the multi-prefix trainer
     #: runs all such members of a step in one batched pass)
     through_network: ClassVar[bool] = False
@@ -195,6 +198,7 @@ class Independent(LMStructure):
     comparison), "normal" from i.i.d. N(0, init_std^2)."""
 
     name: ClassVar[str] = "independent"
+    color: ClassVar[str | None] = "#d95f02"
     studies: ClassVar[tuple[str, ...]] = ("planted", "low_data")
     theorem: ClassVar[str | None] = "Theorem 1"
     plants: ClassVar[str | None] = "independent"
@@ -242,6 +246,7 @@ class Shared(LMStructure):
     hidden >= L can produce any prefix."""
 
     name: ClassVar[str] = "shared"
+    color: ClassVar[str | None] = "#1b9e77"
     studies: ClassVar[tuple[str, ...]] = ("planted", "low_data")
     depth: ClassVar[int] = 1  # tanh layers of the MLP
 
@@ -275,6 +280,7 @@ class DeepShared(Shared):
     """`shared` with two hidden layers."""
 
     name: ClassVar[str] = "deep_shared"
+    color: ClassVar[str | None] = "#66a61e"
     studies: ClassVar[tuple[str, ...]] = ("low_data",)
     depth: ClassVar[int] = 2
 
@@ -287,6 +293,7 @@ class SharedFixed(Shared):
     TRUE map."""
 
     name: ClassVar[str] = "shared_fixed"
+    color: ClassVar[str | None] = "#7570b3"
     studies: ClassVar[tuple[str, ...]] = ("planted",)
     theorem: ClassVar[str | None] = "Theorem 3"
     fitted_to: ClassVar[str] = "shared"
@@ -317,6 +324,7 @@ class EmbeddingOnly(LMStructure):
     to each other causally, exactly as if they were prepended to the input. Needs the network on the encoder."""
 
     name: ClassVar[str] = "embedding_only"
+    color: ClassVar[str | None] = "#1f78b4"
     through_network: ClassVar[bool] = True
     studies: ClassVar[tuple[str, ...]] = ("planted", "low_data")
     theorem: ClassVar[str | None] = "Theorem 3 (the fixed map is the frozen network)"
