@@ -305,14 +305,15 @@ def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
 
     base_cfg, pc, ic = settings["base"], settings["planted"], settings["inverse"]
     torch.set_num_threads(cfg.threads)
-    run_dir, out_dir = repo_path(cfg.run_dir) / "inverse" / settings["setting_id"], repo_path(cfg.out_dir)
+    cache = repo_path(cfg.run_dir) / "inverse" / settings["setting_id"]
+    run_dir, out_dir = cache / f"replicate_{ic.replicate}", repo_path(cfg.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     base0 = pl.make_base(base_cfg)
     g = torch.Generator().manual_seed(pl.seed_of("rms", 0))
     probe = torch.randint(0, base0.config.vocab_size, (64, pc.seq_len), generator=g)
     kv_rms = pl.natural_kv_rms(base0, probe)
     bases = {"random_init": (base0, None)}
-    if "constant_query" in ic.bases or "constant_query" in [p.stem.split("__")[0] for p in run_dir.glob("*.json")]:
+    if "constant_query" in ic.bases or any(cache.glob("replicate_*/constant_query__*.json")):
         bases["constant_query"] = inv.constant_query_base(base0, ic.c0)
     # the witness and the query constancy of both bases (cheap: no fit)
     wrows = []
@@ -353,7 +354,7 @@ def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
                 if cfg.progress:
                     say(logger, f"[inverse] {name} {structure} {regime}: " + ", ".join(
                         f"psi({r['delta']:g})={r['psi']:.2e}" for r in curve) + f" ({time.time() - t0:.0f}s)")
-    for path in sorted(run_dir.glob("*.json")):
+    for path in sorted(cache.glob("replicate_*/*.json")):  # every truth replicate computed so far
         rows += json.loads(path.read_text())
     curves = pd.DataFrame(rows)
     verdicts = inv.psi_verdicts(curves, ic)
@@ -363,11 +364,12 @@ def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     write_table(verdicts, out_dir / "planted_psi_verdicts.csv")
     write_table(pd.DataFrame(wrows), out_dir / "planted_witness.csv")
     save_figure(psi_figure(curves, verdicts), out_dir / "planted_psi")
-    lines = ["| base | structure | regime | psi/delta at smallest delta | at largest delta | psi at the base point | "
-             "verdict |", "|---|---|---|---|---|---|---|"]
+    lines = ["| base | structure | regime | truth replicate | psi/delta at the smallest delta reached | at the largest "
+             "delta | psi at the base point | verdict |", "|---|---|---|---|---|---|---|---|"]
     for _, r in verdicts.iterrows():
-        lines.append(f"| {r.base} | {r.structure} | {r.regime} | {r.ratio_smallest_delta:.3g} | "
-                     f"{r.ratio_largest_delta:.3g} | {r.psi_at_base_point:.3g} | {r.verdict} |")
+        lines.append(f"| {r.base} | {r.structure} | {r.regime} | {r.replicate} | {r.ratio_smallest_delta:.3g} "
+                     f"(delta = {r.smallest_delta_reached:g}) | {r.ratio_largest_delta:.3g} | {r.psi_at_base_point:.3g} "
+                     f"| {r.verdict} |")
     wl = ["| base | query constancy (min / median / max over heads) | heads whose queries lie in a half-space | "
           "witness max logit diff | witness rel. distance | witness Voronoi |", "|---|---|---|---|---|---|"]
     for r in wrows:

@@ -192,6 +192,11 @@ def tables(figures: Path) -> dict[str, str]:
         chunks = pd.read_csv(low / "low_data_e2e_chunks.csv") if (low / "low_data_e2e_chunks.csv").is_file() else None
         out["low-data-cpu"] = low_data_table(pd.read_csv(low / "low_data_e2e_paired.csv"), chunks,
                                              pd.read_csv(low / "low_data_e2e.csv"))
+    planted = figures / "lm" / "planted"  # rendered by `reparam planted-prefix` (mode=draw / mode=inverse)
+    for name, path in (("planted-asymptotic", planted / "asymptotic" / "planted_report.md"),
+                       ("planted-inverse", planted / "inverse" / "planted_psi.md")):
+        if path.is_file():
+            out[name] = "\n".join(line for line in path.read_text().splitlines() if not line.startswith("# ")).strip()
     if (figures / "wall_times.csv").is_file():
         robustness = figures / "robustness_results.csv"
         out["wall-times"] = wall_times_table(pd.read_csv(figures / "wall_times.csv"),

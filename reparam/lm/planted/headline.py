@@ -100,15 +100,18 @@ def psi_figure(curves: pd.DataFrame, verdicts: pd.DataFrame):
 
     from reparam.plots import COLUMN_WIDTH, PANEL_HEIGHT, color_for
 
-    bases = list(dict.fromkeys(curves["base"]))
+    bases = sorted(dict.fromkeys(curves["base"]), key=lambda b: (b != "random_init", b))  # the study's base first
     fig, axes = plt.subplots(1, len(bases), figsize=(COLUMN_WIDTH * len(bases), PANEL_HEIGHT + 0.9), squeeze=False,
                              sharey=True)
     for ax, b in zip(axes[0], bases):
         part = curves[curves.base == b]
-        for (s, g), c in part.groupby(["structure", "regime"]):
+        part = part.assign(replicate=part["replicate"].fillna(0).astype(int))
+        for (s, g, rep), c in part.groupby(["structure", "regime", "replicate"]):
             c = c.sort_values("delta")
-            v = verdicts[(verdicts.base == b) & (verdicts.structure == s) & (verdicts.regime == g)]
-            label = f"{s} {g}: {v.iloc[0].verdict}" if len(v) else f"{s} {g}"
+            v = verdicts[(verdicts.base == b) & (verdicts.structure == s) & (verdicts.regime == g)
+                         & (verdicts.replicate == rep)]
+            label = (f"{s} {g}: {v.iloc[0].verdict}" if len(v) else f"{s} {g}") if rep == part["replicate"].min() \
+                else None
             ratio = (c["psi"] / c["delta"]).clip(lower=1e-10)
             ax.plot(c["delta"], ratio, "o-" if g == "exact" else "s--", color=color_for(s), label=label, ms=4)
         ax.set_xscale("log")

@@ -353,8 +353,9 @@ def psi_curve(base: nn.Module, truth: Truth, structure: str, regime: str, pc: Pl
                 kl = max(kl_on(student, inputs, teacher_logp), 0.0)
                 results.append((math.sqrt(kl), name, pt, errs))
         if not results:
-            rows.append({"structure": structure, "regime": regime, "delta": delta, "psi": np.nan, "start": "none",
-                         "rel_dist": np.nan, "voronoi": np.nan, "rel0": rel0, "psi0": psi0})
+            rows.append({"structure": structure, "regime": regime, "delta": delta, "psi": np.nan, "ratio": np.nan,
+                         "start": "none", "rel_dist": np.nan, "voronoi": np.nan, "rel0": rel0, "psi0": psi0,
+                         "replicate": replicate})
             continue
         results.sort(key=lambda r: r[0])
         psi, kind, pt, errs = results[0]
@@ -370,7 +371,9 @@ def psi_verdicts(curves, cfg: PsiConfig):
     import pandas as pd
 
     rows = []
-    for key, part in curves.groupby(["base", "structure", "regime"]):
+    curves = curves.assign(replicate=curves["replicate"].fillna(0).astype(int)) if "replicate" in curves else \
+        curves.assign(replicate=0)
+    for key, part in curves.groupby(["base", "structure", "regime", "replicate"]):
         reached = part[np.isfinite(part["psi"].astype(float))].sort_values("delta")
         r_small = reached["ratio"].iloc[0] if len(reached) else np.nan
         r_large = reached["ratio"].iloc[-1] if len(reached) else np.nan
@@ -382,7 +385,8 @@ def psi_verdicts(curves, cfg: PsiConfig):
             v = "holds"
         else:
             v = "decreasing"
-        rows.append({"base": key[0], "structure": key[1], "regime": key[2], "deltas_reached": len(reached),
+        rows.append({"base": key[0], "structure": key[1], "regime": key[2], "replicate": key[3],
+                     "deltas_reached": len(reached),
                      "smallest_delta_reached": reached["delta"].min() if len(reached) else np.nan,
                      "ratio_smallest_delta": r_small,
                      "ratio_largest_delta": r_large, "min_psi": part["psi"].min(), "psi_at_base_point": part["psi0"].iloc[0],
