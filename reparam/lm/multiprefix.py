@@ -534,9 +534,10 @@ class MultiPrefix(nn.Module):
             length = cand_len.reshape(R, -1).gather(1, top)
             done = done.gather(1, b_idx) | (t_idx == eos)
             seqs = torch.cat([seqs.gather(1, b_idx[..., None].expand(-1, -1, seqs.shape[-1])), t_idx[..., None]], -1)
-            flat = (torch.arange(R, device=dev)[:, None] * beams + b_idx).reshape(-1)
-            layers = [(k[flat], v[flat]) for k, v in layers]
-            mask, pos = mask[flat], pos[flat]
+            if beams > 1:  # greedy keeps every row in place: no copy of the whole cache per step
+                flat = (torch.arange(R, device=dev)[:, None] * beams + b_idx).reshape(-1)
+                layers = [(k[flat], v[flat]) for k, v in layers]
+                mask, pos = mask[flat], pos[flat]
         best = (sums / length ** lp).argmax(-1)
         out = []
         for r in range(R):
