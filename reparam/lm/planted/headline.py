@@ -38,8 +38,10 @@ def n_to_target(est: pd.DataFrame, reference: str = "independent", fixed: dict[s
                 needed = {s: samples_to_reach(m, target) for s, m in curves.items()}
                 ref = needed.get(reference, np.nan)
                 for s, n in needed.items():
+                    # already at the target at the smallest measured n: n_needed is an upper bound
+                    first = bool(len(curves[s]) and curves[s].iloc[0] <= target)
                     rows.append({"regime": regime, "error": error, "target_kind": kind, "target": target,
-                                 "structure": s, "n_needed": n,
+                                 "structure": s, "n_needed": n, "reached_at_smallest_n": first,
                                  "ratio_reference_over_structure": ref / n if np.isfinite(n) and np.isfinite(ref)
                                  else np.nan})
     return pd.DataFrame(rows)
@@ -155,8 +157,12 @@ def report_markdown(est: pd.DataFrame, slopes: pd.DataFrame, n2t: pd.DataFrame) 
     lines = ["| structure | regime | n | rel. distance [95% CI] | held-out KL [95% CI] | valid | converged | at cap |",
              "|---|---|---|---|---|---|---|---|"]
     for _, r in big.sort_values(["regime", "structure"]).iterrows():
-        lines.append(f"| `{r.structure}` | {r.regime} | {r.n} | {r.rel_dist_mean:.3g} [{r.rel_dist_lo:.3g}, "
-                     f"{r.rel_dist_hi:.3g}] | {r.kl_mean:.2e} [{r.kl_lo:.2e}, {r.kl_hi:.2e}] | {r.valid}/{r.fits} | "
+        if r.valid:
+            cells = (f"{r.rel_dist_mean:.3g} [{r.rel_dist_lo:.3g}, {r.rel_dist_hi:.3g}] | "
+                     f"{r.kl_mean:.2e} [{r.kl_lo:.2e}, {r.kl_hi:.2e}]")
+        else:
+            cells = "no valid fit | no valid fit"
+        lines.append(f"| `{r.structure}` | {r.regime} | {r.n} | {cells} | {r.valid}/{r.fits} | "
                      f"{r.converged}/{r.fits} | {r.at_cap}/{r.fits} |")
     out = "\n".join(lines)
     lines = ["| structure | regime | rel. distance | Voronoi | held-out KL (THEORY: -1) |", "|---|---|---|---|---|"]
@@ -171,14 +177,18 @@ def report_markdown(est: pd.DataFrame, slopes: pd.DataFrame, n2t: pd.DataFrame) 
             verdict = f" **{r.verdict}**" if r.verdict not in ("measured",) else ""
             cells.append(f"{r.slope:+.2f} [{r.slope_lo:+.2f}, {r.slope_hi:+.2f}]{verdict}")
         lines.append(f"| `{s}` | {g} | " + " | ".join(cells) + " |")
-    out += "\n\nSlopes in n [95% bootstrap CI] over the valid fits (verdicts where THEORY predicts a slope):\n\n"
+    out += ("\n\nSlopes in n [95% bootstrap CI] over the valid fits (verdicts where THEORY predicts a slope; "
+            "'insufficient': fewer than 5 valid replicates at some n):\n\n")
     out += "\n".join(lines)
     lines = ["| regime | error | target | structure | n needed | n(independent) / n(structure) |",
              "|---|---|---|---|---|---|"]
     for _, r in (n2t.sort_values(["regime", "error", "target_kind", "structure"]).iterrows() if len(n2t) else []):
-        n = f"{r.n_needed:.3g}" if np.isfinite(r.n_needed) else "not reached"
-        ratio = f"{r.ratio_reference_over_structure:.3g}" if np.isfinite(r.ratio_reference_over_structure) else "-"
+        first = bool(r.get("reached_at_smallest_n", False)) and r.structure != "independent"
+        n = (("<= " if first else "") + f"{r.n_needed:.3g}") if np.isfinite(r.n_needed) else "not reached"
+        ratio = ((">= " if first else "") + f"{r.ratio_reference_over_structure:.3g}"
+                 if np.isfinite(r.ratio_reference_over_structure) else "-")
         lines.append(f"| {r.regime} | {r.error} | {r.target:.3g} ({r.target_kind}) | `{r.structure}` | {n} | {ratio} |")
-    out += ("\n\nThe n each structure's mean needs to reach a target (interpolated between measured sizes, never "
-            "extrapolated):\n\n" + "\n".join(lines))
+    out += ("\n\nThe n each structure's mean of valid fits needs to reach a target (interpolated between measured "
+            "sizes, never extrapolated; '<=': already there at the smallest n, so the ratio is a lower bound):\n\n"
+            + "\n".join(lines))
     return out
