@@ -10,6 +10,8 @@ synthetic study), and the learned prefix is compared with the true one in prefix
     estimator.py  float64 multi-start L-BFGS, prefix-space errors, held-out KL (LBFGSConfig, PlantedStudy)
     analysis.py   estimates, truth scales, slopes and verdicts from the recorded fits (StudyConfig)
     settings.py   the app's settings, their validation and the setting fingerprint
+    headline.py   the headline figure and n-to-target table, the largest-n table and the closing-note report
+    inverse.py    the inverse bound inside attention: query constancy, the attention witness, psi(delta) (PsiConfig)
 
 The names below are the package's API (`from reparam.lm import planted as pl`).
 """
