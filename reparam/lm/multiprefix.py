@@ -515,9 +515,26 @@ class MultiPrefix(nn.Module):
         expand = torch.arange(R, device=dev).repeat_interleave(beams)
         layers = [(k[expand], v[expand]) for k, v in layers]
         mask, pos = mask[expand], pos[expand]
+        out: list[list[int] | None] = [None] * R
+        alive = torch.arange(R, device=dev)  # the pair of each batch row
+
+        def finish(rows: torch.Tensor) -> None:
+            best = (sums[rows] / length[rows] ** lp).argmax(-1)
+            for i, b in zip(rows.tolist(), best.tolist()):
+                seq = seqs[i, b].tolist()
+                out[int(alive[i])] = seq[:seq.index(eos)] if eos in seq else seq
+
         for _ in range(max_new - 1):
             if bool(done.all()):
                 break
+            retired = done.all(-1)  # (R,): every beam has ended; eos absorbing leaves its scores as they are
+            if int(retired.sum()) * 8 >= R:  # drop them from the batch (a cache copy, so only when it pays)
+                finish(retired.nonzero().flatten())
+                keep = (~retired).nonzero().flatten()
+                rows = (keep[:, None] * beams + torch.arange(beams, device=dev)).reshape(-1)
+                sums, length, done, seqs, alive = sums[keep], length[keep], done[keep], seqs[keep], alive[keep]
+                layers = [(k[rows], v[rows]) for k, v in layers]
+                mask, pos, R = mask[rows], pos[rows], len(keep)
             mask = torch.cat([mask, mask.new_ones(R * beams, 1)], 1)
             layers, last = self._decode(layers, mask, seqs[..., -1].reshape(-1, 1), pos[:, None])
             pos = pos + 1
@@ -538,11 +555,7 @@ class MultiPrefix(nn.Module):
                 flat = (torch.arange(R, device=dev)[:, None] * beams + b_idx).reshape(-1)
                 layers = [(k[flat], v[flat]) for k, v in layers]
                 mask, pos = mask[flat], pos[flat]
-        best = (sums / length ** lp).argmax(-1)
-        out = []
-        for r in range(R):
-            seq = seqs[r, best[r]].tolist()
-            out.append(seq[:seq.index(eos)] if eos in seq else seq)
+        finish(torch.arange(R, device=dev))
         return out
 
 

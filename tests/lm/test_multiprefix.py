@@ -206,3 +206,26 @@ def test_a_diverging_member_stops_and_the_others_are_unaffected():
     (f1,), _ = fit(alone, rows, dev, cfg, pad_id=0)
     assert not fits[1].diverged and fits[1].stopped_step == f1.stopped_step == 4
     np.testing.assert_allclose(fits[1].train_losses, f1.train_losses, rtol=1e-10)
+
+
+@pytest.mark.parametrize("beams, lp", [(1, 1.0), (3, 0.0)])  # lp=0: ended beams keep their sum and win, so rows end
+def test_rows_retired_from_the_batch_give_the_same_outputs(beams, lp):
+    """Decoding drops (member, prompt) rows whose beams have all ended; the outputs must be those of decoding
+    every row alone (where nothing is dropped), with some rows ending early and some running to the limit."""
+    base = _gpt2()
+    mp = MultiPrefix(base, [Member("shared", 1e-3, seed=2), Member("independent", 1e-3, seed=2)], prefix_len=3, hidden=16)
+    rng = np.random.default_rng(0)
+    prompts = [{"x": rng.integers(0, V - 2, rng.integers(2, 6)).tolist(), "sep": [V - 2]} for _ in range(12)]
+    pairs = [(k, p) for k in range(2) for p in range(len(prompts))]
+    # a random model rarely says its eos: take as "eos" a token that greedy decoding emits in some rows, not all
+    free = mp._beam(pairs, prompts, _Tok(), max_new=14, beams=beams, lp=lp)
+    rows_with = {t: sum(t in seq for seq in free) for t in range(V - 2)}
+    for eos in sorted(rows_with, key=lambda t: -rows_with[t]):
+        together = mp._beam(pairs, prompts, _Tok(eos), max_new=14, beams=beams, lp=lp)
+        lengths = [len(s) for s in together]
+        if min(lengths) < 13 <= max(lengths):  # rows were retired while others went on
+            break
+    else:
+        pytest.fail("no token ends some rows and not others: the test would not exercise retiring rows")
+    alone = [mp._beam([pair], prompts, _Tok(eos), max_new=14, beams=beams, lp=lp)[0] for pair in pairs]
+    assert together == alone
