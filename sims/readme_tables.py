@@ -163,7 +163,7 @@ def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.
 
         load = chunks["load_avg_end"].map(lambda v: (json.loads(v) if isinstance(v, str) else v)[0])
         text += (f" The recorded chunks took {chunks['wall_s'].sum() / 3600:.2f} hours of wall time and "
-                 f"{chunks['cpu_s'].sum() / 3600:.2f} CPU-hours ({len(chunks)} chunks; 1-minute load average at their "
+                 f"{chunks['cpu_s'].sum() / 3600:.2f} CPU-hours ({len(chunks)} chunk{'s' if len(chunks) != 1 else ''}; 1-minute load average at their "
                  f"ends {load.min():.1f} to {load.max():.1f} on {int(chunks['cpu_count'].max())} cores).")
     return text
 
