@@ -182,34 +182,25 @@ def _umask() -> int:
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike, float_format: str | None = None) -> Path:
     """Write CSV atomically: readers see the old file or the new one, never a partial one."""
+    return _replace_atomically(path, lambda handle: df.to_csv(handle, index=False, float_format=float_format), newline="")
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """A text file (a report), atomically like write_table; a refused write is a one-line WriteError."""
+    return _replace_atomically(path, lambda handle: handle.write(text))
+
+
+def _replace_atomically(path: str | os.PathLike, write, newline: str | None = None) -> Path:
+    """Write `path` through `write(handle)` into a temporary file beside it, then replace it: a killed or refused
+    write leaves the file as it was (a refused write is a one-line WriteError)."""
     path = Path(path)
     with writing(path, "the file as it was before is kept"):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a table is shared like any file open() makes
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                df.to_csv(handle, index=False, float_format=float_format)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    return path
-
-
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """A text file (a report), atomically like write_table; a refused write is a one-line WriteError."""
-    path = Path(path)
-    with writing(path, "the file as it was before is kept"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.chmod(tmp, 0o666 & ~_umask())
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
+            with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as handle:
+                write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
