@@ -120,11 +120,14 @@ def validate(cfg: DictConfig) -> None:
 
 def setting_id(cfg: DictConfig) -> str:
     """Fingerprint of every result-affecting setting (model and protocol, not the choice of cells)."""
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    for where in ("data_root", "cache"):  # where files live is not a setting of the result
-        model.pop(where, None)
     block = OmegaConf.to_container(cfg.low_data, resolve=True)
-    return fingerprint({"model": model, "low_data": block}, ignore=[f"low_data.{k}" for k in NOT_RESULT])
+    return fingerprint({"model": _model_settings(cfg), "low_data": block}, ignore=[f"low_data.{k}" for k in NOT_RESULT])
+
+
+def _model_settings(cfg: DictConfig) -> dict:
+    """The model block without where its files live (data_root, cache): what makes the model what it is."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    return {k: v for k, v in model.items() if k not in ("data_root", "cache")}
 
 
 def cells(cfg: DictConfig) -> list[tuple[str, int, int]]:
@@ -156,8 +159,7 @@ class _Pool:
     def __init__(self, dataset: str, cfg: DictConfig, tok, base):
         p = cfg.low_data
         self.tok, self.max_len = tok, p.max_len
-        model_key = fingerprint({"model": {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
-                                           if k not in ("data_root", "cache")}})
+        model_key = fingerprint({"model": _model_settings(cfg)})
         self._lower = LowerStates(base, p.top_layers, p.prefix_len, tok.pad_token_id,
                                   cache_dir=str(default_cache() / "lower_states"), model_key=model_key)
         self._train_rows: dict[tuple[str, str], dict] = {}

@@ -172,6 +172,14 @@ def word_ids(tok, text: str, prefix_len: int) -> list[int]:
 # ----------------------------------------------------------------------------- top-K prefixes: stored states
 
 
+def first_prefixed_layer(n_layers: int, top_layers: int | None) -> int:
+    """Index of the first layer with a prefix when the top `top_layers` of `n_layers` have one (None: every layer)."""
+    top = n_layers if top_layers is None else int(top_layers)
+    if not 1 <= top <= n_layers:
+        raise ValueError(f"top_layers={top_layers} must be in [1, {n_layers}] (the model's layers)")
+    return n_layers - top
+
+
 class LowerStates:
     """Adds "lower" to encoded rows: the state entering the first prefixed layer, (len(row), hidden).
 
@@ -184,11 +192,8 @@ class LowerStates:
                  cache_dir: str | None = None, model_key: str | None = None):
         """cache_dir + model_key (a fingerprint of the model's settings): keep computed states on disk, so a
         later run (the next chunk of a long study) reads them instead of recomputing them."""
-        n_layers = KVDims.from_config(base.config).n_layers
-        top = n_layers if top_layers is None else int(top_layers)
-        if not 1 <= top <= n_layers:
-            raise ValueError(f"top_layers={top_layers} must be in [1, {n_layers}] (the model's layers)")
-        self.base, self.first, self.prefix_len, self.pad_id, self.max_rows = base, n_layers - top, prefix_len, pad_id, max_rows
+        self.first = first_prefixed_layer(KVDims.from_config(base.config).n_layers, top_layers)
+        self.base, self.prefix_len, self.pad_id, self.max_rows = base, prefix_len, pad_id, max_rows
         self.cache_dir, self.model_key = cache_dir, model_key
 
     def __call__(self, rows: list[dict]) -> list[dict]:
@@ -260,14 +265,11 @@ class MultiPrefix(nn.Module):
         self.prefix_len = prefix_len
         self.model_dims = KVDims.from_config(base.config)
         n_layers = self.model_dims.n_layers
-        top = n_layers if top_layers is None else int(top_layers)
-        if not 1 <= top <= n_layers:
-            raise ValueError(f"MultiPrefix: top_layers={top_layers} must be in [1, {n_layers}] (the model's layers)")
-        if top < n_layers and any(m.placement == "infix" for m in members):
-            raise ValueError("MultiPrefix: the infix needs every layer (top_layers=None)")
         #: index of the first layer with a prefix; the layers below see none and are computed once (toplayers)
-        self.first = n_layers - top
-        self.dims = dataclasses.replace(self.model_dims, n_layers=top)  # the prefix's layers
+        self.first = first_prefixed_layer(n_layers, top_layers)
+        if self.first > 0 and any(m.placement == "infix" for m in members):
+            raise ValueError("MultiPrefix: the infix needs every layer (top_layers=None)")
+        self.dims = dataclasses.replace(self.model_dims, n_layers=n_layers - self.first)  # the prefix's layers
         dev = next(base.parameters()).device
         encs = []
         for m in members:
