@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 import numpy as np
 import torch
@@ -16,8 +17,8 @@ import torch
 from .fit import PrefixLeastSquares, SolverConfig
 from .losses import cell_atom_errors, l2_error, voronoi_loss, voronoi_r
 from .structures import ACTIVATIONS, STRUCTURES
-from .truth import GroundTruth, make_truth
-from .validation import check_choice, check_device, check_int, check_number
+from .truth import SHAPE_FIELDS, GroundTruth, canonical_shape, default_shape, make_truth
+from .validation import check_choice, check_device, check_int, check_number, is_int
 
 REGIMES = ("exact", "over")
 INIT_MODES = ("near_truth", "random", "mixed")
@@ -29,12 +30,47 @@ DEFAULT_N_GRID = (300, 1000, 3000, 10000, 30000, 100000)
 @dataclass
 class TruthConfig:
     """Which ground truth. kind: 'canonical' (documented values) or 'random' (drawn from `seed`).
-    noise: sigma of Y (None = the truth's default 0.1). min_separation: random truths only."""
+    noise: sigma of Y (None = the truth's default 0.1). min_separation: random truths only.
+
+    The shape (None = the kind's default, reparam.truth.default_shape):
+    d: input dimension; m: output dimension; n_atoms: L*, the true prompts; n_experts: N, the pretrained experts;
+    latent_dim: r, the latent size of the shared structures' p.
+    canonical: d = 2 (the documented truth: m = 1, L* = 2, N = 2, r = 2, or r = 3 for "canonical-r3") or d = 8, 16
+    (the head-like family of reparam.truth: m = 4 (1..d), L* = 2 (1..4), N = 2 (1..4), r = d (or d + 1)).
+    random: any shape; the defaults are random_truth's, d = 2, m = 1, L* = 2, N = 2, r = 2.
+    A shape field left at None, or set to the kind's default for the given d, is left out of every fingerprint
+    (recorded_truth), so the setting ids of runs made before these fields existed stay valid."""
 
     kind: str = "canonical"
     seed: int = 0
     noise: float | None = None
     min_separation: float = 0.5
+    d: Optional[int] = None
+    m: Optional[int] = None
+    n_atoms: Optional[int] = None
+    n_experts: Optional[int] = None
+    latent_dim: Optional[int] = None
+
+    def shape(self) -> dict:
+        """The shape fields as given (None = the kind's default)."""
+        return {name: getattr(self, name) for name in SHAPE_FIELDS}
+
+
+def recorded_truth(truth: dict) -> dict:
+    """A truth section (a dict of TruthConfig's fields) as fingerprints record it: without the shape fields that are
+    None or equal to the kind's default for its d (reparam.truth.default_shape), so that a default truth has the
+    fingerprint it had before the shape fields existed, and `truth.d=2` spells the same setting as no `truth.d`.
+    Values that are not valid are kept (validation reports them)."""
+    out = dict(truth)
+    kind, d = out.get("kind"), out.get("d")
+    known = kind in TRUTH_KINDS and (d is None or is_int(d))
+    defaults = (default_shape(kind, d) or {}) if known else {}  # the defaults at this d (none for an unknown d)
+    if known:
+        defaults["d"] = default_shape(kind)["d"]  # d itself is compared with the kind's own d
+    for name in SHAPE_FIELDS:
+        if name in out and (out[name] is None or (is_int(out[name]) and out[name] == defaults.get(name))):
+            out.pop(name)
+    return out
 
 
 @dataclass
@@ -95,6 +131,11 @@ def validate_setting(setting: Setting) -> None:
     if truth.noise is not None:  # None: the truth's default
         check_number("truth.noise", truth.noise, low=0)
     check_number("truth.min_separation", truth.min_separation, low=0)
+    for name, value in truth.shape().items():
+        if value is not None:  # None: the kind's default
+            check_int(f"truth.{name}", value, low=1)
+    if truth.kind == "canonical":
+        canonical_shape(**truth.shape(), prefix="truth.")  # names the field and what the canonical truths support
     check_choice("init.mode", init.mode, list(INIT_MODES))
     check_int("init.n_starts", init.n_starts, low=1)
     check_number("init.scale", init.scale, low=0)
@@ -108,7 +149,8 @@ def validate_setting(setting: Setting) -> None:
 def build_truth(setting: Setting) -> GroundTruth:
     t = setting.truth
     kwargs = {"min_separation": t.min_separation} if t.kind == "random" else {}
-    return make_truth(t.kind, setting.structure, seed=t.seed, activation=setting.activation, noise=t.noise, **kwargs)
+    return make_truth(t.kind, setting.structure, seed=t.seed, activation=setting.activation, noise=t.noise,
+                      **t.shape(), **kwargs)
 
 
 def n_fitted_atoms(setting: Setting, truth: GroundTruth) -> int:

@@ -5,7 +5,8 @@ sims/conf/convergence.yaml) and `reparam robustness` (RobustnessConf, a StudyCon
 this module stores the schema (`study_schema`) and its groups in Hydra's ConfigStore:
 
 Groups (pick one with `group=name`, then override fields with `group.field=value`):
-    truth      canonical | random                       -> reparam.study.TruthConfig
+    truth      canonical | random                       -> reparam.study.TruthConfig (shape: truth.d, m, n_atoms,
+                                                       n_experts, latent_dim; null = the kind's default)
     structure  all | shared | shared_linear | shared_mlp | independent | shared_learned (and every structure
                registered later: each declares its options, reparam.structures `hydra_options`)
     regime     both | exact | over
@@ -24,7 +25,7 @@ from omegaconf import OmegaConf
 
 from .fit import SolverConfig
 from .structures import STRUCTURES, on_registry_change
-from .study import DEFAULT_N_GRID, STUDY_INIT, InitConfig, Setting, TruthConfig
+from .study import DEFAULT_N_GRID, STUDY_INIT, InitConfig, Setting, TruthConfig, recorded_truth
 from .sweep import StudyPlan, check_resources, validate_plan
 from .validation import ConfigError, check_int, check_unknown_keys
 
@@ -52,6 +53,13 @@ class StudyConf:
     truth: the ground truth (reparam.study.TruthConfig); options canonical | random. truth.kind: 'canonical' (the
         documented values) or 'random' (drawn from truth.seed); truth.noise: sigma of Y (null: the truth's 0.1);
         truth.min_separation: least distance between true atoms (random truths only).
+        The truth's shape (null: the kind's default): truth.d (input dimension), truth.m (output dimension),
+        truth.n_atoms (L*, the true prompts), truth.n_experts (N, the pretrained experts), truth.latent_dim (r, the
+        latent size of the shared structures). canonical: d = 2 (the documented truth; m = 1, L* = 2, N = 2, r = 2,
+        or latent_dim=3 for the non-injective "canonical-r3") or d = 8, 16 (the head-like family documented in
+        reparam/truth.py, e.g. "canonical-d8-m4": m = 4 (1..d), L* = 2 (1..4), N = 2 (1..4), r = d (or d + 1));
+        random: any shape >= 1, default d = 2, m = 1, L* = 2, N = 2, r = 2. A shape field at its default does not
+        change the setting's fingerprint (setting_id, run folders).
     structure: the structures compared, one curve each; options all | shared | independent | one structure's
         name (every registered structure declares its options). structure.names: the list itself;
         structure.activation: sigma of shared_mlp.
@@ -192,9 +200,14 @@ EXECUTION_FIELDS = ("threads", "workers", "progress", "figures", "allow_large")
 
 def folder_setting(cfg: Any, schema: Any = StudyConf, ignore: tuple = ()) -> dict:
     """The setting a run folder of the study records (reparam.runfolder): every field of `schema` that changes
-    a result, the sizes (n_grid, n, replicates, seed) included, since results.csv holds exactly those fits."""
+    a result, the sizes (n_grid, n, replicates, seed) included, since results.csv holds exactly those fits. The
+    truth's shape fields enter only when off the kind's default (reparam.study.recorded_truth), so a folder of a
+    default truth made before those fields existed is still this setting's folder."""
     keys = [f.name for f in dataclasses.fields(schema) if f.name not in EXECUTION_FIELDS + tuple(ignore)]
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in keys if k in cfg]), resolve=True)
+    setting = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in keys if k in cfg]), resolve=True)
+    if isinstance(setting.get("truth"), dict):  # shape fields at the kind's default are left out: see recorded_truth
+        setting["truth"] = recorded_truth(setting["truth"])
+    return setting
 
 
 register()

@@ -33,7 +33,7 @@ from .results import ResultLog, RowSchema, write_table
 from .validation import (ConfigError, DataError, check_choice, check_int, check_list, check_memory, check_number,
                          check_time, fingerprint, is_int, require)
 from .structures import ACTIVATIONS, STRUCTURES, on_registry_change
-from .study import DEFAULT_N_GRID, REGIMES, Setting, run_cell, validate_setting
+from .study import DEFAULT_N_GRID, REGIMES, Setting, recorded_truth, run_cell, validate_setting
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +139,12 @@ def validate_plan(plan: StudyPlan) -> None:
 
 
 def setting_id(setting: Setting) -> str:
-    """Short fingerprint of everything in a Setting except structure and regime (those are own columns)."""
+    """Short fingerprint of everything in a Setting except structure and regime (those are own columns). The truth's
+    shape fields enter only when off the kind's default (reparam.study.recorded_truth): a default truth keeps the
+    id it had before those fields existed."""
     d = asdict(setting)
     d.pop("structure"), d.pop("regime")
+    d["truth"] = recorded_truth(d["truth"])
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -340,6 +343,9 @@ def estimate_resources(plan: StudyPlan) -> dict:
     of `plan`, from the array sizes the solver allocates and the per-iteration cost measured in BENCHMARKS.md
     (about 1.6e-7 s per fit, sample and iteration at prefix width 12; every fit assumed to run max_iter
     iterations, so the time is an upper estimate). Used to refuse what cannot fit the machine before any work.
+    The shape enters through the truths: the prefix width L (d + 1 + m) of the sample-space pass (whose J J^T
+    term grows with width^2) and the native parameter count P of the fitted structure (P x P matrices, P^3
+    eigendecompositions; P exceeds the width for shared_learned, whose globals grow with (d + m) r).
     Validates `plan` first (once per process: validate_plan) and reads the truths built there."""
     from .study import n_fitted_atoms
 
@@ -348,8 +354,8 @@ def estimate_resources(plan: StudyPlan) -> dict:
     for setting, truth in zip(plan.settings(), _VALIDATED[plan_key(plan)]):
         d, m = truth.d, truth.m
         L = n_fitted_atoms(setting, truth)
-        width = L * (d + 1 + m)  # prefix-space coordinates of one fit
-        P = width  # native parameters are at most of the order of the prefix width here
+        width = L * (d + 1 + m)  # prefix-space coordinates of one fit (Pz of the solver)
+        P = max(width, truth.structure.n_params(L))  # native parameters (shared_learned: its globals too)
         fits = plan.replicates * setting.init.n_starts
         iters = setting.solver.max_iter
         for n in plan.n_grid:
@@ -371,10 +377,13 @@ def check_resources(plan: StudyPlan, allow_large: bool = False, flag: str = "all
     user spells the sample-size setting, e.g. 'n' or '--n-grid')."""
     est = estimate_resources(plan)
     s = plan.setting
+    truth = _VALIDATED[plan_key(plan)][0]  # the shape of every setting's truth is the same
     sizes = {n_field: max(plan.n_grid), "replicates": plan.replicates, "n_eval": s.n_eval,
-             "regime.extra_atoms": s.extra_atoms, "init.n_starts": s.init.n_starts}
-    # the field named in the message: the one furthest above its default
-    defaults = {n_field: 100_000, "replicates": 10, "n_eval": 100_000, "regime.extra_atoms": 1, "init.n_starts": 1}
+             "regime.extra_atoms": s.extra_atoms, "init.n_starts": s.init.n_starts,
+             "truth.d": truth.d, "truth.m": truth.m, "truth.n_atoms": truth.n_atoms}
+    # the field named in the message: the one furthest above its default (the truth's shape: the d = 2 truth's)
+    defaults = {n_field: 100_000, "replicates": 10, "n_eval": 100_000, "regime.extra_atoms": 1, "init.n_starts": 1,
+                "truth.d": 2, "truth.m": 1, "truth.n_atoms": 2}
     field = max(sizes, key=lambda k: sizes[k] / defaults[k])
     check_memory(field, sizes[field], est["memory_bytes"], flag, allow_large)
     check_time(field, sizes[field], est["seconds"], TIME_LIMIT_SECONDS, flag, allow_large)

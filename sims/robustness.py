@@ -3,8 +3,9 @@
 A Hydra multirun over `truth.seed` (sims/conf/robustness.yaml: `hydra.sweeper.params`, seeds 0..19; override with
 `truth.seed=range(0,5)`), so any Hydra launcher runs it (basic, joblib, submitit, the shipped `slurm`) with no
 code change. Each job is one truth (reparam.truth.random_truth: random pretrained head, tie maps, latent prompts
-and biases, true atoms >= 0.5 apart) and runs through the main job's code path (reparam.study_config `plan_from_cfg`
--> reparam.sweep.run_plan): every structure with a THEORY rate, exact- and over-specified, on a smaller grid,
+and biases, true atoms >= 0.5 apart; its shape from truth.d, truth.m, truth.n_atoms, truth.n_experts,
+truth.latent_dim, e.g. `reparam robustness -m truth.d=8 truth.m=4`) and runs through the main job's code path
+(reparam.study_config `plan_from_cfg` -> reparam.sweep.run_plan): every structure with a THEORY rate, exact- and over-specified, on a smaller grid,
 with results.jsonl (resumable) and results.csv in the job folder. When the sweep ends, `RobustnessCallback`
 collects every job of the sweep folder and writes there results.csv (all truths), robustness.csv (per-truth
 slopes), robustness_summary.csv (their distribution per structure, regime and error), robustness.png/pdf and
@@ -271,6 +272,14 @@ def check_folder(cfg: Any) -> None:
 
 # ------------------------------------------------------------------------------------------ one job
 
+def truth_name(plan) -> str:
+    """The name of the plan's truth as its rows record it ("random-7", or "random-7-d8-m4" off the default shape:
+    the truth's shape fields pass through StudyConf's truth section unchanged, reparam.study.TruthConfig)."""
+    from reparam.study import build_truth
+
+    return build_truth(plan.settings()[0]).name
+
+
 @status_on_input_error
 def run(cfg: Any, out: str | Path, summary: bool = True) -> int:
     """One job (one truth) in `out` from a robustness config (a DictConfig or a RobustnessConf): fit what its
@@ -292,7 +301,7 @@ def run(cfg: Any, out: str | Path, summary: bool = True) -> int:
     log = out / "results.jsonl"
     check_log(log)
     fits = len(plan.cells()) * plan.replicates
-    say(logger, f"robustness job: truth random-{plan.setting.truth.seed}, structures={plan.structures} "
+    say(logger, f"robustness job: truth {truth_name(plan)}, structures={plan.structures} "
         f"regimes={plan.regimes} n_grid={plan.n_grid} replicates={plan.replicates} seed={plan.seed} -> {fits} fits, "
         f"{threads} torch threads, {cfg.workers} worker process(es); output {out}")
     open_run_folder(out, "robustness", folder_setting(cfg))  # locked; refused if it holds another setting
