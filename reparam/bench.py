@@ -60,6 +60,7 @@ def stream_triad_gbs(n: int = 20_000_000, repeats: int = 5) -> float:
 
 def pass_bytes(L: int, d: int, m: int, exact: bool = True, indexed: bool = True) -> dict:
     """Bytes per fit and sample that one loss+gradient(+Hessian) pass of PrefixSpaceTerms moves.
+    The fused pass moves only the compulsory bytes; the tensor pass moves `as_written`.
 
     compulsory: the data every implementation must read once per fit: a = [1, x] (d + 1), y (m), the
         pretrained part's mean output (m) and log-weight (1), float64.
@@ -85,20 +86,64 @@ def pass_bytes(L: int, d: int, m: int, exact: bool = True, indexed: bool = True)
     return dict(compulsory=8.0 * (q + 2 * m + 1), as_written=as_written)
 
 
-def pass_bandwidth(n: int, replicates: int = 20, n_starts: int = 5, structure: str = "shared_mlp",
-                   regime: str = "over") -> dict:
-    """Seconds of one loss+gradient+Hessian pass over replicates x n_starts fits at sample size n, and the
-    bytes/s it achieves under both counts of `pass_bytes`."""
+def compute_peak_gflops(size: int = 1536, repeats: int = 5) -> float:
+    """The machine's float64 compute roofline with torch's current thread count: GFLOP/s of a square matrix
+    product (MKL's dgemm: FMA-bound, the highest float64 rate a program reaches on this CPU), 2 size^3 flops,
+    best of `repeats`."""
+    a = torch.rand(size, size, dtype=DTYPE)
+    b = torch.rand(size, size, dtype=DTYPE)
+    best = _best_time(lambda: a @ b, repeats)
+    return 2.0 * size ** 3 / best / 1e9
+
+
+EXP_FLOPS = 20  # one float64 exp counted as 20 flops (libmvec: range reduction + a degree ~11 polynomial in FMAs)
+
+
+def pass_flops(L: int, d: int, m: int, exact: bool = True) -> dict:
+    """Floating-point operations per fit and sample of the fused pass (reparam/kernels/prefix_pass.c), counted
+    from its loops (a multiply-add is 2 flops, a compare, add, multiply or divide 1, an exp EXP_FLOPS).
+
+    The count is also the arithmetic every implementation of these sums needs, up to how the gate-gate block is
+    factorised: the kernel pays one multiply-add per unique Hessian entry and sample, which is the minimum for a
+    sum over samples of per-sample products."""
+    q, TL, Tq = d + 1, L * (L + 1) // 2, (d + 1) * (d + 2) // 2
+    ops = {
+        "softmax": 2 * L * q + 4 * L + 4 + EXP_FLOPS * (L + 1),  # scores, shift, L + 1 exps, normalisation
+        "residual": 3 * m + 2 * L * m,  # f = w0 mu0 + sum_i w_i v_i, r = (f - y) mask
+        "coefficients": 4 * L * m + Tq + 2 * m * TL + L * L * m,  # wu, rho, a_p a_p', wu_i . wu_j, wu_ic w_j
+        "sums": 2 * m + 2 * L * q + 2 * L * m + 2 * TL * Tq + 2 * L * L * m * q + 2 * TL,  # loss, gradients, J^T J
+    }
+    if exact:  # the residual curvature R: its coefficients and sums
+        ops["coefficients"] += 4 * TL + 3 * L * L * m
+        ops["sums"] += 2 * TL * Tq + 2 * L * L * m * q
+    return dict(ops, total=sum(ops.values()))
+
+
+def pass_speed(n: int, replicates: int = 20, n_starts: int = 5, structure: str = "shared_mlp",
+               regime: str = "over") -> dict:
+    """Seconds of one loss+gradient+Hessian pass (`PrefixSpaceTerms.hessian`, the chain to native parameters
+    included) over replicates x n_starts fits at sample size n, with the fused pass and with the tensor pass, and
+    what each achieves: ns per fit and sample, GFLOP/s (pass_flops) and bytes/s (pass_bytes)."""
+    from . import kernels
+
     truth, L, X, Y, starts = problem(structure, regime, n, replicates, n_starts)
-    terms = PrefixSpaceTerms(truth.structure, truth.experts, L, X, Y, SolverConfig().chunk_elements)
     R, S, P = starts.shape
     theta, rep = starts.reshape(R * S, P), torch.arange(R).repeat_interleave(S)
-    sec = _best_time(lambda: terms.hessian(theta, rep))
+    flops = pass_flops(L, truth.d, truth.m)["total"]
     counts = pass_bytes(L, truth.d, truth.m, exact=True, indexed=S > 1)
     fit_samples = R * S * n
-    return dict(n=n, fits=R * S, seconds=sec, ns_per_fit_sample=1e9 * sec / fit_samples,
-                **{f"{k}_gbs": v * fit_samples / sec / 1e9 for k, v in counts.items()},
-                **{f"{k}_bytes": v for k, v in counts.items()})
+    out = dict(n=n, fits=R * S, flops=flops, **{f"{k}_bytes": v for k, v in counts.items()})
+    for name, fused in (("fused", None), ("tensor", False)):
+        if fused is None and kernels.pass_kernel() is None:
+            out.update({f"{name}_seconds": float("nan"), f"{name}_ns": float("nan"), f"{name}_gflops": float("nan")})
+            continue
+        terms = PrefixSpaceTerms(truth.structure, truth.experts, L, X, Y, SolverConfig().chunk_elements, fused=fused)
+        sec = _best_time(lambda: terms.hessian(theta, rep))
+        out.update({f"{name}_seconds": sec, f"{name}_ns": 1e9 * sec / fit_samples,
+                    f"{name}_gflops": flops * fit_samples / sec / 1e9,
+                    f"{name}_compulsory_gbs": counts["compulsory"] * fit_samples / sec / 1e9})
+    out["tensor_as_written_gbs"] = counts["as_written"] * fit_samples / out["tensor_seconds"] / 1e9
+    return out
 
 
 # ---- scipy baseline -----------------------------------------------------------------------------------

@@ -28,6 +28,12 @@ row of the batch copied once per output, so one backward pass gives every row of
 structure needs no new derivative code. Plain autograd, not torch.func: torch.func's transforms import
 torch._dynamo on first use, a fixed ~1.5-2 s on the first fit of a process.
 
+Two implementations of those sums (the same numbers to rounding, tests/test_fused_pass.py): the fused pass
+(reparam.kernels: a small C kernel built on first use, one loop over samples per fit, every per-sample
+quantity in L1 or registers, each unique Hessian entry one multiply-add per sample), used on the CPU wherever
+it builds; and the tensor pass below (batched tensor operations over chunks of samples), used on a GPU, without
+a C compiler, with REPARAM_PASS=tensor, and for the autograd checks (it is differentiable).
+
 Stopping (SolverConfig.stop). The default, "statistical", stops a fit once the optimisation error is
 negligible against the statistical error, instead of at a fixed relative tolerance; see SolverConfig.
 
@@ -48,6 +54,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import kernels
 from .moe import DTYPE, PretrainedExperts
 from .structures import Structure
 from .validation import check_choice, check_device, check_int, check_number, require
@@ -163,8 +170,9 @@ class PrefixSpaceTerms:
     """
 
     def __init__(self, structure: Structure, experts: PretrainedExperts, n_atoms: int, X: Tensor, Y: Tensor,
-                 chunk_elements: int = 2_000_000, device: str | torch.device = "cpu"):
+                 chunk_elements: int = 2_000_000, device: str | torch.device = "cpu", fused: bool | None = None):
         self.structure, self.n_atoms = structure, n_atoms
+        self.fused = fused  # None: the fused pass where it is available (reparam.kernels), False: the tensor pass
         self.device = torch.device(device)
         self.X, self.Y = X, Y  # (R, n, d), (R, n, m), on the host
         self.pre_log_weight, self.pre_mean = experts.collapse(X)  # (R, n), (R, n, m)
@@ -208,6 +216,52 @@ class PrefixSpaceTerms:
             (h,) = torch.autograd.grad(torch.diagonal(g.reshape(B, P, P), dim1=1, dim2=2).sum(), t, allow_unused=True)
         return torch.zeros(B, P, P, dtype=DTYPE) if h is None else h.reshape(B, P, P)
 
+    # ---- the fused pass (reparam.kernels): the same sums as _prefix_terms, one loop over samples per fit ----
+    def fused_in_use(self) -> bool:
+        """Whether the sums come from the fused pass (reparam.kernels)."""
+        return self._fused()
+
+    def _fused(self) -> bool:
+        if self.fused is False or self.device.type != "cpu":
+            return False
+        if self.fused and kernels.pass_kernel() is None:
+            raise RuntimeError(f"fused=True, but the fused pass is unavailable: {kernels.kernel_status()['why']}")
+        return kernels.pass_kernel() is not None
+
+    def _fused_sums(self, what: int, gate: Tensor, values: Tensor, rep: Tensor) -> Tensor:
+        return kernels.fused_sums(what, gate, values, rep, self._A, self._Yt, self._mu0, self._s0,
+                                  threads=torch.get_num_threads())
+
+    def _unpack_fused(self, sums: Tensor, exact: bool):
+        """The kernel's per-fit sums (B, K) -> loss, grad_z, J^T J, R in _prefix_terms' layout.
+
+        The kernel stores each symmetric gate-gate block once per atom pair i <= j and feature pair p <= p'
+        (coefficient times a_p a_p'); here they are spread to full (L q, L q) blocks."""
+        B, L, q, m = sums.shape[0], self.n_atoms, self.structure.d + 1, self.m
+        TL, Tq, Lq, Lm = L * (L + 1) // 2, q * (q + 1) // 2, L * q, L * m
+        sizes = [1, Lq, Lm, TL * Tq, TL * Tq, L * L * m * q, L * L * m * q, TL]
+        total, g_gate, g_val, gg, rgg, gv, rgv, vv = torch.split(sums, sizes, dim=1)
+        pair_L, pair_q = _pair_index(L), _pair_index(q)
+
+        def gate_gate(x):  # (B, TL * Tq) -> (B, Lq, Lq)
+            x = x.reshape(B, TL, Tq)[:, pair_L][:, :, :, pair_q]  # (B, L, L, q, q)
+            return x.permute(0, 1, 3, 2, 4).reshape(B, Lq, Lq)
+
+        def gate_value(x):  # (B, L(i) * L(j) * m * q) -> (B, Lq, Lm)
+            return x.reshape(B, L, L, m, q).permute(0, 1, 4, 2, 3).reshape(B, Lq, Lm)
+
+        vv_full = vv[:, pair_L]  # (B, L, L): sum_t w_i w_j, times I_m for each output pair
+        vv_full = (vv_full[:, :, None, :, None] * torch.eye(m, dtype=DTYPE)[None, None, :, None, :]).reshape(B, Lm, Lm)
+        jgv = gate_value(gv)
+        JtJ = torch.cat([torch.cat([gate_gate(gg), jgv], 2), torch.cat([jgv.transpose(1, 2), vv_full], 2)], 1)
+        resid = None
+        if exact:
+            rgv_full = gate_value(rgv)
+            zeros = torch.zeros(B, Lm, Lm, dtype=DTYPE)
+            resid = torch.cat([torch.cat([gate_gate(rgg), rgv_full], 2),
+                               torch.cat([rgv_full.transpose(1, 2), zeros], 2)], 1)
+        return total[:, 0].clone(), torch.cat([g_gate, g_val], 1), JtJ, resid
+
     # ---- sample-space pieces ------------------------------------------------------------------------
     def _chunks(self, batch: int, width: int):
         size = max(256, self.chunk_elements // max(1, batch * width))
@@ -240,6 +294,8 @@ class PrefixSpaceTerms:
     def loss(self, theta: Tensor, rep: Tensor) -> Tensor:
         """(B, P), (B,) -> (B,)."""
         gate, values = self._prefix_parts(theta)
+        if self._fused() and not (torch.is_grad_enabled() and theta.requires_grad):  # the tensor pass is differentiable
+            return self._fused_sums(0, gate, values, rep)[:, 0] / self.n
         total = torch.zeros(theta.shape[0], dtype=DTYPE, device=self.device)
         for part in self._chunks(theta.shape[0], 3 * self.n_atoms + 3 * self.m + self.structure.d + 2):
             residual = self._forward(gate, values, rep, part)[-1]
@@ -258,6 +314,8 @@ class PrefixSpaceTerms:
         B, L, d, m = theta.shape[0], self.n_atoms, self.structure.d, self.m
         q, Pz = d + 1, self.n_atoms * (d + 1 + m)
         gate, values = self._prefix_parts(theta)
+        if self._fused():
+            return self._unpack_fused(self._fused_sums(2 if exact else 1, gate, values, rep), exact)
         dev = self.device
         JtJ = torch.zeros(B, Pz, Pz, dtype=DTYPE, device=dev)
         Rgg = torch.zeros(B, L * q, L * q, dtype=DTYPE, device=dev)
@@ -323,6 +381,15 @@ class PrefixSpaceTerms:
         H = gn + 2.0 / self.n * Mt @ resid @ M + self._prefix_curvature(theta, grad_z)
         H = 0.5 * (H + H.transpose(1, 2))
         return total / self.n, grad, H, gn
+
+
+def _pair_index(k: int) -> Tensor:
+    """(k, k) -> index of the unordered pair {i, j} in the row-major list of pairs i <= j."""
+    i, j = torch.triu_indices(k, k)
+    index = torch.empty(k, k, dtype=torch.long)
+    index[i, j] = torch.arange(i.numel())
+    index[j, i] = torch.arange(i.numel())
+    return index
 
 
 # a fit's outcome, stored as an int8 code while the solver runs (RUNNING until it stops)
@@ -393,8 +460,10 @@ class _Solver:
         """Loss, gradient and curvature at theta[idx]; the scaling keeps the largest GN diagonal seen."""
         if idx.numel() == 0:
             return
-        self.loss[idx], self.grad[idx], self.H[idx], gn = _curvature(self.terms, self.theta[idx], self.rep[idx],
-                                                                     self.config.method)
+        self.store(idx, *_curvature(self.terms, self.theta[idx], self.rep[idx], self.config.method))
+
+    def store(self, idx: Tensor, loss: Tensor, grad: Tensor, H: Tensor, gn: Tensor) -> None:
+        self.loss[idx], self.grad[idx], self.H[idx] = loss, grad, H
         self.scale[idx] = torch.maximum(self.scale[idx], torch.diagonal(gn, dim1=-2, dim2=-1))
 
     def stop_nonfinite(self) -> None:
@@ -437,14 +506,24 @@ class _Solver:
         step_e = -coef / (lam + sigma.unsqueeze(-1))
         predicted = -(coef * step_e + 0.5 * lam * step_e.square()).sum(-1)
         trial = self.theta[active] + (V @ step_e.unsqueeze(-1)).squeeze(-1) / D
-        trial_loss = self.terms.loss(trial, self.rep[active])
+        # with the fused pass the loss costs a third of the full evaluation, and most steps are accepted: evaluate
+        # everything at the trial point at once (the loss is the same number either way)
+        full = self.terms.fused_in_use()
+        if full:
+            trial_terms = _curvature(self.terms, trial, self.rep[active], self.config.method)
+            trial_loss = trial_terms[0]
+        else:
+            trial_loss = self.terms.loss(trial, self.rep[active])
         gain = (f0 - trial_loss) / predicted.clamp_min(1e-300)
         accepted = torch.isfinite(trial_loss) & (trial_loss < f0)
         shrink = (1.0 - (2.0 * gain - 1.0).pow(3)).clamp(min=1.0 / 3.0)
         self.mu[active] = torch.where(accepted, (lam_mu * shrink).clamp_min(1e-15), lam_mu * nu)
         self.nu[active] = torch.where(accepted, torch.full_like(nu, 2.0), 2.0 * nu)
         self.theta[active[accepted]] = trial[accepted]
-        self.evaluate(active[accepted])
+        if full:
+            self.store(active[accepted], *(t[accepted] for t in trial_terms))
+        else:
+            self.evaluate(active[accepted])
 
     def result(self) -> FitState:
         code = torch.where(self.code == RUNNING, torch.full_like(self.code, MAX_ITER), self.code)

@@ -1,8 +1,8 @@
 """`reparam bench [key=value ...]` (Hydra app): measures everything in one run and writes the tables into
 BENCHMARKS.md (below its hand-written top) and figures/scaling.png. See reparam/bench.py.
 
-Sections: (1) memory bandwidth (STREAM-like triad) and the loss/gradient/Hessian pass's bytes/s against
-it; (2) the first-call cost of a fresh process; (3) the batched solver against scipy.optimize.least_squares
+Sections: (1) the loss/gradient/Hessian pass (fused and tensor) against the compute roofline (dgemm) and the
+memory bandwidth (STREAM-like triad); (2) the first-call cost of a fresh process; (3) the batched solver against scipy.optimize.least_squares
 per fit, per structure x regime at each of `ns`; (4) the statistical against the strict stopping rule on the
 same study; (5) the paper-grade multi-start study and the default main job, timed; (6) scaling.
 
@@ -30,7 +30,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from reparam.app import as_dictconfig, hydra_main
-from reparam import bench
+from reparam import bench, kernels
 from reparam.console import say
 from reparam.study import STUDY_INIT
 from reparam.validation import (DEVICES, status_on_input_error, ConfigError, check_choice, check_device, check_int,
@@ -193,12 +193,13 @@ def run(cfg: Any) -> int:
         pd.to_pickle(value, path)
         return value
 
-    # 1. memory bandwidth and the pass
-    triad, passes = section("bandwidth", lambda: (bench.stream_triad_gbs(), [
-        bench.pass_bandwidth(n) for n in ((2000,) if a.quick else (10_000, 100_000))]))
-    log(f"triad {triad:.1f} GB/s ({a.threads} thread(s))")
+    # 1. the pass against the compute and memory rooflines
+    kernel = kernels.kernel_status()
+    peak, triad, passes = section("roofline", lambda: (bench.compute_peak_gflops(), bench.stream_triad_gbs(), [
+        bench.pass_speed(n) for n in ((2000,) if a.quick else (10_000, 100_000))]))
+    log(f"dgemm {peak:.1f} GFLOP/s, triad {triad:.1f} GB/s ({a.threads} thread(s)); pass: {kernel['pass']}")
     for r in passes:
-        log(f"pass n={r['n']}: {r['ns_per_fit_sample']:.0f} ns per fit-sample, {r['as_written_gbs']:.1f} GB/s as written")
+        log(f"pass n={r['n']}: fused {_f(r['fused_ns'], 1)} ns, tensor {r['tensor_ns']:.0f} ns per fit and sample")
 
     # 2. first call
     fc = section("first_call", first_call_cost)
@@ -250,19 +251,24 @@ def run(cfg: Any) -> int:
           "compare ratios measured together in this run, not absolute times across runs. No GPU in this run "
           "(`device=cuda` is ready: see below).", ""]
 
-    L += ["### 1. Memory bandwidth and the loss/gradient/Hessian pass", "",
-          f"STREAM-like triad `a = b + 3 c` on 2e7 float64 (24 bytes per element moved): **{triad:.1f} GB/s** "
-          f"with {a.threads} thread(s).", "",
-          f"One exact-Hessian pass of `PrefixSpaceTerms.hessian` over 20 replicates x {STUDY_INIT.n_starts} starts "
-          "(shared_mlp, over-specified, L' = 3, d = 2, m = 1). Bytes per fit and sample: *compulsory* = the data every "
-          "implementation must read once per fit; *as written* = every tensor operation of the pass reading its inputs "
-          "and writing its output once (hand count in `reparam.bench.pass_bytes`).", "",
-          "| n | fits | ms per pass | ns per fit and sample | bytes as written | GB/s as written | % of triad | compulsory bytes | GB/s compulsory | % of triad |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+    L += ["### 1. The loss/gradient/Hessian pass against the machine's rooflines", "",
+          f"Compute roofline: float64 matrix product (dgemm, 1536^3) **{peak:.1f} GFLOP/s**; memory: STREAM-like triad "
+          f"`a = b + 3 c` on 2e7 float64 **{triad:.1f} GB/s**; both with {a.threads} thread(s). The pass in use: "
+          f"**{kernel['pass']}**" + (f" ({kernel['why']})" if kernel["why"] else "") + ".", "",
+          f"One exact-Hessian evaluation `PrefixSpaceTerms.hessian` (the chain to native parameters included) over 20 "
+          f"replicates x {STUDY_INIT.n_starts} starts (shared_mlp, over-specified, L' = 3, d = 2, m = 1), with the fused "
+          "pass (`reparam/kernels/prefix_pass.c`) and the tensor pass, measured together. Flops per fit and sample: counted "
+          "from the kernel's loops (`reparam.bench.pass_flops`, an exp counted as "
+          f"{bench.EXP_FLOPS}); bytes: the compulsory data (`pass_bytes`: what any implementation reads once per fit), "
+          "which is all the fused pass reads, and the tensor program's own traffic as written.", "",
+          "| n | fits | flops per fit and sample | fused: ns per fit and sample | GFLOP/s | % of dgemm | GB/s (compulsory) | "
+          "tensor: ns per fit and sample | % of dgemm | GB/s as written | % of triad | fused speed-up |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in passes:
-        L.append(f"| {r['n']} | {r['fits']} | {1e3 * r['seconds']:.0f} | {r['ns_per_fit_sample']:.0f} | {r['as_written_bytes']:.0f} | "
-                 f"{r['as_written_gbs']:.1f} | {100 * r['as_written_gbs'] / triad:.0f}% | {r['compulsory_bytes']:.0f} | "
-                 f"{r['compulsory_gbs']:.2f} | {100 * r['compulsory_gbs'] / triad:.1f}% |")
+        L.append(f"| {r['n']} | {r['fits']} | {r['flops']} | **{_f(r['fused_ns'], 1)}** | {_f(r['fused_gflops'], 1)} | "
+                 f"{_f(100 * r['fused_gflops'] / peak, 0)}% | {_f(r.get('fused_compulsory_gbs'), 2)} | "
+                 f"{r['tensor_ns']:.0f} | {100 * r['tensor_gflops'] / peak:.0f}% | {r['tensor_as_written_gbs']:.1f} | "
+                 f"{100 * r['tensor_as_written_gbs'] / triad:.0f}% | {_f(r['tensor_ns'] / r['fused_ns'], 1)}x |")
     L += ["", "### 2. First-call cost", "",
           f"A fresh interpreter, `run_cell` twice (shared_mlp exact, n = 1e4, 5 replicates): first **{fc['first']:.2f} s**, "
           f"second {fc['second']:.2f} s, difference {fc['extra']:.2f} s; torch._dynamo imported: {fc['dynamo']}, "
