@@ -264,6 +264,25 @@ def samples_to_reach(means: pd.Series, target: float) -> float:
     return float(np.exp(np.log(n0) + t * (np.log(n1) - np.log(n0))))
 
 
+def samples_needed(results: pd.DataFrame, regime: str = "over", error: str = "voronoi_prefix",
+                   structures: tuple[str, ...] = ("shared_mlp", "shared_linear", "independent"),
+                   reference: str = "independent") -> tuple[float, dict[str, float]]:
+    """The headline comparison as numbers: the target error is what `reference` reaches (mean over valid fits) at
+    its largest n; each structure's n to reach it (samples_to_reach: interpolated between measured n, NaN when
+    never reached). Returns (target, {structure: n}); (NaN, {}) without the reference curve."""
+    from .checks import valid_mask
+
+    part = results[(results.regime == regime) & valid_mask(results) & results.structure.isin(structures)]
+    curves = {}
+    for structure in [s for s in structures if s in set(part.structure)]:
+        g = part[(part.structure == structure) & np.isfinite(part[error].astype(float))]
+        curves[structure] = g.groupby("n")[error].mean().sort_index()
+    if reference not in curves:
+        return float("nan"), {}
+    target = float(curves[reference].iloc[-1])
+    return target, {s: samples_to_reach(m, target) for s, m in curves.items()}
+
+
 def sample_complexity_figure(results: pd.DataFrame, summary: pd.DataFrame, error: str = "voronoi_prefix",
                              regimes: tuple[str, ...] = ("exact", "over")):
     """n needed to reach a target error, from each fitted law mean = exp(intercept) * n^slope: solid inside
@@ -331,9 +350,8 @@ def headline_figure(results: pd.DataFrame, regime: str = "over", error: str = "v
         ax.plot(agg.index, agg["mean"], "o-", color=color, label=structure)
         ax.fill_between(agg.index, agg["lo"], agg["hi"], color=color, alpha=0.18, lw=0)
     if reference in curves:
-        target = float(curves[reference].iloc[-1])
+        target, needed = samples_needed(results, regime, error, structures, reference)
         ax.axhline(target, color="k", lw=0.7, ls=":")
-        needed = {s: samples_to_reach(m, target) for s, m in curves.items()}
         ref_n = needed[reference]
         for structure, n in needed.items():
             if np.isfinite(n):

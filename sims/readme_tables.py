@@ -32,7 +32,8 @@ class ReadmeTablesConf:
     """Settings of `reparam readme-tables`.
 
     figures: the folder of the committed tables the README quotes (summary.csv, results.csv, sensitivity.csv,
-        inverse-ratio/summary.csv, robustness_summary.csv; a missing one leaves its README table as it is).
+        inverse-ratio/summary.csv, robustness_summary.csv, head_like/d*/{results,summary}.csv; a missing one leaves
+        its README table as it is).
     readme: the markdown file whose `<!-- generated:NAME -->` blocks are rewritten in place.
     """
 
@@ -168,6 +169,48 @@ def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.
     return text
 
 
+def _truth_label(results: pd.DataFrame) -> tuple[str, int, int]:
+    """(truth name, d, m) of a study's rows (one truth per study)."""
+    name = str(results["truth"].iloc[0])
+    d = int(results["d"].iloc[0]) if "d" in results else (int(name.split("-d")[1].split("-")[0]) if "-d" in name else 2)
+    m = int(results["m"].iloc[0]) if "m" in results else (int(name.split("-m")[1].split("-")[0]) if "-m" in name else 1)
+    return name, d, m
+
+
+def dimension_tables(studies: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[str, str]:
+    """The same study at growing dimension: (separation, verdicts).
+
+    separation: the headline comparison per truth (reparam.plots.samples_needed, over-specified D): the target is
+    what independent reaches at its largest n, and the n each shared structure needs for it, with the ratio.
+    verdicts: slope [95% CI] and verdict of every curve with a THEORY prediction, one column per truth."""
+    from reparam.plots import samples_needed
+
+    sep = ["| truth | d | m | target D (independent at its largest n) | n needed: independent | shared_linear | "
+           "shared_mlp | independent / shared_mlp |", "|---|---|---|---|---|---|---|---|"]
+    labels, merged = [], None
+    for results, summary in studies:
+        name, d, m = _truth_label(results)
+        target, needed = samples_needed(results)
+        fmt = lambda n: f"{n:,.0f}" if np.isfinite(n) else "not reached"  # noqa: E731
+        ratio = needed.get("independent", np.nan) / needed.get("shared_mlp", np.nan)
+        sep.append(f"| {name} | {d} | {m} | {target:.3g} | {fmt(needed.get('independent', np.nan))} | "
+                   f"{fmt(needed.get('shared_linear', np.nan))} | {fmt(needed.get('shared_mlp', np.nan))} | "
+                   f"{f'{ratio:.0f}x' if np.isfinite(ratio) else 'n/a'} |")
+        s = summary[summary["prediction"].fillna("") != ""].copy()
+        s[name] = [f"{_ci(r.slope, r.slope_lo, r.slope_hi)} {r.verdict}" for r in s.itertuples()]
+        s["predicted_text"] = [_predicted(r.predicted, r.prediction) for r in s.itertuples()]
+        s = s[["structure", "regime", "error", "predicted_text", name]]
+        merged = s if merged is None else merged.merge(s, on=["structure", "regime", "error", "predicted_text"],
+                                                        how="outer")
+        labels.append(name)
+    ver = ["| structure | regime | error | predicted | " + " | ".join(labels) + " |",
+           "|---|---|---|---|" + "---|" * len(labels)]
+    for _, r in merged.iterrows():
+        ver.append(f"| {r.structure} | {r.regime} | `{r.error}` | {r.predicted_text} | " +
+                   " | ".join(str(r[x]) if isinstance(r[x], str) else "not run" for x in labels) + " |")
+    return "\n".join(sep), "\n".join(ver)
+
+
 def _read_summary(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     df["prediction"] = df["prediction"].fillna("")
@@ -181,6 +224,11 @@ def tables(figures: Path) -> dict[str, str]:
         summary = _read_summary(figures / "summary.csv")
         out["canonical-summary"] = summary_table(summary)
         out["canonical-largest-n"] = largest_n_table(summary, pd.read_csv(figures / "results.csv"))
+    head_like = sorted((figures / "head_like").glob("d*/summary.csv"), key=lambda p: int(p.parent.name[1:]))
+    if head_like and (figures / "summary.csv").is_file() and (figures / "results.csv").is_file():
+        studies = [(pd.read_csv(figures / "results.csv"), _read_summary(figures / "summary.csv"))]
+        studies += [(pd.read_csv(p.with_name("results.csv")), _read_summary(p)) for p in head_like]
+        out["head-like-separation"], out["head-like-verdicts"] = dimension_tables(studies)
     if (figures / "sensitivity.csv").is_file():
         out["sensitivity"] = sensitivity_table(pd.read_csv(figures / "sensitivity.csv"))
     if (figures / "inverse-ratio" / "summary.csv").is_file():

@@ -102,3 +102,35 @@ def test_low_data_block_says_insufficient_below_three_replicates_and_sums_the_ch
     assert "| test NLL [nats/token] | shared | 50 | 3 | -0.1" in text and "| shared better |" in text
     assert "n = 50: 3 of 3, n = 100: 2 of 3" in text
     assert "1.50 hours of wall time and 2.50 CPU-hours (2 chunks" in text and "2.0 to 3.5 on 2 cores" in text
+
+
+def test_head_like_blocks_give_the_sample_sizes_of_the_headline_per_dimension(tmp_path):
+    """independent at n^-0.2, shared_mlp at n^s (c = 1): the target is independent's mean at its largest n,
+    n_max^-0.2, which shared_mlp reaches at n = n_max^(0.2 / -s) (interpolated between measured n); the d = 8 study
+    (truth canonical-d8-m4) gets its own row and its own verdict column. Tolerance: the means of 10 replicates with
+    5% lognormal noise are off by ~1.6% each, so log n is off by ~0.022 / |s| (< 0.08): 0.25 is 3 sigma."""
+    import numpy as np
+
+    from .test_checks_and_figures import NS
+
+    for folder, truth, shared in ((tmp_path, "canonical", -0.35), (tmp_path / "head_like" / "d8", "canonical-d8-m4", -0.3)):
+        folder.mkdir(parents=True, exist_ok=True)
+        results = synthetic({("shared_mlp", "over"): shared, ("independent", "over"): -0.2}, truth=truth)
+        results.to_csv(folder / "results.csv", index=False)
+        summarize(results, n_boot=100).to_csv(folder / "summary.csv", index=False)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- generated:head-like-separation -->\n<!-- /generated:head-like-separation -->\n"
+                      "<!-- generated:head-like-verdicts -->\n<!-- /generated:head-like-verdicts -->\n")
+    assert {"head-like-separation", "head-like-verdicts"} <= set(refresh(readme, tmp_path))
+    lines = readme.read_text().splitlines()
+    rows = {ln.split("|")[1].strip(): ln for ln in lines if ln.startswith("| canonical")}
+    assert set(rows) == {"canonical", "canonical-d8-m4"}
+    n_max = max(NS)
+    for name, shared in (("canonical", -0.35), ("canonical-d8-m4", -0.3)):
+        cells = [c.strip() for c in rows[name].split("|")[1:-1]]
+        needed = float(cells[6].replace(",", ""))
+        expected = n_max ** (0.2 / -shared)  # n^shared = n_max^-0.2
+        assert abs(np.log(needed / expected)) < 0.25, (name, needed, expected)
+        assert cells[1] == ("2" if name == "canonical" else "8") and cells[2] == ("1" if name == "canonical" else "4")
+    header = next(ln for ln in lines if ln.startswith("| structure | regime | error | predicted |"))
+    assert header.rstrip(" |").endswith("canonical | canonical-d8-m4")
