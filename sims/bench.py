@@ -69,6 +69,7 @@ class BenchConf:
     paper_replicates: replicates of the paper-grade study (section 5).
     skip_paper: do not run the paper-grade study; device: its device, 'cpu' or 'cuda' (needs a GPU).
     skip_main_job: do not time the default main job.
+    skip_head_like: do not time the study at head-like dimension (the main job with truth.d=16).
     quick: smoke run: small sizes everywhere (overrides ns, scipy_*, lm_max_n, stop_*, skip_paper, skip_main_job).
     out: the Markdown file whose generated part is (re)written (its hand-written top is kept).
     figure: the scaling figure (PNG).
@@ -89,6 +90,7 @@ class BenchConf:
     skip_paper: bool = False
     device: str = "cpu"
     skip_main_job: bool = False
+    skip_head_like: bool = False
     quick: bool = False
     out: str = "BENCHMARKS.md"
     figure: str = "figures/scaling.png"
@@ -150,14 +152,52 @@ def first_call_cost() -> dict:
     return dict(first=first, second=second, extra=first - second, dynamo=bool(dynamo), sympy=bool(sympy))
 
 
-def main_job_seconds(workers: int, threads: int) -> float:
-    """Wall time of the default main job (`reparam convergence`, figures off) in a throw-away directory."""
+def main_job_seconds(workers: int, threads: int, overrides: tuple = ()) -> float:
+    """Wall time of the default main job (`reparam convergence`, figures off; `overrides`, e.g. truth.d=16, change
+    its setting) in a throw-away directory."""
     with tempfile.TemporaryDirectory() as tmp:
         tic = time.perf_counter()
         subprocess.run([sys.executable, "-m", "reparam.sims.convergence", f"hydra.run.dir={tmp}", "figures=false",
-                        "progress=false", f"workers={workers}", f"threads={threads}"],
+                        "progress=false", f"workers={workers}", f"threads={threads}", *overrides],
                        check=True, capture_output=True, text=True)
         return time.perf_counter() - tic
+
+
+GOALS = dict(pass_ns=30.0, scipy_ratio=30.0, paper_s=60.0, main_job_s=60.0, head_like_s=600.0)
+
+
+def goals_table(passes, peak, cells, paper, main_job, head_like, kernel) -> list:
+    """The performance goals against this run's measurements, each with its verdict (lines of markdown)."""
+    def met(ok):
+        return "**yes**" if ok else "**no**"
+
+    big = [r for r in passes if r["n"] >= 10_000]
+    ns = [r["fused_ns"] if kernel["pass"] == "fused" else r["tensor_ns"] for r in big]
+    share = [r["fused_gflops"] / peak for r in big] if kernel["pass"] == "fused" else []
+    ratios = [(c["n"], c["structure"], c["regime"], c["trf"]["ratio"], c["trf"]["replicates_not_worse"],
+               c["trf"]["replicates"]) for c in cells if "trf" in c]
+    fast = [r for r in ratios if r[3] >= GOALS["scipy_ratio"] and r[4] == r[5]]
+    slowest = min(ratios, key=lambda r: r[3]) if ratios else None
+    out = ["### Goals against this run", "", "| goal | measured | met? |", "|---|---|---|"]
+    if ns:
+        out.append(f"| pass <= {GOALS['pass_ns']:.0f} ns per fit and sample (1 thread, n >= 1e4) | "
+                   f"{' / '.join(f'{x:.1f}' for x in ns)} ns ({kernel['pass']} pass; n = "
+                   f"{' / '.join(str(r['n']) for r in big)})" + (f", {100 * min(share):.0f}-{100 * max(share):.0f}% of the "
+                   f"measured dgemm rate" if share else "") + f" | {met(max(ns) <= GOALS['pass_ns'])} |")
+    if ratios:
+        out.append(f"| >= {GOALS['scipy_ratio']:.0f}x faster than scipy `trf` per fit, reported fit not worse, in every "
+                   f"structure x regime cell at n = 1e4 and 1e5 | {len(fast)} of {len(ratios)} cells; slowest: "
+                   f"{slowest[1]}/{slowest[2]} at n = {slowest[0]}, {slowest[3]:.1f}x | {met(len(fast) == len(ratios))} |")
+    if paper is not None:
+        out.append(f"| paper-grade multi-start study <= {GOALS['paper_s']:.0f} s on 2 cores | {paper['wall']:.0f} s | "
+                   f"{met(paper['wall'] <= GOALS['paper_s'])} |")
+    if main_job is not None:
+        out.append(f"| default main job <= {GOALS['main_job_s']:.0f} s | {main_job:.0f} s | "
+                   f"{met(main_job <= GOALS['main_job_s'])} |")
+    if head_like is not None:
+        out.append(f"| the d = 16 study (6 sizes to 1e5, 10 replicates, 3 structures, exact + over, 5 starts) <= "
+                   f"{GOALS['head_like_s'] / 60:.0f} min | {head_like:.0f} s | {met(head_like <= GOALS['head_like_s'])} |")
+    return out + [""]
 
 
 def _f(x, digits=2):
@@ -175,6 +215,7 @@ def run(cfg: Any) -> int:
     if a.quick:
         a.ns, a.scipy_replicates, a.scipy_starts, a.lm_max_n = [2000], 1, 1, 2000
         a.stop_grid, a.stop_replicates, a.skip_paper, a.skip_main_job = [500, 1000], 3, True, True
+        a.skip_head_like = True
     torch.set_num_threads(a.threads)
     log = lambda s: say(logger, s)  # noqa: E731 - console and the job log (outputs/bench/bench.log)
     load0 = os.getloadavg()
@@ -225,20 +266,27 @@ def run(cfg: Any) -> int:
     rules = section("stopping_rules", lambda: bench.compare_stopping_rules(a.stop_grid, a.stop_replicates, logs,
                                                                           a.workers, log))
 
-    # 5. paper-grade study and main job
-    paper = None
-    if not a.skip_paper:
+    # 5. paper-grade study, main job, the study at head-like dimension
+    def paper_study():
         plan = bench.study_plan(bench.PAPER_N, a.paper_replicates, device=a.device)
         rss0 = bench.peak_rss_mb()
         rows, wall = bench.timed_study(plan, os.path.join(logs, "paper.jsonl"), a.workers)
-        paper = dict(rows=rows, wall=wall, rss0=rss0)
-        log(f"paper-grade study: {wall:.0f} s")
-    main_job = None if a.skip_main_job else main_job_seconds(a.workers, max(a.threads, a.workers))
+        return dict(rows=rows, wall=wall, rss0=rss0)
+
+    paper = None if a.skip_paper else section("paper", paper_study)
+    if paper is not None:
+        log(f"paper-grade study: {paper['wall']:.0f} s")
+    main_job = None if a.skip_main_job else section(
+        "main_job", lambda: main_job_seconds(a.workers, max(a.threads, a.workers)))
     if main_job is not None:
         log(f"main job: {main_job:.0f} s")
+    head_like = None if a.skip_head_like else section(
+        "head_like", lambda: main_job_seconds(a.workers, max(a.threads, a.workers), ["truth.d=16"]))
+    if head_like is not None:
+        log(f"d = 16 study: {head_like:.0f} s")
 
     # 6. scaling
-    sc = bench.scaling(replicates=20, log=log)
+    sc = section("scaling", lambda: bench.scaling(replicates=20, log=log))
     bench.plot_scaling(sc, a.figure)
 
     load1 = os.getloadavg()
@@ -251,6 +299,7 @@ def run(cfg: Any) -> int:
           "compare ratios measured together in this run, not absolute times across runs. No GPU in this run "
           "(`device=cuda` is ready: see below).", ""]
 
+    L += goals_table(passes, peak, cells, paper, main_job, head_like, kernel)
     L += ["### 1. The loss/gradient/Hessian pass against the machine's rooflines", "",
           f"Compute roofline: float64 matrix product (dgemm, 1536^3) **{peak:.1f} GFLOP/s**; memory: STREAM-like triad "
           f"`a = b + 3 c` on 2e7 float64 **{triad:.1f} GB/s**; both with {a.threads} thread(s). The pass in use: "
@@ -345,6 +394,9 @@ def run(cfg: Any) -> int:
         L += [f"Default main job (`reparam convergence`, {a.workers} workers, figures off): **{main_job:.0f} s**."]
     else:
         L += ["(main job not timed in this invocation: `skip_main_job=true`)"]
+    if head_like is not None:
+        L += ["", f"The study at head-like dimension (`reparam convergence truth.d=16`: the main job's grid on the canonical "
+                  f"d = 16, m = 4 truth, {a.workers} workers, figures off): **{head_like:.0f} s**."]
     L += ["", "On a GPU (not measured: no GPU in this run): the main job with `reparam convergence device=cuda "
           "workers=1`, the paper-grade study with `reparam bench device=cuda workers=1`."]
 

@@ -181,21 +181,26 @@ def dimension_tables(studies: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[
     """The same study at growing dimension: (separation, verdicts).
 
     separation: the headline comparison per truth (reparam.plots.samples_needed, over-specified D): the target is
-    what independent reaches at its largest n, and the n each shared structure needs for it, with the ratio.
+    what independent reaches at its largest n, and the n each shared structure needs for it, with the ratio; and
+    the ratio of the errors themselves at the largest n (mean and median over valid fits, from summary.csv).
     verdicts: slope [95% CI] and verdict of every curve with a THEORY prediction, one column per truth."""
     from reparam.plots import samples_needed
 
-    sep = ["| truth | d | m | target D (independent at its largest n) | n needed: independent | shared_linear | "
-           "shared_mlp | independent / shared_mlp |", "|---|---|---|---|---|---|---|---|"]
+    sep = ["| truth | d | m | target D (independent's mean at its largest n) | n needed: independent | shared_linear | "
+           "shared_mlp | independent / shared_mlp | D at the largest n, independent / shared_mlp: mean | median |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     labels, merged = [], None
     for results, summary in studies:
         name, d, m = _truth_label(results)
         target, needed = samples_needed(results)
         fmt = lambda n: f"{n:,.0f}" if np.isfinite(n) else "not reached"  # noqa: E731
         ratio = needed.get("independent", np.nan) / needed.get("shared_mlp", np.nan)
+        top = summary[(summary.error == "voronoi_prefix") & (summary.regime == "over")].set_index("structure")
+        level = {stat: top.loc["independent", f"{stat}_at_n_max"] / top.loc["shared_mlp", f"{stat}_at_n_max"]
+                 if {"independent", "shared_mlp"} <= set(top.index) else np.nan for stat in ("mean", "median")}
         sep.append(f"| {name} | {d} | {m} | {target:.3g} | {fmt(needed.get('independent', np.nan))} | "
                    f"{fmt(needed.get('shared_linear', np.nan))} | {fmt(needed.get('shared_mlp', np.nan))} | "
-                   f"{f'{ratio:.0f}x' if np.isfinite(ratio) else 'n/a'} |")
+                   f"{f'{ratio:.0f}x' if np.isfinite(ratio) else 'n/a'} | {level['mean']:.1f}x | {level['median']:.1f}x |")
         s = summary[summary["prediction"].fillna("") != ""].copy()
         s[name] = [f"{_ci(r.slope, r.slope_lo, r.slope_hi)} {r.verdict}" for r in s.itertuples()]
         s["predicted_text"] = [_predicted(r.predicted, r.prediction) for r in s.itertuples()]
@@ -209,6 +214,54 @@ def dimension_tables(studies: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[
         ver.append(f"| {r.structure} | {r.regime} | `{r.error}` | {r.predicted_text} | " +
                    " | ".join(str(r[x]) if isinstance(r[x], str) else "not run" for x in labels) + " |")
     return "\n".join(sep), "\n".join(ver)
+
+
+LARGE_N_WINDOWS = {"n <= 3e4 (the sweep's grid)": (0, 30_000), "n >= 3e4": (30_000, np.inf), "all n": (0, np.inf)}
+
+
+def large_n_table(results: pd.DataFrame, original: pd.DataFrame | None = None, error: str = "voronoi_prefix",
+                  regime: str = "over") -> str:
+    """Truths of the robustness sweep rerun to larger n: per truth and structure, the slope of the mean D over
+    valid fits [95% bootstrap CI] and its verdict against THEORY's -1/2, on the sweep's own grid (n <= 3e4), on
+    the large-n window (n >= 3e4) and on all n; plus the verdict the sweep recorded (robustness.csv), so a reader
+    sees whether the slopes move toward -1/2 as n grows (pre-asymptotic) or not."""
+    from reparam.checks import valid_mask
+    from reparam.rates import Prediction, fit_slopes, verdict
+
+    pred = Prediction(-0.5)
+    part = results[(results.regime == regime) & valid_mask(results)]
+    head = "| truth | structure | sweep's verdict | " + " | ".join(f"slope, {w}" for w in LARGE_N_WINDOWS) + " | valid fits |"
+    lines = [head, "|---|---|---|" + "---|" * len(LARGE_N_WINDOWS) + "---|"]
+    moved = toward = 0
+    keys = sorted(part.groupby(["structure", "truth"]).groups, key=lambda k: (k[0], int(str(k[1]).split("-")[1])))
+    for structure, truth in keys:
+        g = part[(part.structure == structure) & (part.truth == truth)]
+        cells, slopes = [], {}
+        for name, (lo, hi) in LARGE_N_WINDOWS.items():
+            w = g[(g.n >= lo) & (g.n <= hi)]
+            if w.n.nunique() < 3:
+                cells.append("n/a")
+                continue
+            r = fit_slopes(w, error, by=[], n_boot=1000).iloc[0]
+            v = verdict(r.slope_lo, r.slope_hi, pred, r.slope, r.min_replicates)
+            slopes[name] = r.slope
+            cells.append(f"{_ci(r.slope, r.slope_lo, r.slope_hi)} {v}")
+        before = ""
+        if original is not None:
+            o = original[(original.truth == truth) & (original.structure == structure) & (original.regime == regime)
+                         & (original.error == error)]
+            before = str(o.verdict.iloc[0]) if len(o) else ""
+        small, large = (slopes.get(k) for k in list(LARGE_N_WINDOWS)[:2])
+        if small is not None and large is not None:
+            moved += 1
+            toward += abs(large + 0.5) < abs(small + 0.5)
+        lines.append(f"| {truth} | {structure} | {before} | " + " | ".join(cells) +
+                     f" | {len(g)}/{int(((results.truth == truth) & (results.structure == structure) & (results.regime == regime)).sum())} |")
+    text = "\n".join(lines)
+    if moved:
+        text += (f"\n\nOf {moved} curves, {toward} have a large-n slope (n >= 3e4) closer to -1/2 than their slope on "
+                 f"the sweep's grid (n <= 3e4).")
+    return text
 
 
 def _read_summary(path: Path) -> pd.DataFrame:
@@ -229,6 +282,11 @@ def tables(figures: Path) -> dict[str, str]:
         studies = [(pd.read_csv(figures / "results.csv"), _read_summary(figures / "summary.csv"))]
         studies += [(pd.read_csv(p.with_name("results.csv")), _read_summary(p)) for p in head_like]
         out["head-like-separation"], out["head-like-verdicts"] = dimension_tables(studies)
+    large = figures / "robustness_large_n" / "results.csv"
+    if large.is_file():
+        original = figures / "robustness.csv"
+        out["robustness-large-n"] = large_n_table(pd.read_csv(large),
+                                                  pd.read_csv(original) if original.is_file() else None)
     if (figures / "sensitivity.csv").is_file():
         out["sensitivity"] = sensitivity_table(pd.read_csv(figures / "sensitivity.csv"))
     if (figures / "inverse-ratio" / "summary.csv").is_file():

@@ -134,3 +134,33 @@ def test_head_like_blocks_give_the_sample_sizes_of_the_headline_per_dimension(tm
         assert cells[1] == ("2" if name == "canonical" else "8") and cells[2] == ("1" if name == "canonical" else "4")
     header = next(ln for ln in lines if ln.startswith("| structure | regime | error | predicted |"))
     assert header.rstrip(" |").endswith("canonical | canonical-d8-m4")
+
+
+def test_large_n_block_shows_a_slope_that_turns_toward_minus_one_half(tmp_path):
+    """A truth whose mean D falls as n^-0.2 up to n = 3e4 and as n^-0.5 beyond (a pre-asymptotic curve), and one
+    that stays at n^-0.2: the first reads disagree then agree, the second disagree in both windows, and the
+    count says 1 of 2 curves moved toward -1/2. 5% lognormal noise over 10 replicates: slopes within ~0.03."""
+    import numpy as np
+    import pandas as pd
+
+    from reparam.sims.readme_tables import large_n_table
+
+    rng = np.random.default_rng(1)
+    ns = [300, 1000, 3000, 10_000, 30_000, 100_000, 300_000, 1_000_000]
+    rows = []
+    for truth, late in (("random-1", -0.5), ("random-5", -0.2)):
+        for n in ns:
+            mean = n ** -0.2 if n <= 30_000 else 30_000 ** -0.2 * (n / 30_000) ** late
+            for r in range(10):
+                rows.append(dict(truth=truth, structure="shared_mlp", regime="over", n=n, replicate=r,
+                                 voronoi_prefix=mean * np.exp(0.05 * rng.standard_normal()), rel_gap=-1e-4,
+                                 valid=True))
+    original = pd.DataFrame([dict(truth=t, structure="shared_mlp", regime="over", error="voronoi_prefix",
+                                  verdict="disagree") for t in ("random-1", "random-5")])
+    text = large_n_table(pd.DataFrame(rows), original)
+    line = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[1:-1]] for ln in text.splitlines()
+            if ln.startswith("| random-")}
+    assert line["random-1"][3].endswith("disagree") and line["random-1"][4].endswith(" agree")
+    assert line["random-5"][3].endswith("disagree") and line["random-5"][4].endswith("disagree")
+    assert line["random-1"][2] == "disagree" and line["random-1"][-1] == "80/80"
+    assert "Of 2 curves, 1 have a large-n slope" in text
