@@ -233,6 +233,7 @@ def large_n_table(results: pd.DataFrame, original: pd.DataFrame | None = None, e
     head = "| truth | structure | sweep's verdict | " + " | ".join(f"slope, {w}" for w in LARGE_N_WINDOWS) + " | valid fits |"
     lines = [head, "|---|---|---|" + "---|" * len(LARGE_N_WINDOWS) + "---|"]
     moved = toward = 0
+    after: dict[str, list] = {s: [] for s in sorted(part.structure.unique())}
     keys = sorted(part.groupby(["structure", "truth"]).groups, key=lambda k: (k[0], int(str(k[1]).split("-")[1])))
     for structure, truth in keys:
         g = part[(part.structure == structure) & (part.truth == truth)]
@@ -255,12 +256,20 @@ def large_n_table(results: pd.DataFrame, original: pd.DataFrame | None = None, e
         if small is not None and large is not None:
             moved += 1
             toward += abs(large + 0.5) < abs(small + 0.5)
+        if before == "disagree" and len(cells) > 1 and cells[1] != "n/a":
+            after[structure].append((truth, cells[1].rsplit(" ", 1)[-1]))
         lines.append(f"| {truth} | {structure} | {before} | " + " | ".join(cells) +
                      f" | {len(g)}/{int(((results.truth == truth) & (results.structure == structure) & (results.regime == regime)).sum())} |")
     text = "\n".join(lines)
     if moved:
         text += (f"\n\nOf {moved} curves, {toward} have a large-n slope (n >= 3e4) closer to -1/2 than their slope on "
                  f"the sweep's grid (n <= 3e4).")
+    for structure, pairs in after.items():
+        if pairs:
+            counts = {v: [t for t, x in pairs if x == v] for v in ("agree", "inconclusive", "disagree", "insufficient")}
+            text += (f" Of the {len(pairs)} truths where `{structure}` disagreed in the sweep, on n >= 3e4: " +
+                     ", ".join(f"{len(ts)} {v}" + (f" ({', '.join(ts)})" if v == "disagree" and ts else "")
+                               for v, ts in counts.items() if ts) + ".")
     return text
 
 

@@ -164,3 +164,4 @@ def test_large_n_block_shows_a_slope_that_turns_toward_minus_one_half(tmp_path):
     assert line["random-5"][3].endswith("disagree") and line["random-5"][4].endswith("disagree")
     assert line["random-1"][2] == "disagree" and line["random-1"][-1] == "80/80"
     assert "Of 2 curves, 1 have a large-n slope" in text
+    assert "Of the 2 truths where `shared_mlp` disagreed in the sweep, on n >= 3e4: 1 agree, 1 disagree (random-5)." in text
