@@ -49,6 +49,7 @@ eigendecompositions are cheaper than on an accelerator. float64 throughout.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -241,7 +242,7 @@ class PrefixSpaceTerms:
         TL, Tq, Lq, Lm = L * (L + 1) // 2, q * (q + 1) // 2, L * q, L * m
         sizes = [1, Lq, Lm, TL * Tq, TL * Tq, L * L * m * q, L * L * m * q, TL]
         total, g_gate, g_val, gg, rgg, gv, rgv, vv = torch.split(sums, sizes, dim=1)
-        pair_L, pair_q = _pair_index(L), _pair_index(q)
+        pair_L, pair_q = _pair_index(L), _pair_index(q)  # cached per size
 
         def gate_gate(x):  # (B, TL * Tq) -> (B, Lq, Lq)
             x = x.reshape(B, TL, Tq)[:, pair_L][:, :, :, pair_q]  # (B, L, L, q, q)
@@ -383,6 +384,7 @@ class PrefixSpaceTerms:
         return total / self.n, grad, H, gn
 
 
+@functools.lru_cache(maxsize=64)
 def _pair_index(k: int) -> Tensor:
     """(k, k) -> index of the unordered pair {i, j} in the row-major list of pairs i <= j."""
     i, j = torch.triu_indices(k, k)
