@@ -102,6 +102,8 @@ def _log_n_axis(ax, ns) -> None:
     if len(ns) > 6:  # keep every other label so they never overlap at a column's width
         for i, label in enumerate(ax.get_xticklabels()):
             label.set_visible(i % 2 == 0)
+    if len(ns) == 1:  # autoscale would span only the dodged markers around the one n: give it room
+        ax.set_xlim(ns[0] / 1.6, ns[0] * 1.6)
 
 
 def _short_count(x, _pos=None) -> str:

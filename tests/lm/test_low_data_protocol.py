@@ -229,3 +229,10 @@ def test_score_figures_are_linear_with_ticks_at_the_measured_n(width):
         fig.canvas.draw()
         assert fig.get_tightbbox(fig.canvas.get_renderer()).width <= width + 0.05
         plt.close(fig)
+        one_n = paired[paired.n == 50]  # a single n: the dodged markers sit well inside the axis, not at its edges
+        fig = low_data_paired_figure(one_n, ["bleu"], title="paired", width=width)
+        lo, hi = fig.axes[0].get_xlim()
+        xs = np.concatenate([line.get_xdata() for line in fig.axes[0].get_lines() if len(line.get_xdata())])
+        xs = xs[xs > 2]  # not the line at 0 (drawn in axes coordinates)
+        assert lo < xs.min() / 1.3 and hi > xs.max() * 1.3
+        plt.close(fig)
