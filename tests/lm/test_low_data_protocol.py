@@ -229,7 +229,10 @@ def test_score_figures_are_linear_with_ticks_at_the_measured_n(width):
         fig.canvas.draw()
         assert fig.get_tightbbox(fig.canvas.get_renderer()).width <= width + 0.05
         plt.close(fig)
-        one_n = paired[paired.n == 50]  # a single n: the dodged markers sit well inside the axis, not at its edges
+        # a single n and two structures: the dodged markers sit well inside the axis, not at its edges
+        one_n = pd.DataFrame([dict(init="random", n=50, structure=s, baseline="independent", metric="bleu",
+                                   mean_diff=v, ci_low=v - 1, ci_high=v + 1) for s, v in (("shared", 2.0),
+                                                                                          ("embedding_only", -3.0))])
         fig = low_data_paired_figure(one_n, ["bleu"], title="paired", width=width)
         lo, hi = fig.axes[0].get_xlim()
         xs = np.concatenate([line.get_xdata() for line in fig.axes[0].get_lines() if len(line.get_xdata())])
