@@ -220,14 +220,12 @@ class PrefixSpaceTerms:
     # ---- the fused pass (reparam.kernels): the same sums as _prefix_terms, one loop over samples per fit ----
     def fused_in_use(self) -> bool:
         """Whether the sums come from the fused pass (reparam.kernels)."""
-        return self._fused()
-
-    def _fused(self) -> bool:
         if self.fused is False or self.device.type != "cpu":
             return False
-        if self.fused and kernels.pass_kernel() is None:
+        available = kernels.pass_kernel() is not None
+        if self.fused and not available:
             raise RuntimeError(f"fused=True, but the fused pass is unavailable: {kernels.kernel_status()['why']}")
-        return kernels.pass_kernel() is not None
+        return available
 
     def _fused_sums(self, what: int, gate: Tensor, values: Tensor, rep: Tensor) -> Tensor:
         return kernels.fused_sums(what, gate, values, rep, self._A, self._Yt, self._mu0, self._s0,
@@ -295,7 +293,7 @@ class PrefixSpaceTerms:
     def loss(self, theta: Tensor, rep: Tensor) -> Tensor:
         """(B, P), (B,) -> (B,)."""
         gate, values = self._prefix_parts(theta)
-        if self._fused() and not (torch.is_grad_enabled() and theta.requires_grad):  # the tensor pass is differentiable
+        if self.fused_in_use() and not (torch.is_grad_enabled() and theta.requires_grad):  # the tensor pass is differentiable
             return self._fused_sums(0, gate, values, rep)[:, 0] / self.n
         total = torch.zeros(theta.shape[0], dtype=DTYPE, device=self.device)
         for part in self._chunks(theta.shape[0], 3 * self.n_atoms + 3 * self.m + self.structure.d + 2):
@@ -315,7 +313,7 @@ class PrefixSpaceTerms:
         B, L, d, m = theta.shape[0], self.n_atoms, self.structure.d, self.m
         q, Pz = d + 1, self.n_atoms * (d + 1 + m)
         gate, values = self._prefix_parts(theta)
-        if self._fused():
+        if self.fused_in_use():
             return self._unpack_fused(self._fused_sums(2 if exact else 1, gate, values, rep), exact)
         dev = self.device
         JtJ = torch.zeros(B, Pz, Pz, dtype=DTYPE, device=dev)
