@@ -382,6 +382,11 @@ def report_stage(cfg: DictConfig) -> None:
         variant = _variant_table(cfg, d, dataset, metrics)
         if not variant.empty:
             write_table(variant, out / f"{stem}_variant.csv")
+            every_sid = setting_id(_every_layer(cfg))
+            every_chunks = pd.DataFrame(_rows_of(ResultLog(_paths(cfg, every_sid)["chunks"]), every_sid))
+            if not every_chunks.empty:  # what the all-layer check cost, apart from the top-K study's own chunks
+                every_chunks["cpu_hours"] = every_chunks["cpu_s"] / 3600
+                write_table(every_chunks, out / f"{stem}_variant_chunks.csv")
             (out / f"{stem}_variant.md").write_text(
                 f"# {dataset}: shared - independent with the prefix in the top {cfg.low_data.top_layers} layers and in "
                 f"every layer (same cells; 95% percentile bootstrap over replicates)\n\n"
@@ -401,14 +406,18 @@ def _variant_table(cfg: DictConfig, top: pd.DataFrame, dataset: str, metrics: li
 
     if cfg.low_data.top_layers is None:
         return pd.DataFrame()
-    all_cfg = OmegaConf.merge(cfg, {"low_data": {"top_layers": None}})
-    every = table(all_cfg)
+    every = table(_every_layer(cfg))
     if every.empty or dataset not in set(every.dataset):
         return pd.DataFrame()
     every = every[every.dataset == dataset]
     shared_metrics = [m for m in metrics if m in every.columns and every[m].notna().any()]
     return variant_agreement({f"top {cfg.low_data.top_layers} layers": top, "every layer": every}, shared_metrics,
                              n_boot=cfg.n_boot)
+
+
+def _every_layer(cfg: DictConfig) -> DictConfig:
+    """The same setting with the prefix in every layer (the all-layer check of a top-K run)."""
+    return OmegaConf.merge(cfg, {"low_data": {"top_layers": None}})
 
 
 def _variant_markdown(variant: pd.DataFrame) -> str:

@@ -144,9 +144,22 @@ def wall_times_table(times: pd.DataFrame, robustness: pd.DataFrame | None = None
     return "\n".join(lines)
 
 
-def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.DataFrame) -> str:
+def _chunk_cost(chunks: pd.DataFrame) -> str:
+    """Wall time, CPU time and load of a chunk log, summed from its rows."""
+    import json
+
+    load = chunks["load_avg_end"].map(lambda v: (json.loads(v) if isinstance(v, str) else v)[0])
+    return (f"{chunks['wall_s'].sum() / 3600:.2f} hours of wall time and {chunks['cpu_s'].sum() / 3600:.2f} CPU-hours "
+            f"({len(chunks)} chunk{'s' if len(chunks) != 1 else ''}; 1-minute load average at their ends "
+            f"{load.min():.1f} to {load.max():.1f} on {int(chunks['cpu_count'].max())} cores)")
+
+
+def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.DataFrame,
+                   variant: pd.DataFrame | None = None, variant_chunks: pd.DataFrame | None = None) -> str:
     """The real-model answer so far: each structure minus independent per n (test NLL, BLEU), replicates recorded,
-    interval and verdict ("insufficient" below 3 replicates), and the CPU time the recorded chunks took."""
+    interval and verdict ("insufficient" below 3 replicates), and the CPU time the recorded chunks took; with
+    `variant` (the `*_variant.csv` of `reparam low-data stage=report`), shared - independent with the prefix in
+    the top K layers and in every layer on the same cells, and what that check cost."""
     from reparam.lm.compare import format_difference
 
     labels = {"test_nll": "test NLL [nats/token]", "bleu": "BLEU"}
@@ -160,12 +173,18 @@ def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.
     recorded = ", ".join(f"n = {n}: {k} of 3" for n, k in done.items())
     text = "\n".join(lines) + f"\n\nReplicates recorded so far: {recorded}."
     if chunks is not None and len(chunks):
-        import json
-
-        load = chunks["load_avg_end"].map(lambda v: (json.loads(v) if isinstance(v, str) else v)[0])
-        text += (f" The recorded chunks took {chunks['wall_s'].sum() / 3600:.2f} hours of wall time and "
-                 f"{chunks['cpu_s'].sum() / 3600:.2f} CPU-hours ({len(chunks)} chunk{'s' if len(chunks) != 1 else ''}; 1-minute load average at their "
-                 f"ends {load.min():.1f} to {load.max():.1f} on {int(chunks['cpu_count'].max())} cores).")
+        text += f" The recorded chunks took {_chunk_cost(chunks)}."
+    if variant is not None and len(variant):
+        v = variant[variant.metric.isin(list(labels))].sort_values(["metric", "n", "variant"], ascending=[False, True, False])
+        lines = ["| metric | n | prefix in | replicates | shared - independent [95% CI] | verdict |",
+                 "|---|---|---|---|---|---|"]
+        for _, r in v.iterrows():
+            lines.append(f"| {labels[r['metric']]} | {int(r['n'])} | {r['variant']} | {int(r['replicates'])} | "
+                         f"{format_difference(r)} | {r['verdict']} |")
+        text += ("\n\nThe top-K variant against prefixes in every layer, on the same cells (training subsets and seeds):"
+                 "\n\n" + "\n".join(lines))
+        if variant_chunks is not None and len(variant_chunks):
+            text += f"\n\nThe all-layer runs took {_chunk_cost(variant_chunks)}."
     return text
 
 
@@ -304,9 +323,11 @@ def tables(figures: Path) -> dict[str, str]:
         out["robustness"] = robustness_table(_read_summary(figures / "robustness_summary.csv"))
     low = figures / "lm" / "low_data"
     if (low / "low_data_e2e_paired.csv").is_file() and (low / "low_data_e2e.csv").is_file():
-        chunks = pd.read_csv(low / "low_data_e2e_chunks.csv") if (low / "low_data_e2e_chunks.csv").is_file() else None
-        out["low-data-cpu"] = low_data_table(pd.read_csv(low / "low_data_e2e_paired.csv"), chunks,
-                                             pd.read_csv(low / "low_data_e2e.csv"))
+        optional = {name: pd.read_csv(low / f"low_data_e2e_{name}.csv") if (low / f"low_data_e2e_{name}.csv").is_file()
+                    else None for name in ("chunks", "variant", "variant_chunks")}
+        out["low-data-cpu"] = low_data_table(pd.read_csv(low / "low_data_e2e_paired.csv"), optional["chunks"],
+                                             pd.read_csv(low / "low_data_e2e.csv"), optional["variant"],
+                                             optional["variant_chunks"])
     planted = figures / "lm" / "planted"  # rendered by `reparam planted-prefix` (mode=draw / mode=inverse)
     for name, path in (("planted-asymptotic", planted / "asymptotic" / "planted_report.md"),
                        ("planted-inverse", planted / "inverse" / "planted_psi.md")):

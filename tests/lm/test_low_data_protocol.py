@@ -93,6 +93,33 @@ def test_selection_of_the_dev_best_lr_and_chunks(tmp_path):
         assert g.loc[g.selected, "best_dev"].iloc[0] == g.best_dev.min()
 
 
+@needs_data
+def test_report_sets_top_k_against_every_layer_on_common_cells(tmp_path):
+    """With all-layer rows recorded beside the top-K ones (same run folder, told apart by setting id), the top-K
+    report adds shared - independent under both placements on the cells both recorded, and the all-layer chunks'
+    cost apart from the top-K study's own."""
+    from reparam.experiments import low_data
+
+    common = ["low_data.datasets=[e2e]", "low_data.structures=[independent,shared]", "low_data.inits=[random]",
+              "low_data.metrics=[bleu]", "low_data.replicates=[0]"]
+    top = _cfg(tmp_path, [*common, "low_data.ns=[4,8]", "low_data.top_layers=1", "stage=all"])
+    every = _cfg(tmp_path, [*common, "low_data.ns=[4]", "stage=train"])
+    assert low_data.setting_id(top) != low_data.setting_id(every)
+    low_data.run(every)
+    low_data.run(top)
+    fig = tmp_path / "fig"
+    variant = pd.read_csv(fig / "low_data_e2e_variant.csv")
+    assert set(variant.variant) == {"top 1 layers", "every layer"} and set(variant.n) == {4}  # n=8: top-K only
+    assert set(variant.metric) == {"test_nll"}  # the all-layer rows were never scored: no BLEU to compare
+    rows = low_data.table(top).set_index(["n", "structure"])
+    own = variant[(variant.variant == "top 1 layers")].set_index("metric").loc["test_nll"]
+    assert own.mean_diff == pytest.approx(rows.loc[(4, "shared"), "test_nll"] - rows.loc[(4, "independent"), "test_nll"])
+    assert variant.verdict.str.startswith("insufficient").all()
+    chunks, every_chunks = pd.read_csv(fig / "low_data_e2e_chunks.csv"), pd.read_csv(fig / "low_data_e2e_variant_chunks.csv")
+    assert set(chunks.setting_id) == {low_data.setting_id(top)} and set(every_chunks.setting_id) == {low_data.setting_id(every)}
+    assert "every layer" in (fig / "low_data_e2e_variant.md").read_text()
+
+
 def test_config_errors_name_the_field(tmp_path):
     from reparam.experiments import low_data
 

@@ -102,6 +102,21 @@ def test_low_data_block_says_insufficient_below_three_replicates_and_sums_the_ch
     assert "| test NLL [nats/token] | shared | 50 | 3 | -0.1" in text and "| shared better |" in text
     assert "n = 50: 3 of 3, n = 100: 2 of 3" in text
     assert "1.50 hours of wall time and 2.50 CPU-hours (2 chunks" in text and "2.0 to 3.5 on 2 cores" in text
+    assert "every layer" not in text  # no all-layer rows yet: no variant table
+
+    from reparam.lm.compare import variant_agreement
+
+    every = table[table.n == 50].assign(test_nll=lambda d: d.test_nll + 0.3 * (d.structure == "shared"))
+    variant_agreement({"top 6 layers": table, "every layer": every}, ["test_nll", "bleu"],
+                      n_boot=200).to_csv(low / "low_data_e2e_variant.csv", index=False)
+    pd.DataFrame({"wall_s": [7200.0], "cpu_s": [9000.0], "cpu_count": [2],
+                  "load_avg_end": ["[1.9, 1.0, 1.0]"]}).to_csv(low / "low_data_e2e_variant_chunks.csv", index=False)
+    refresh(readme, tmp_path)
+    text = readme.read_text()
+    assert "| test NLL [nats/token] | 50 | top 6 layers | 3 | -0.1" in text
+    assert "| test NLL [nats/token] | 50 | every layer | 3 | +0.19" in text and "| independent better |" in text
+    assert "| test NLL [nats/token] | 100 | every layer" not in text  # n=100 has no all-layer rows
+    assert "The all-layer runs took 2.00 hours of wall time and 2.50 CPU-hours (1 chunk;" in text
 
 
 def test_head_like_blocks_give_the_sample_sizes_of_the_headline_per_dimension(tmp_path):
