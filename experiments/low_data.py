@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from reparam.app import as_dictconfig, hydra_main
 from reparam.console import say
 
-from reparam.lm.compare import paired_differences, paired_markdown, score_summary
+from reparam.lm.compare import budget_diagnostics, paired_differences, paired_markdown, score_summary
 from reparam.lm.data import SEP, Example, load_dataset, nested_subset
 from reparam.lm.metrics import E2E_METRICS, METRIC_LABELS, SCORE_RANGES, E2EScorer
 from reparam.lm.multiprefix import (INITS, FitConfig, LowerStates, Member, MultiPrefix, encode_prompts, encode_split, fit,
@@ -375,6 +375,7 @@ def report_stage(cfg: DictConfig) -> None:
                         .agg(selected=("selected", "sum"), candidates=("selected", "size"), best_dev_mean=("best_dev", "mean"),
                              best_step_mean=("best_step", "mean")).reset_index())
             write_table(lr_table, out / f"{stem}_lr_selection.csv")
+            write_table(budget_diagnostics(s, int(cfg.low_data.fit.max_steps)), out / f"{stem}_budget.csv")
         chunks = pd.DataFrame(_rows_of(ResultLog(_paths(cfg, sid)["chunks"]), sid))
         if not chunks.empty:  # what the recorded study cost, summed from the chunk log (never typed in)
             chunks["cpu_hours"] = chunks["cpu_s"] / 3600

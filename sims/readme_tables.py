@@ -154,6 +154,18 @@ def _chunk_cost(chunks: pd.DataFrame) -> str:
             f"{load.min():.1f} to {load.max():.1f} on {int(chunks['cpu_count'].max())} cores)")
 
 
+def low_data_budget_table(budget: pd.DataFrame) -> str:
+    """Per structure and n: how often the selected lr was the grid's largest, how often the best dev loss came at
+    the step cap (still improving), and the mean dev loss at step 0 and at its best (`*_budget.csv`)."""
+    lines = ["| structure | n | cells | selected the largest lr | best dev loss at the step cap | dev loss: step 0 -> best |",
+             "|---|---|---|---|---|---|"]
+    for _, r in budget.sort_values(["structure", "n"]).iterrows():
+        lines.append(f"| {r['structure']} | {int(r['n'])} | {int(r['cells'])} | {int(r['largest_lr_selected'])} of "
+                     f"{int(r['cells'])} | {int(r['best_at_cap'])} of {int(r['cells'])} | "
+                     f"{r['dev_start']:.3f} -> {r['dev_best']:.3f} |")
+    return "\n".join(lines)
+
+
 def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.DataFrame,
                    variant: pd.DataFrame | None = None, variant_chunks: pd.DataFrame | None = None) -> str:
     """The real-model answer so far: each structure minus independent per n (test NLL, BLEU), replicates recorded,
@@ -328,6 +340,8 @@ def tables(figures: Path) -> dict[str, str]:
         out["low-data-cpu"] = low_data_table(pd.read_csv(low / "low_data_e2e_paired.csv"), optional["chunks"],
                                              pd.read_csv(low / "low_data_e2e.csv"), optional["variant"],
                                              optional["variant_chunks"])
+        if (low / "low_data_e2e_budget.csv").is_file():
+            out["low-data-budget"] = low_data_budget_table(pd.read_csv(low / "low_data_e2e_budget.csv"))
     planted = figures / "lm" / "planted"  # rendered by `reparam planted-prefix` (mode=draw / mode=inverse)
     for name, path in (("planted-asymptotic", planted / "asymptotic" / "planted_report.md"),
                        ("planted-inverse", planted / "inverse" / "planted_psi.md")):

@@ -151,3 +151,37 @@ def variant_agreement(variants: dict[str, pd.DataFrame], metrics: list[str], str
         paired = paired_differences(sub, metrics, baseline=baseline, n_boot=n_boot, min_replicates=min_replicates)
         rows.append(paired.assign(variant=label))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def budget_diagnostics(selection: pd.DataFrame, max_steps: int, by: tuple[str, ...] = ("structure", "init", "n")) -> pd.DataFrame:
+    """How much of each structure's result is its learning-rate grid and step budget, from the lr-selection rows.
+
+    selection: one row per (cell, structure, init, lr candidate) with `lr`, `selected`, `best_dev`, `best_step` and
+    `dev_curve` ([[step, dev loss], ...] as JSON text or a list). One row per `by` group of the selected candidates:
+    `cells`; `largest_lr_selected` (cells whose selected lr is the largest of the candidates: the grid's edge, so a
+    larger lr might have done better); `best_at_cap` (cells whose best dev loss came at `max_steps`: still improving
+    when the budget ran out); `dev_start` and `dev_best` (mean dev loss at step 0 and at the best check).
+    """
+    import json
+
+    rows = []
+    cell = [c for c in ("dataset", "n", "replicate", "structure", "init") if c in selection.columns]
+    for keys, g in selection.groupby(list(by)):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        largest = edge = start = best = 0.0
+        cells = 0
+        for _, c in g.groupby(cell):
+            chosen = c[c.selected.astype(bool)]
+            if chosen.empty:
+                continue
+            s = chosen.iloc[0]
+            curve = json.loads(s.dev_curve) if isinstance(s.dev_curve, str) else s.dev_curve
+            cells += 1
+            largest += float(s.lr) == float(c.lr.max())
+            edge += int(s.best_step) >= max_steps
+            start += float(curve[0][1])
+            best += float(s.best_dev)
+        if cells:
+            rows.append({**dict(zip(by, keys)), "cells": cells, "largest_lr_selected": int(largest),
+                         "best_at_cap": int(edge), "dev_start": start / cells, "dev_best": best / cells})
+    return pd.DataFrame(rows)

@@ -120,6 +120,24 @@ def test_report_sets_top_k_against_every_layer_on_common_cells(tmp_path):
     assert "every layer" in (fig / "low_data_e2e_variant.md").read_text()
 
 
+def test_budget_diagnostics_count_grid_edges_and_runs_still_improving_at_the_cap():
+    """Per structure and n, from the candidates' rows: the selected lr at the grid's top, the best dev loss at the
+    step cap, and the mean dev loss at step 0 and at its best, over the cells (a hand-made truth)."""
+    import json
+
+    from reparam.lm.compare import budget_diagnostics
+
+    rows = []
+    for rep, (pick, best_step) in enumerate([(0.01, 100), (0.01, 60), (0.003, 100)]):
+        for lr in (0.003, 0.01):
+            rows.append({"dataset": "e2e", "n": 50, "replicate": rep, "structure": "independent", "init": "words",
+                         "lr": lr, "selected": lr == pick, "best_dev": 2.0 + rep, "best_step": best_step,
+                         "dev_curve": json.dumps([[0, 3.0 + rep], [best_step, 2.0 + rep]])})
+    out = budget_diagnostics(pd.DataFrame(rows), max_steps=100).iloc[0]
+    assert (out.cells, out.largest_lr_selected, out.best_at_cap) == (3, 2, 2)
+    assert (out.dev_start, out.dev_best) == pytest.approx((4.0, 3.0))
+
+
 def test_config_errors_name_the_field(tmp_path):
     from reparam.experiments import low_data
 
