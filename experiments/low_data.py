@@ -93,6 +93,11 @@ def validate(cfg: DictConfig) -> None:
         for d in p.datasets:
             require(isinstance(p.init_text.get(d), str) and p.init_text.get(d).strip() != "", f"low_data.init_text.{d}",
                     p.init_text.get(d), "a non-empty text (init=words needs real task words)")
+    b = cfg.budget_check
+    require(isinstance(b.run, bool), "budget_check.run", b.run, "true or false")
+    check_choice("budget_check.structure", b.structure, structures_of("low_data"))
+    check_int("budget_check.max_steps", b.max_steps, low=1)
+    check_list("budget_check.lr_grid", b.lr_grid, item_check=lambda f, v: check_number(f, v, low=0, low_open=True), unique=True)
     check_int("low_data.prefix_len", p.prefix_len, low=1)
     if p.top_layers is not None:
         check_int("low_data.top_layers", p.top_layers, low=1)
@@ -392,6 +397,17 @@ def report_stage(cfg: DictConfig) -> None:
                 f"# {dataset}: shared - independent with the prefix in the top {cfg.low_data.top_layers} layers and in "
                 f"every layer (same cells; 95% percentile bootstrap over replicates)\n\n"
                 f"{_variant_markdown(variant)}\n")
+        check = _budget_check_table(cfg, d, dataset, metrics)
+        if not check.empty:
+            write_table(check, out / f"{stem}_budget_check.csv")
+            csid = setting_id(budget_setting(cfg))
+            csel = pd.DataFrame(_rows_of(ResultLog(_paths(cfg, csid)["selection"]), csid))
+            csel = csel[(csel.dataset == dataset) & (csel.structure == cfg.budget_check.structure)]
+            write_table(budget_diagnostics(csel, int(cfg.budget_check.max_steps)), out / f"{stem}_budget_check_lr.csv")
+            (out / f"{stem}_budget_check.md").write_text(
+                f"# {dataset}: shared - {cfg.budget_check.structure} at the protocol's budget and with "
+                f"{cfg.budget_check.structure} given more (same cells; 95% percentile bootstrap over replicates)\n\n"
+                f"{_variant_markdown(check, what='budget')}\n")
         for m in metrics:
             save_figure(low_data_scores_figure(summary, m, ylabel=METRIC_LABELS[m], title=f"{dataset}: {METRIC_LABELS[m]}",
                                                bounds=SCORE_RANGES.get(m)), out / f"{stem}_{m}")
@@ -416,15 +432,42 @@ def _variant_table(cfg: DictConfig, top: pd.DataFrame, dataset: str, metrics: li
                              n_boot=cfg.n_boot)
 
 
+def budget_setting(cfg: DictConfig, only_checked: bool = False) -> DictConfig:
+    """The budget check's own setting: `budget_check.structure` with `budget_check.max_steps` and `.lr_grid` (and,
+    with only_checked, that structure alone), every other setting as in `cfg`."""
+    b = cfg.budget_check
+    change = {"fit": {"max_steps": int(b.max_steps)}, "lr_grid": {b.structure: list(b.lr_grid)}}
+    if only_checked:
+        change["structures"] = [b.structure]
+    return OmegaConf.merge(cfg, {"low_data": change, "budget_check": {"run": False}})
+
+
+def _budget_check_table(cfg: DictConfig, own: pd.DataFrame, dataset: str, metrics: list[str]) -> pd.DataFrame:
+    """shared - budget_check.structure at the protocol's budget and at the check's, on the cells both recorded."""
+    from reparam.lm.compare import variant_agreement
+
+    b, p = cfg.budget_check, cfg.low_data
+    checked = table(budget_setting(cfg))
+    if checked.empty or dataset not in set(checked.dataset) or "shared" not in set(own.structure):
+        return pd.DataFrame()
+    checked = checked[(checked.dataset == dataset) & (checked.structure == b.structure)]
+    larger = pd.concat([checked, own[own.structure == "shared"]], ignore_index=True)
+    kept = [m for m in metrics if m in checked.columns and checked[m].notna().any()]
+    label = lambda steps, grid: f"{b.structure}: {steps} steps, lr in {list(grid)}"  # noqa: E731
+    return variant_agreement({label(p.fit.max_steps, p.lr_grid[b.structure]): own,
+                              label(b.max_steps, b.lr_grid): larger}, kept, baseline=b.structure, n_boot=cfg.n_boot)
+
+
 def _every_layer(cfg: DictConfig) -> DictConfig:
     """The same setting with the prefix in every layer (the all-layer check of a top-K run)."""
     return OmegaConf.merge(cfg, {"low_data": {"top_layers": None}})
 
 
-def _variant_markdown(variant: pd.DataFrame) -> str:
+def _variant_markdown(variant: pd.DataFrame, what: str = "prefix in") -> str:
     from reparam.lm.compare import format_difference
 
-    lines = ["| prefix in | init | n | metric | replicates | shared - independent [95% CI] | verdict |",
+    baseline = variant["baseline"].iloc[0] if "baseline" in variant and len(variant) else "independent"
+    lines = [f"| {what} | init | n | metric | replicates | shared - {baseline} [95% CI] | verdict |",
              "|---|---|---|---|---|---|---|"]
     for _, r in variant.sort_values(["metric", "n", "variant"]).iterrows():
         lines.append(f"| {r['variant']} | {r['init']} | {int(r['n'])} | {METRIC_LABELS.get(r['metric'], r['metric'])} | "
@@ -452,11 +495,12 @@ def run(cfg: Any) -> int:
     # one writer at a time: two chunks started together would train the same cells twice. The folder holds
     # the rows of several settings (e.g. top-K and every-layer), told apart by setting_id, so it is locked only.
     folder = acquire(repo_path(cfg.run_dir) / "low_data", field="run_dir") if cfg.stage != "report" else None
+    work = budget_setting(cfg, only_checked=True) if cfg.budget_check.run else cfg
     try:
         if cfg.stage in ("train", "all"):
-            train_stage(cfg)
+            train_stage(work)
         if cfg.stage in ("score", "all"):
-            score_stage(cfg)
+            score_stage(work)
         if cfg.stage in ("report", "all"):
             report_stage(cfg)
     finally:

@@ -166,6 +166,27 @@ def low_data_budget_table(budget: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def low_data_budget_check_table(check: pd.DataFrame, check_lr: pd.DataFrame | None) -> str:
+    """shared - the checked structure at the protocol's budget and at the check's larger one, on the same cells
+    (`*_budget_check.csv`), and where the check's own runs stopped (`*_budget_check_lr.csv`)."""
+    from reparam.lm.compare import format_difference
+
+    labels = {"test_nll": "test NLL [nats/token]", "bleu": "BLEU"}
+    baseline = check["baseline"].iloc[0]
+    lines = [f"| metric | n | budget | replicates | shared - {baseline} [95% CI] | verdict |", "|---|---|---|---|---|---|"]
+    for _, r in check[check.metric.isin(list(labels))].sort_values(["metric", "n", "variant"], ascending=[False, True, True]).iterrows():
+        lines.append(f"| {labels[r['metric']]} | {int(r['n'])} | {r['variant']} | {int(r['replicates'])} | "
+                     f"{format_difference(r)} | {r['verdict']} |")
+    text = "\n".join(lines)
+    if check_lr is not None and len(check_lr):
+        text += "\n\nWith the larger budget, " + "; ".join(
+            f"at n = {int(r['n'])} {r['structure']} selected the largest lr in {int(r['largest_lr_selected'])} of "
+            f"{int(r['cells'])} cells, reached its best dev loss at the step cap in {int(r['best_at_cap'])} of "
+            f"{int(r['cells'])}, and went from {r['dev_start']:.3f} to {r['dev_best']:.3f} on the dev set"
+            for _, r in check_lr.sort_values("n").iterrows()) + "."
+    return text
+
+
 def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.DataFrame,
                    variant: pd.DataFrame | None = None, variant_chunks: pd.DataFrame | None = None) -> str:
     """The real-model answer so far: each structure minus independent per n (test NLL, BLEU), replicates recorded,
@@ -340,8 +361,12 @@ def tables(figures: Path) -> dict[str, str]:
         out["low-data-cpu"] = low_data_table(pd.read_csv(low / "low_data_e2e_paired.csv"), optional["chunks"],
                                              pd.read_csv(low / "low_data_e2e.csv"), optional["variant"],
                                              optional["variant_chunks"])
-        if (low / "low_data_e2e_budget.csv").is_file():
-            out["low-data-budget"] = low_data_budget_table(pd.read_csv(low / "low_data_e2e_budget.csv"))
+    if (low / "low_data_e2e_budget_check.csv").is_file():
+        lr = low / "low_data_e2e_budget_check_lr.csv"
+        out["low-data-budget-check"] = low_data_budget_check_table(pd.read_csv(low / "low_data_e2e_budget_check.csv"),
+                                                                   pd.read_csv(lr) if lr.is_file() else None)
+    if (low / "low_data_e2e_budget.csv").is_file():
+        out["low-data-budget"] = low_data_budget_table(pd.read_csv(low / "low_data_e2e_budget.csv"))
     planted = figures / "lm" / "planted"  # rendered by `reparam planted-prefix` (mode=draw / mode=inverse)
     for name, path in (("planted-asymptotic", planted / "asymptotic" / "planted_report.md"),
                        ("planted-inverse", planted / "inverse" / "planted_psi.md")):

@@ -120,6 +120,36 @@ def test_report_sets_top_k_against_every_layer_on_common_cells(tmp_path):
     assert "every layer" in (fig / "low_data_e2e_variant.md").read_text()
 
 
+@needs_data
+def test_budget_check_trains_the_checked_structure_alone_and_sets_shared_against_both_budgets(tmp_path):
+    """budget_check.run=true trains only budget_check.structure, with its own steps and lr grid (a setting of its own:
+    the protocol's rows are untouched), and the report sets shared - that structure at both budgets on common cells."""
+    from reparam.experiments import low_data
+
+    common = ["low_data.datasets=[e2e]", "low_data.structures=[independent,shared]", "low_data.inits=[random]",
+              "low_data.metrics=[bleu]", "low_data.replicates=[0]", "low_data.ns=[4]", "budget_check.max_steps=4",
+              "budget_check.lr_grid=[0.02]"]
+    own = _cfg(tmp_path, [*common, "stage=all"])
+    check = _cfg(tmp_path, [*common, "stage=all", "budget_check.run=true"])
+    assert low_data.run(check) == 2  # the check first: trained and scored, but no protocol rows to report yet
+    assert low_data.run(own) == 0
+    checked = low_data.table(low_data.budget_setting(own))
+    assert list(checked.structure) == ["independent"] and checked.lr.tolist() == [0.02]
+    assert low_data.setting_id(low_data.budget_setting(own)) != low_data.setting_id(own)
+    rows = low_data.table(own).set_index("structure")
+    assert set(rows.index) == {"independent", "shared"} and rows.loc["independent", "lr"] == 0.01
+    result = pd.read_csv(tmp_path / "fig" / "low_data_e2e_budget_check.csv")
+    assert set(result.variant) == {"independent: 2 steps, lr in [0.01]", "independent: 4 steps, lr in [0.02]"}
+    by = result[result.metric == "test_nll"].set_index("variant").mean_diff
+    shared = rows.loc["shared", "test_nll"]
+    assert by["independent: 2 steps, lr in [0.01]"] == pytest.approx(shared - rows.loc["independent", "test_nll"])
+    assert by["independent: 4 steps, lr in [0.02]"] == pytest.approx(shared - checked.test_nll.iloc[0])
+    assert set(result.metric) == {"test_nll", "bleu"}  # the check's outputs were scored by its own stage=all
+    lr = pd.read_csv(tmp_path / "fig" / "low_data_e2e_budget_check_lr.csv")
+    assert lr.cells.tolist() == [1] and lr.structure.tolist() == ["independent"]
+    assert "independent: 4 steps" in (tmp_path / "fig" / "low_data_e2e_budget_check.md").read_text()
+
+
 def test_budget_diagnostics_count_grid_edges_and_runs_still_improving_at_the_cap():
     """Per structure and n, from the candidates' rows: the selected lr at the grid's top, the best dev loss at the
     step cap, and the mean dev loss at step 0 and at its best, over the cells (a hand-made truth)."""
@@ -143,7 +173,9 @@ def test_config_errors_name_the_field(tmp_path):
 
     cases = [("low_data.structures=[independent,prefix]", "low_data.structures"),
              ("low_data.lr_grid.shared=[0.0]", "low_data.lr_grid.shared"), ("low_data.fit.warmup=10", "low_data.fit.warmup"),
-             ("stage=fit", "stage"), ("low_data.metrics=[bleu,spice]", "low_data.metrics")]
+             ("stage=fit", "stage"), ("low_data.metrics=[bleu,spice]", "low_data.metrics"),
+             ("budget_check.structure=prefix", "budget_check.structure"), ("budget_check.max_steps=0", "budget_check.max_steps"),
+             ("budget_check.lr_grid=[-1.0]", "budget_check.lr_grid"), ("budget_check.run=maybe", "budget_check.run")]
     if not torch.cuda.is_available():
         cases.append(("device=cuda", "device"))  # a clear error, not a CUDA traceback later
     for override, field in cases:

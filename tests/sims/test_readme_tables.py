@@ -119,6 +119,35 @@ def test_low_data_block_says_insufficient_below_three_replicates_and_sums_the_ch
     assert "The all-layer runs took 2.00 hours of wall time and 2.50 CPU-hours (1 chunk;" in text
 
 
+def test_budget_check_block_sets_shared_against_both_budgets(tmp_path):
+    """The budget-check block renders each budget's shared - independent with its interval, and where the check's
+    own runs stopped, from the report's tables."""
+    import pandas as pd
+
+    from reparam.lm.compare import budget_diagnostics, variant_agreement
+
+    rows, sel = [], []
+    for r in range(3):
+        for s, nll in (("independent", 2.4), ("shared", 1.9 + 0.01 * r)):
+            rows.append({"init": "words", "n": 500, "replicate": r, "structure": s, "test_nll": nll, "bleu": 30.0 + r})
+        sel.append({"n": 500, "replicate": r, "structure": "independent", "init": "words", "lr": 0.03, "selected": True,
+                    "best_dev": 2.1, "best_step": 300 if r else 240, "dev_curve": "[[0, 3.0], [240, 2.1]]"})
+    own = pd.DataFrame(rows)
+    larger = own.assign(test_nll=lambda d: d.test_nll - 0.3 * (d.structure == "independent"))
+    low = tmp_path / "lm" / "low_data"
+    low.mkdir(parents=True)
+    variant_agreement({"independent: 100 steps": own, "independent: 300 steps": larger}, ["test_nll", "bleu"],
+                      n_boot=200).to_csv(low / "low_data_e2e_budget_check.csv", index=False)
+    budget_diagnostics(pd.DataFrame(sel), 300).to_csv(low / "low_data_e2e_budget_check_lr.csv", index=False)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- generated:low-data-budget-check -->\n<!-- /generated:low-data-budget-check -->\n")
+    refresh(readme, tmp_path)
+    text = readme.read_text()
+    assert "| test NLL [nats/token] | 500 | independent: 100 steps | 3 | -0.49" in text and "| shared better |" in text
+    assert "| test NLL [nats/token] | 500 | independent: 300 steps | 3 | -0.19" in text
+    assert "selected the largest lr in 3 of 3 cells, reached its best dev loss at the step cap in 2 of 3" in text
+
+
 def test_head_like_blocks_give_the_sample_sizes_of_the_headline_per_dimension(tmp_path):
     """independent at n^-0.2, shared_mlp at n^s (c = 1): the target is independent's mean at its largest n,
     n_max^-0.2, which shared_mlp reaches at n = n_max^(0.2 / -s) (interpolated between measured n); the d = 8 study
