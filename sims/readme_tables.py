@@ -187,6 +187,33 @@ def low_data_budget_check_table(check: pd.DataFrame, check_lr: pd.DataFrame | No
     return text
 
 
+def low_data_answer(paired: pd.DataFrame, structure: str = "shared") -> str:
+    """One sentence: `structure` - independent in test NLL and BLEU at the smallest and the largest n, with intervals,
+    and whether the verdict is the same at every n ('' without test-NLL rows for `structure`)."""
+    from reparam.lm.compare import format_difference
+
+    nll = paired[(paired.structure == structure) & (paired.metric == "test_nll")].sort_values("n")
+    if nll.empty:
+        return ""
+    verdicts = set(nll.verdict)
+    ns = [int(n) for n in nll.n]
+    if verdicts == {f"{structure} better"}:
+        head = f"`{structure}` has a lower test NLL than `independent` at every n recorded ({', '.join(map(str, ns))})"
+    elif verdicts == {"independent better"}:
+        head = f"`independent` has a lower test NLL than `{structure}` at every n recorded ({', '.join(map(str, ns))})"
+    else:
+        head = (f"`{structure}` - `independent` in test NLL: " +
+                "; ".join(f"n = {int(r['n'])}: {r['verdict']}" for _, r in nll.iterrows()))
+    ends = nll.iloc[[0, -1]] if len(nll) > 1 else nll.iloc[[0]]
+    parts = [f"{format_difference(r)} nats/token at n = {int(r['n'])} ({int(r['replicates'])} paired replicates)"
+             for _, r in ends.iterrows()]
+    text = f"{head}: the difference is {' and '.join(parts)}"
+    bleu = paired[(paired.structure == structure) & (paired.metric == "bleu")].set_index("n")
+    if set(ends.n) <= set(bleu.index):
+        text += "; in BLEU, " + " and ".join(f"{format_difference(bleu.loc[n])} at n = {int(n)}" for n in ends.n)
+    return text + "."
+
+
 def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.DataFrame,
                    variant: pd.DataFrame | None = None, variant_chunks: pd.DataFrame | None = None) -> str:
     """The real-model answer so far: each structure minus independent per n (test NLL, BLEU), replicates recorded,
@@ -197,7 +224,9 @@ def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.
 
     labels = {"test_nll": "test NLL [nats/token]", "bleu": "BLEU"}
     p = paired[paired.metric.isin(list(labels))].sort_values(["metric", "structure", "n"], ascending=[False, True, True])
-    lines = ["| metric | structure - independent | n | replicates | difference [95% CI] | verdict |",
+    answer = low_data_answer(paired)
+    lines = ([f"**Answer.** {answer}", ""] if answer else []) + [
+             "| metric | structure - independent | n | replicates | difference [95% CI] | verdict |",
              "|---|---|---|---|---|---|"]
     for _, r in p.iterrows():
         lines.append(f"| {labels[r['metric']]} | {r['structure']} | {int(r['n'])} | {int(r['replicates'])} | "

@@ -101,6 +101,14 @@ def test_low_data_block_says_insufficient_below_three_replicates_and_sums_the_ch
     assert "| test NLL [nats/token] | shared | 100 | 2 | -0.105 (insufficient: 2 replicates, no interval) |" in text
     assert "| test NLL [nats/token] | shared | 50 | 3 | -0.1" in text and "| shared better |" in text
     assert "n = 50: 3 of 3, n = 100: 2 of 3" in text
+    # the one-sentence answer never claims more than the verdicts: mixed here (n = 100 is insufficient)
+    assert ("**Answer.** `shared` - `independent` in test NLL: n = 50: shared better; n = 100: insufficient (2 < 3 "
+            "replicates): the difference is -0.1") in text and "at n = 100 (2 paired replicates); in BLEU, " in text
+    from reparam.sims.readme_tables import low_data_answer
+
+    paired = pd.read_csv(low / "low_data_e2e_paired.csv")
+    assert low_data_answer(paired[paired.n == 50]).startswith(
+        "`shared` has a lower test NLL than `independent` at every n recorded (50): the difference is -0.1")
     assert "1.50 hours of wall time and 2.50 CPU-hours (2 chunks" in text and "2.0 to 3.5 on 2 cores" in text
     assert "every layer" not in text  # no all-layer rows yet: no variant table
 
