@@ -388,6 +388,8 @@ def report_stage(cfg: DictConfig) -> None:
         variant = _variant_table(cfg, d, dataset, metrics)
         if not variant.empty:
             write_table(variant, out / f"{stem}_variant.csv")
+            every = table(_every_layer(cfg))
+            write_table(every[every.dataset == dataset], out / f"{stem}_every_layer.csv")  # the all-layer rows themselves
             every_sid = setting_id(_every_layer(cfg))
             every_chunks = pd.DataFrame(_rows_of(ResultLog(_paths(cfg, every_sid)["chunks"]), every_sid))
             if not every_chunks.empty:  # what the all-layer check cost, apart from the top-K study's own chunks

@@ -187,6 +187,21 @@ def low_data_budget_check_table(check: pd.DataFrame, check_lr: pd.DataFrame | No
     return text
 
 
+def _placement_levels(top: pd.DataFrame, every: pd.DataFrame) -> str:
+    """Mean test NLL and BLEU per structure with the prefix in the top K layers and in every layer, on the
+    (n, replicate) cells the all-layer rows cover."""
+    keys = set(zip(every.n, every.replicate))
+    covered = pd.Series([k in keys for k in zip(top.n, top.replicate)], index=top.index)
+    top = top[covered & top.structure.isin(set(every.structure))]
+    k = int(top["top_layers"].iloc[0]) if "top_layers" in top and len(top) else None
+    lines = ["| prefix in | structure | n | replicates | test NLL [nats/token] | BLEU |", "|---|---|---|---|---|---|"]
+    for label, d in ((f"top {k} layers" if k else "top layers", top), ("every layer", every)):
+        for (structure, n), g in d.groupby(["structure", "n"]):
+            bleu = f"{g['bleu'].mean():.2f}" if "bleu" in g and g["bleu"].notna().any() else "not scored"
+            lines.append(f"| {label} | {structure} | {int(n)} | {len(g)} | {g['test_nll'].mean():.3f} | {bleu} |")
+    return "\n".join(lines)
+
+
 def low_data_answer(paired: pd.DataFrame, structure: str = "shared") -> str:
     """One sentence: `structure` - independent in test NLL and BLEU at the smallest and the largest n, with intervals,
     and whether the verdict is the same at every n ('' without test-NLL rows for `structure`)."""
@@ -215,7 +230,8 @@ def low_data_answer(paired: pd.DataFrame, structure: str = "shared") -> str:
 
 
 def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.DataFrame,
-                   variant: pd.DataFrame | None = None, variant_chunks: pd.DataFrame | None = None) -> str:
+                   variant: pd.DataFrame | None = None, variant_chunks: pd.DataFrame | None = None,
+                   every: pd.DataFrame | None = None) -> str:
     """The real-model answer so far: each structure minus independent per n (test NLL, BLEU), replicates recorded,
     interval and verdict ("insufficient" below 3 replicates), and the CPU time the recorded chunks took; with
     `variant` (the `*_variant.csv` of `reparam low-data stage=report`), shared - independent with the prefix in
@@ -245,6 +261,8 @@ def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.
                          f"{format_difference(r)} | {r['verdict']} |")
         text += ("\n\nThe top-K variant against prefixes in every layer, on the same cells (training subsets and seeds):"
                  "\n\n" + "\n".join(lines))
+        if every is not None and len(every):
+            text += "\n\nThe scores themselves on those cells (mean over replicates):\n\n" + _placement_levels(cells, every)
         if variant_chunks is not None and len(variant_chunks):
             text += f"\n\nThe all-layer runs took {_chunk_cost(variant_chunks)}."
     return text
@@ -386,10 +404,10 @@ def tables(figures: Path) -> dict[str, str]:
     low = figures / "lm" / "low_data"
     if (low / "low_data_e2e_paired.csv").is_file() and (low / "low_data_e2e.csv").is_file():
         optional = {name: pd.read_csv(low / f"low_data_e2e_{name}.csv") if (low / f"low_data_e2e_{name}.csv").is_file()
-                    else None for name in ("chunks", "variant", "variant_chunks")}
+                    else None for name in ("chunks", "variant", "variant_chunks", "every_layer")}
         out["low-data-cpu"] = low_data_table(pd.read_csv(low / "low_data_e2e_paired.csv"), optional["chunks"],
                                              pd.read_csv(low / "low_data_e2e.csv"), optional["variant"],
-                                             optional["variant_chunks"])
+                                             optional["variant_chunks"], optional["every_layer"])
     if (low / "low_data_e2e_budget_check.csv").is_file():
         lr = low / "low_data_e2e_budget_check_lr.csv"
         out["low-data-budget-check"] = low_data_budget_check_table(pd.read_csv(low / "low_data_e2e_budget_check.csv"),

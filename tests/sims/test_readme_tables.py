@@ -119,8 +119,12 @@ def test_low_data_block_says_insufficient_below_three_replicates_and_sums_the_ch
                       n_boot=200).to_csv(low / "low_data_e2e_variant.csv", index=False)
     pd.DataFrame({"wall_s": [7200.0], "cpu_s": [9000.0], "cpu_count": [2],
                   "load_avg_end": ["[1.9, 1.0, 1.0]"]}).to_csv(low / "low_data_e2e_variant_chunks.csv", index=False)
+    every.assign(top_layers=30).to_csv(low / "low_data_e2e_every_layer.csv", index=False)
+    table.assign(top_layers=6).to_csv(low / "low_data_e2e.csv", index=False)
     refresh(readme, tmp_path)
     text = readme.read_text()
+    assert "| top 6 layers | shared | 50 | 3 | 1.890 | 41.00 |" in text and "| every layer | shared | 50 | 3 | 2.190 | 41.00 |" in text
+    assert "| top 6 layers | independent | 100 |" not in text  # only the cells the all-layer rows cover
     assert "| test NLL [nats/token] | 50 | top 6 layers | 3 | -0.1" in text
     assert "| test NLL [nats/token] | 50 | every layer | 3 | +0.19" in text and "| independent better |" in text
     assert "| test NLL [nats/token] | 100 | every layer" not in text  # n=100 has no all-layer rows
