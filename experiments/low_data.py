@@ -381,19 +381,17 @@ def report_stage(cfg: DictConfig) -> None:
                              best_step_mean=("best_step", "mean")).reset_index())
             write_table(lr_table, out / f"{stem}_lr_selection.csv")
             write_table(budget_diagnostics(s, int(cfg.low_data.fit.max_steps)), out / f"{stem}_budget.csv")
-        chunks = pd.DataFrame(_rows_of(ResultLog(_paths(cfg, sid)["chunks"]), sid))
+        chunks = _chunk_table(cfg, sid)
         if not chunks.empty:  # what the recorded study cost, summed from the chunk log (never typed in)
-            chunks["cpu_hours"] = chunks["cpu_s"] / 3600
             write_table(chunks, out / f"{stem}_chunks.csv")
-        variant = _variant_table(cfg, d, dataset, metrics)
+        every = table(_every_layer(cfg)) if cfg.low_data.top_layers is not None else pd.DataFrame()
+        every = every[every.dataset == dataset] if not every.empty else every
+        variant = _variant_table(cfg, d, every, metrics)
         if not variant.empty:
             write_table(variant, out / f"{stem}_variant.csv")
-            every = table(_every_layer(cfg))
-            write_table(every[every.dataset == dataset], out / f"{stem}_every_layer.csv")  # the all-layer rows themselves
-            every_sid = setting_id(_every_layer(cfg))
-            every_chunks = pd.DataFrame(_rows_of(ResultLog(_paths(cfg, every_sid)["chunks"]), every_sid))
+            write_table(every, out / f"{stem}_every_layer.csv")  # the all-layer rows themselves
+            every_chunks = _chunk_table(cfg, setting_id(_every_layer(cfg)))
             if not every_chunks.empty:  # what the all-layer check cost, apart from the top-K study's own chunks
-                every_chunks["cpu_hours"] = every_chunks["cpu_s"] / 3600
                 write_table(every_chunks, out / f"{stem}_variant_chunks.csv")
             (out / f"{stem}_variant.md").write_text(
                 f"# {dataset}: shared - independent with the prefix in the top {cfg.low_data.top_layers} layers and in "
@@ -419,16 +417,20 @@ def report_stage(cfg: DictConfig) -> None:
     say(logger, f"[low_data] tables and figures in {out}")
 
 
-def _variant_table(cfg: DictConfig, top: pd.DataFrame, dataset: str, metrics: list[str]) -> pd.DataFrame:
-    """Top-K rows against the all-layer rows of the same setting (recorded with low_data.top_layers=null)."""
+def _chunk_table(cfg: DictConfig, sid: str) -> pd.DataFrame:
+    """The chunk log of setting `sid`, with its CPU time in hours."""
+    chunks = pd.DataFrame(_rows_of(ResultLog(_paths(cfg, sid)["chunks"]), sid))
+    if not chunks.empty:
+        chunks["cpu_hours"] = chunks["cpu_s"] / 3600
+    return chunks
+
+
+def _variant_table(cfg: DictConfig, top: pd.DataFrame, every: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Top-K rows against the all-layer rows of the same setting and dataset (recorded with low_data.top_layers=null)."""
     from reparam.lm.compare import variant_agreement
 
-    if cfg.low_data.top_layers is None:
+    if every.empty:
         return pd.DataFrame()
-    every = table(_every_layer(cfg))
-    if every.empty or dataset not in set(every.dataset):
-        return pd.DataFrame()
-    every = every[every.dataset == dataset]
     shared_metrics = [m for m in metrics if m in every.columns and every[m].notna().any()]
     return variant_agreement({f"top {cfg.low_data.top_layers} layers": top, "every layer": every}, shared_metrics,
                              n_boot=cfg.n_boot)
