@@ -1,16 +1,9 @@
-"""THEORY section 5 as code: which error column measures which prediction, the summary table of a study,
-and the registry of citable theory checks (one per row of the table).
+"""THEORY section 5 as code: the summary table of a study (which curve measures which prediction, its slope and
+verdict), and the registry of citable theory checks, one per claim of the theory table.
 
-Operationalisation (our choices, documented here and in the README):
-
-| THEORY row | structures, regime | error column (prefix space (k, v)) | prediction |
-|---|---|---|---|
-| regression | all, both | l2_error | slope -1/2 (+- 0.1) |
-| D exact-specified | shared_linear, shared_mlp, exact | voronoi_prefix | slope -1/2 (+- 0.1) |
-| over-specified atoms | shared_linear, shared_mlp, over | atom_error_multi | slope -1/4 (+- 0.1) |
-|   (D itself, over) | shared_linear, shared_mlp, over | voronoi_prefix | slope -1/2 (+- 0.1) |
-| D_{1,r} over-specified | independent, over | voronoi_r1_prefix, atom_error_multi | flatter than -1/4 (the rate the shared structures reach for the same quantity) |
-|   | independent, over | voronoi_r2_prefix | flatter than -1/2 |
+What is predicted, for which structure, regime and error column, and where it comes from, is the theory table
+(reparam.theory.THEORY_TABLE, rendered in docs/theory.md); every prediction below is read from it. The errors are
+measured in the prefix space (k, v), so that structures compare.
 
 "flatter than v" = the whole bootstrap interval of the slope lies above v (no polynomial rate as fast
 as the shared one). For the same curves the power law is compared with a 1/log(n)^tau law.
@@ -27,41 +20,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .rates import Prediction, describe_verdict, fit_slopes, power_vs_log_law, verdict
-from .structures import with_inverse_bound, with_theory_rows
+from .rates import describe_verdict, fit_slopes, power_vs_log_law, verdict
 from .study import DEFAULT_N_GRID, STUDY_INIT, InitConfig
+from .theory import claim, prediction_for, prediction_text, slope_text  # noqa: F401 - prediction_for: public here too
 
-# Structures by the THEORY rows their class declares (reparam.structures: `theory_rows`), looked up at use, so
-# a newly registered structure enters every check and prediction below without an edit here.
-SHARED = with_theory_rows("shared")  # shared_linear, shared_mlp
-INDEPENDENT = with_theory_rows("independent")  # independent
-ALL = with_theory_rows("shared", "independent")  # every structure with a predicted rate
-INVERSE_BOUND = with_inverse_bound()  # every structure whose inverse bound (THEORY section 7) is declared
+# The structures each claim of the theory table predicts, by what their class declares (reparam.structures:
+# `theory_rows`, `inverse_bound`), looked up at use, so a newly registered structure enters every check and
+# prediction below without an edit here.
+SHARED = claim("shared-exact").selection()  # shared_linear, shared_mlp
+INDEPENDENT = claim("independent-over").selection()  # independent
+ALL = claim("regression").selection()  # every structure with a predicted rate
+INVERSE_BOUND = claim("inverse-ratio").selection()  # every structure whose inverse bound (THEORY section 7) is declared
 SUMMARY_ERRORS = ["voronoi_prefix", "voronoi_native", "l2_error", "atom_error_multi", "voronoi_r1_prefix",
                   "voronoi_r2_prefix"]
-
-
-def prediction_for(structure: str, regime: str, error: str) -> tuple[Prediction | None, str]:
-    """The THEORY prediction for one curve, and the THEORY row it comes from ('' when none applies)."""
-    if error == "l2_error" and structure in ALL:
-        return Prediction(-0.5), "regression: all structures"
-    if structure in SHARED and error == "voronoi_prefix":
-        return Prediction(-0.5), f"D, {'exact' if regime == 'exact' else 'over'}-specified: shared"
-    if structure in SHARED and regime == "over" and error == "atom_error_multi":
-        return Prediction(-0.25), "atoms in over-specified cells: shared"
-    if error == "inverse_ratio":  # THEORY section 7 on fits: flat where the inverse bound holds, growing where not
-        from .identifiability import inverse_ratio_prediction
-        pred = inverse_ratio_prediction(structure, regime)
-        if pred is None:
-            return None, ""
-        return pred, ("D / ||f_hat - f*||: inverse bound holds" if pred.kind == "equal"
-                      else "D / ||f_hat - f*||: inverse bound fails")
-    if structure in INDEPENDENT and regime == "over":
-        if error in ("voronoi_r1_prefix", "atom_error_multi"):
-            return Prediction(-0.25, kind="flatter_than"), "D_{1,r} over-specified: independent"
-        if error == "voronoi_r2_prefix":
-            return Prediction(-0.5, kind="flatter_than"), "D_{1,r} over-specified: independent"
-    return None, ""
 
 
 DEFAULT_GAP_TOL = 1e-8  # reparam.fit.SolverConfig.gap_tol; used only for tables recorded before `valid` existed
@@ -190,30 +161,60 @@ class Check:
         return f"starts: {i.n_starts} x {i.mode} (lowest loss wins)"
 
 
+def _check(name: str, description: str, **config) -> Check:
+    """The check of claim `name` of the theory table: its THEORY row and its curves (the structures, regimes and
+    error columns of the claim's rates) come from the table, `description` and `config` are the check's own."""
+    theory = claim(name)
+    structures = config.pop("structures", theory.selection())
+    return Check(name, theory.statement, description, structures, theory.regimes, theory.errors, **config)
+
+
+def _slopes(name: str, *errors: str) -> str:
+    """The predicted slopes of claim `name` for `errors`, as fractions (reparam.theory.slope_text), comma-separated."""
+    return ", ".join(slope_text(claim(name).rate(error).prediction.value) for error in errors)
+
+
+def _inverse_ratio_expectation() -> str:
+    """Where the ratio D / ||f_hat - f*|| should stay flat and where it should grow, from the theory table and
+    the structures' declarations, in the form 'slope S +- T for A and B (exact and over) and C exact; slope > S
+    for C over'."""
+    parts = []
+    for rate in claim("inverse-ratio").rates:
+        groups: list[tuple[list[str], list[str]]] = []  # (structures, their regimes), in registry order
+        for structure in dict.fromkeys(name for regime in rate.regimes for name in rate.structures(regime)):
+            regimes = [regime for regime in rate.regimes if structure in rate.structures(regime)]
+            if groups and groups[-1][1] == regimes:
+                groups[-1][0].append(structure)
+            else:
+                groups.append(([structure], regimes))
+        where = " and ".join(f"{' and '.join(names)} ({' and '.join(regimes)})" if len(names) > 1 else
+                             f"{names[0]} {' and '.join(regimes)}" for names, regimes in groups)
+        pred = rate.prediction
+        slope = (f"slope {slope_text(pred.value)} +- {pred.tolerance:g}" if pred.kind == "equal"
+                 else f"slope > {slope_text(pred.value)}")
+        parts.append(f"{slope} for {where}")
+    return "; ".join(parts)
+
+
 CHECKS: dict[str, Check] = {c.name: c for c in [
-    Check("regression", "||f_hat - f*||_L2, all structures: slope -1/2",
-          "Regression error of every structure, exact- and over-specified, on a fresh sample of 1e5 points.",
-          ALL, ["exact", "over"], ["l2_error"]),
-    Check("shared-exact", "D, exact-specified cells, shared_linear and shared_mlp: slope -1/2",
-          "Voronoi loss D in prefix space (k, v) of exact-specified shared fits (L' = L* = 2).",
-          SHARED, ["exact"], ["voronoi_prefix"]),
-    Check("shared-over", "atoms in over-specified cells, shared_linear and shared_mlp: slope -1/4",
-          "Largest distance of a fitted atom in a multi-atom Voronoi cell to its true atom (prefix space), "
-          "over-specified shared fits (L' = 3 > L* = 2); D itself should keep slope -1/2.",
-          SHARED, ["over"], ["atom_error_multi", "voronoi_prefix"]),
-    Check("independent-over", "D_{1,r}, over-specified, independent: slower than any polynomial",
-          "D_{1,1}, D_{1,2} and the multi-cell atom error of over-specified independent fits; each slope should "
-          "be flatter than the rate the shared structures reach for the same quantity (-1/4, -1/2, -1/4).",
-          INDEPENDENT, ["over"], ["voronoi_r1_prefix", "voronoi_r2_prefix", "atom_error_multi"]),
-    Check("inverse-ratio", "D / ||f_hat - f*|| against n: flat where the inverse bound holds, growing where it fails",
-          "Ratio of the prefix-space Voronoi loss to the regression error of every valid fit (THEORY section 7): "
-          "slope 0 +- 0.1 for shared_linear and shared_mlp (exact and over) and independent exact; slope > 0 for "
-          "independent over.", INVERSE_BOUND, ["exact", "over"], ["inverse_ratio"]),
-    Check("inverse-bound", "psi(delta) = min ||f_G - f*|| s.t. D(G, G*) = delta: psi/delta bounded as delta -> 0 "
-          "where the inverse bound holds, psi = 0 where it fails",
-          "No data, no noise: multi-start constrained minimisation on the canonical truth (r = 2, and r = 3 > d for "
-          "the shared structures), exact and over-specified (reparam.identifiability.inverse_bound_study).",
-          list(ALL), ["exact", "over"], ["psi"], n_grid=[], replicates=0, kind="inverse_bound"),
+    _check("regression",
+           "Regression error of every structure, exact- and over-specified, on a fresh sample of 1e5 points."),
+    _check("shared-exact", "Voronoi loss D in prefix space (k, v) of exact-specified shared fits (L' = L* = 2)."),
+    _check("shared-over",
+           "Largest distance of a fitted atom in a multi-atom Voronoi cell to its true atom (prefix space), "
+           "over-specified shared fits (L' = 3 > L* = 2); D itself should keep slope "
+           f"{_slopes('shared-over', 'voronoi_prefix')}."),
+    _check("independent-over",
+           "D_{1,1}, D_{1,2} and the multi-cell atom error of over-specified independent fits; each slope should "
+           "be flatter than the rate the shared structures reach for the same quantity "
+           f"({_slopes('independent-over', 'voronoi_r1_prefix', 'voronoi_r2_prefix', 'atom_error_multi')})."),
+    _check("inverse-ratio",
+           "Ratio of the prefix-space Voronoi loss to the regression error of every valid fit (THEORY section 7): "
+           f"{_inverse_ratio_expectation()}."),
+    _check("inverse-bound",
+           "No data, no noise: multi-start constrained minimisation on the canonical truth (r = 2, and r = 3 > d for "
+           "the shared structures), exact and over-specified (reparam.identifiability.inverse_bound_study).",
+           structures=list(ALL), n_grid=[], replicates=0, kind="inverse_bound"),
 ]}
 
 
@@ -241,7 +242,8 @@ def check_lines(check: Check, summary: pd.DataFrame) -> tuple[list[dict], str]:
                     continue
                 r = sel.iloc[0]
                 out.append(dict(structure=structure, regime=regime, error=error, verdict=r["verdict"],
-                                predicted=pred.value, kind=pred.kind, slope=r["slope"], slope_lo=r["slope_lo"],
+                                predicted=pred.value, kind=pred.kind, prediction=pred, slope=r["slope"],
+                                slope_lo=r["slope_lo"],
                                 slope_hi=r["slope_hi"], n_excluded=int(r["n_excluded"]), n_fits=int(r["n_fits"]),
                                 better_law=r["better_law"],
                                 line=describe_verdict(r["slope"], r["slope_lo"], r["slope_hi"], pred,
@@ -267,10 +269,9 @@ def check_report(check: Check, summary: pd.DataFrame, command: str, wall_seconds
         if "slope" not in o:
             md.append(f"| {o['structure']} | {o['regime']} | {o['error']} | | {o['line']} | {o['verdict']} | | |")
             continue
-        pred = f"{o['predicted']:+.2f} +- 0.10" if o["kind"] == "equal" else f"flatter than {o['predicted']:+.2f}"
-        md.append(f"| {o['structure']} | {o['regime']} | `{o['error']}` | {pred} | {o['slope']:+.3f} "
-                  f"[{o['slope_lo']:+.3f}, {o['slope_hi']:+.3f}] | **{o['verdict']}** | {o['n_excluded']}/{o['n_fits']} "
-                  f"| {o['better_law']} |")
+        md.append(f"| {o['structure']} | {o['regime']} | `{o['error']}` | {prediction_text(o['prediction'])} "
+                  f"| {o['slope']:+.3f} [{o['slope_lo']:+.3f}, {o['slope_hi']:+.3f}] | **{o['verdict']}** "
+                  f"| {o['n_excluded']}/{o['n_fits']} | {o['better_law']} |")
     md.append("")
     return "\n".join(md)
 

@@ -47,6 +47,7 @@ from .losses import voronoi_loss
 from .moe import DTYPE, mixture_output
 from .rates import Prediction
 from .structures import STRUCTURES, NoWitnessError
+from .theory import claim
 from .truth import GroundTruth, canonical_truth
 from .validation import check_int, check_list, check_number, require
 
@@ -451,16 +452,16 @@ def add_inverse_ratio(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def inverse_ratio_prediction(structure: str, regime: str) -> Prediction | None:
-    """THEORY section 7 on fits, as the structure's class declares it (`inverse_bound`, reparam.structures): slope 0
-    (+- 0.1, the tolerance of every rate check: log factors) where the inverse bound holds (shared_linear /
-    shared_mlp exact and over, independent exact), slope > 0 where it fails (independent over). None where the
-    structure declares nothing for the regime (shared_learned) or is not registered."""
+    """THEORY section 7 on fits: the predicted slope of D / ||f_hat - f*|| against n, the rate of the theory table
+    (reparam.theory, claim `inverse-ratio`) that the structure's declared `inverse_bound` for `regime` selects
+    (reparam.structures). None where the structure declares nothing for the regime (shared_learned) or is not
+    registered."""
     cls = STRUCTURES.get(structure)
-    bound = cls.inverse_bound.get(regime) if cls is not None else None
-    if bound == "holds":
-        return Prediction(0.0, tolerance=0.1)
-    if bound == "fails":
-        return Prediction(0.0, kind="flatter_than")
+    if cls is None:
+        return None
+    for rate in claim("inverse-ratio").rates:
+        if rate.applies(cls, regime):
+            return rate.prediction
     return None
 
 

@@ -13,12 +13,12 @@ so a solver can treat every structure alike.
 A new structure is one subclass with @register; the class is the ONE place that declares what the study needs:
     name           the registry key, the `structure.names` entry and its own Hydra option `structure=<name>`
     theorem        the THEORY result that covers it (None: outside the theorems)
-    theory_rows    which rows of THEORY section 5 predict its curves (reparam.checks.prediction_for):
-                   "shared" (regression -1/2, D -1/2, over-specified atoms -1/4), "independent" (regression -1/2,
-                   D_{1,r} over-specified slower than any polynomial) or None (no predicted rate)
+    theory_rows    which family of rates of THEORY section 5 predicts its curves: "shared" (the tied structures of
+                   Theorems 2 and 3), "independent" (Theorem 1) or None (no predicted rate); the rates of each family
+                   are the theory table's (reparam.theory.THEORY_TABLE)
     hydra_options  the composite Hydra options `structure=<option>` it belongs to besides its own (e.g. "all")
     inverse_bound  THEORY section 7 per regime, {"exact": "holds" | "fails", "over": ...}: whether D <= C ||f - f*||
-                   near the truth; it sets the inverse-ratio prediction on fits (reparam.identifiability); {} = none
+                   near the truth; it selects the theory table's inverse-ratio and inverse-bound rates; {} = none
     truth_theta()  its truth recipe: the native parameters that express the latent truth (reparam.truth)
     witness_direction(), witness_weight()   its f-equivalent witness, if it has one (reparam.identifiability)
     key_map()      how its keys depend on the native atom, as the inverse-bound table names it
@@ -210,7 +210,7 @@ class Structure:
 class _TiedStructure(Structure):
     """Keys and values are two functions of one latent p_i in R^r through FIXED, known W_K (d, r), W_V (m, r)."""
 
-    theory_rows: ClassVar[str | None] = "shared"  # the tied structures' rows: D at -1/2, over-specified atoms at -1/4
+    theory_rows: ClassVar[str | None] = "shared"  # the tied structures' rates (reparam.theory.THEORY_TABLE)
     hydra_options: ClassVar[tuple[str, ...]] = ("all", "shared")
     # the fits' truths have r <= d (injective key map): the bound holds in both regimes (THEORY section 7)
     inverse_bound: ClassVar[dict[str, str]] = {"exact": "holds", "over": "holds"}
