@@ -129,52 +129,41 @@ def prediction_text(prediction: Prediction) -> str:
 
 
 _SHARED, _INDEPENDENT = ("shared",), ("independent",)
-_THEOREMS_2_3 = "Theorems 2 (shared_linear) and 3 (shared_mlp)"
+#: Theorem 1's rate is a lower bound; the slope it is compared with is the package's choice (docs/theory.md, section 5).
+_THEOREM_1 = "Theorem 1; bound = the shared slope (package's choice)"
 
 #: The theory table: check name -> claim (docs/theory.md renders it, section 5).
 THEORY_TABLE: dict[str, Claim] = {claim.check: claim for claim in [
     Claim("regression", "||f_hat - f*||_L2, all structures", 5, (
         Rate(("l2_error",), Prediction(-0.5), "regression: all structures", theory_rows=_SHARED + _INDEPENDENT,
-             source="regression rate O_P(sqrt(log n / n)) of the least-squares estimator, behind Theorems 1-3 "
-                    "(section 3)", origin=PAPER),)),
+             source="Theorems 1-3 via section 3", origin=PAPER),)),
     Claim("shared-exact", "D, exact-specified cells, shared_linear and shared_mlp", 5, (
         Rate(("voronoi_prefix",), Prediction(-0.5), "D, exact-specified: shared", regimes=("exact",),
-             theory_rows=_SHARED, source=f"{_THEOREMS_2_3}: D = O_P(sqrt(log n / n))", origin=PAPER),)),
+             theory_rows=_SHARED, source="Theorems 2, 3", origin=PAPER),)),
     Claim("shared-over", "atoms in over-specified cells, shared_linear and shared_mlp", 5, (
         Rate(("atom_error_multi",), Prediction(-0.25), "atoms in over-specified cells: shared", regimes=("over",),
-             theory_rows=_SHARED, source=f"{_THEOREMS_2_3}: squared distances in multi-atom cells of D, "
-                                         f"so (log n / n)^(1/4)", origin=PAPER),
+             theory_rows=_SHARED, source="Theorems 2, 3 (squared terms of D)", origin=PAPER),
         Rate(("voronoi_prefix",), Prediction(-0.5), "D, over-specified: shared", regimes=("over",),
-             theory_rows=_SHARED, source=f"{_THEOREMS_2_3}: D = O_P(sqrt(log n / n)) in both regimes",
-             origin=PAPER))),
+             theory_rows=_SHARED, source="Theorems 2, 3", origin=PAPER))),
     Claim("independent-over", "D_{1,r}, over-specified, independent", 5, (
         Rate(("voronoi_r1_prefix",), Prediction(-0.25, kind="flatter_than"), "D_{1,r} over-specified: independent",
-             regimes=("over",), theory_rows=_INDEPENDENT, origin=PAPER,
-             source="Theorem 1: minimax lower bound, slower than any polynomial; the bound is the shared "
-                    "structures' predicted slope of the same quantity (package)"),
+             regimes=("over",), theory_rows=_INDEPENDENT, source=_THEOREM_1, origin=PAPER),
         Rate(("voronoi_r2_prefix",), Prediction(-0.5, kind="flatter_than"), "D_{1,r} over-specified: independent",
-             regimes=("over",), theory_rows=_INDEPENDENT, origin=PAPER,
-             source="Theorem 1, as above; D_{1,2} against the shared structures' slope of D (package)"),
+             regimes=("over",), theory_rows=_INDEPENDENT, source=_THEOREM_1, origin=PAPER),
         Rate(("atom_error_multi",), Prediction(-0.25, kind="flatter_than"), "D_{1,r} over-specified: independent",
-             regimes=("over",), theory_rows=_INDEPENDENT, origin=PAPER,
-             source="Theorem 1, as above; the bound is the shared structures' slope of the same error (package)")),
+             regimes=("over",), theory_rows=_INDEPENDENT, source=_THEOREM_1, origin=PAPER)),
         headline="slower than any polynomial"),
     Claim("inverse-ratio", "D / ||f_hat - f*|| against n", 7, (
         Rate(("inverse_ratio",), Prediction(0.0, tolerance=0.1), "D / ||f_hat - f*||: inverse bound holds",
-             inverse_bound="holds", origin=PACKAGE,
-             source="section 7: where D is at most a constant times the regression error near the truth, the "
-                    "ratio stays bounded in n"),
+             inverse_bound="holds", source="section 7", origin=PACKAGE),
         Rate(("inverse_ratio",), Prediction(0.0, kind="flatter_than"), "D / ||f_hat - f*||: inverse bound fails",
-             inverse_bound="fails", origin=PACKAGE,
-             source="section 7: an f-equivalent family keeps D away from 0 while the regression error falls")),
+             inverse_bound="fails", source="section 7", origin=PACKAGE)),
         headline="flat where the inverse bound holds, growing where it fails"),
     Claim("inverse-bound", "psi(delta) = min ||f_G - f*|| s.t. D(G, G*) = delta", 7, (
-        Rate(("psi",), None, "psi(delta): inverse bound holds", inverse_bound="holds", origin=PACKAGE,
-             note="psi(delta) / delta bounded away from 0 as delta -> 0",
-             source="section 7: an injective key map (or exact specification) leaves no f-equivalent family"),
-        Rate(("psi",), None, "psi(delta): inverse bound fails", inverse_bound="fails", origin=PACKAGE,
-             note="psi(delta) = 0 (round-off): an exact f-equivalent family at every distance",
-             source="section 7: the same-key split of one true atom")),
+        Rate(("psi",), None, "psi(delta): inverse bound holds", inverse_bound="holds", source="section 7",
+             origin=PACKAGE, note="psi(delta) / delta stays away from 0 as delta -> 0"),
+        Rate(("psi",), None, "psi(delta): inverse bound fails", inverse_bound="fails", source="section 7",
+             origin=PACKAGE, note="psi(delta) = 0 up to round-off")),
         headline="psi/delta bounded as delta -> 0 where the inverse bound holds, psi = 0 where it fails"),
 ]}
 
@@ -217,21 +206,21 @@ def _structures_cell(rate: Rate) -> list[tuple[str, str]]:
 
 def _expected_text(rate: Rate) -> str:
     if rate.prediction is None:
-        return f"no slope: {rate.note}"
+        return f"no slope; {rate.note}"
     if rate.prediction.kind == "equal":
-        return f"{slope_text(rate.prediction.value)} ± {rate.prediction.tolerance:g}"
-    return f"flatter than {slope_text(rate.prediction.value)}"
+        return f"slope {slope_text(rate.prediction.value)} ± {rate.prediction.tolerance:g}"
+    return f"slope flatter than {slope_text(rate.prediction.value)}"
 
 
 def theory_table_markdown() -> str:
     """The theory table as markdown, one row per rate and group of regimes, with the structures registered now
     (docs/theory.md holds it between `<!-- generated:theory_table -->` markers)."""
-    lines = ["| check | structures | regime | error column | predicted slope | source | whose |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| check | structures | regime | error column | prediction | source |",
+             "|---|---|---|---|---|---|"]
     for entry in THEORY_TABLE.values():
         for rate in entry.rates:
             errors = ", ".join(f"`{error}`" for error in rate.errors)
             for structures, regimes in _structures_cell(rate):
                 lines.append(f"| `{entry.check}` | {structures} | {regimes} | {errors} | {_expected_text(rate)} "
-                             f"| {rate.source} | {rate.origin} |")
+                             f"| {rate.origin}: {rate.source} |")
     return "\n".join(lines)

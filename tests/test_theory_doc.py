@@ -10,8 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 THEORY = ROOT / "docs" / "theory.md"
-#: Where citations live: the package, the apps, the tests, the docs and the top-level pages.
-SEARCHED = ["reparam", "sims", "experiments", "tests", "docs"]
+#: Where citations live: the package, the apps, the tests, the docs, the committed reports and the top-level pages.
+SEARCHED = ["reparam", "sims", "experiments", "tests", "docs", "figures"]
 TOP_LEVEL = ["README.md", "BENCHMARKS.md"]
 SUFFIXES = {".py", ".md", ".yaml", ".yml", ".txt", ".toml", ".cfg"}
 

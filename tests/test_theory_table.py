@@ -33,8 +33,8 @@ def test_the_rendered_table_has_one_row_per_rate_and_regime_group():
     rows = theory_table_markdown().splitlines()[2:]
     assert all(row.startswith("| `") and row.endswith(" |") for row in rows)
     assert {row.split(" | ")[0][3:-1] for row in rows} == set(THEORY_TABLE)
-    # a cell never carries a bare pipe (it would split the markdown row): every row has the header's 7 cells
-    assert all(row.count(" | ") == 6 for row in rows), rows
+    # a cell never carries a bare pipe (it would split the markdown row): every row has the header's 6 cells
+    assert all(row.count(" | ") == 5 for row in rows), rows
 
 
 def test_at_most_one_slope_per_curve():
