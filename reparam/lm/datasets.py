@@ -122,13 +122,19 @@ def load_manifest(manifest: dict | str | os.PathLike | None = None) -> dict[str,
         except (OSError, ValueError) as err:
             raise DataError(f"manifest {manifest} is not a readable JSON manifest ({err})") from None
     try:
-        return {name: Dataset(name=name, folder=d["folder"], title=d.get("title", name), licence=d.get("licence", ""),
-                              citation=d.get("citation", ""),
-                              sources=tuple(Source(s["url"], dict(s.get("names", {}))) for s in d.get("sources", [])),
-                              files=dict(d["files"]))
-                for name, d in manifest.items()}
+        datasets = {name: Dataset(name=name, folder=d["folder"], title=d.get("title", name),
+                                  licence=d.get("licence", ""), citation=d.get("citation", ""),
+                                  sources=tuple(Source(s["url"], dict(s.get("names", {})))
+                                                for s in d.get("sources", [])),
+                                  files=dict(d["files"]))
+                    for name, d in manifest.items()}
     except (KeyError, TypeError, AttributeError) as err:
         raise DataError(f"manifest entry is malformed: {err!r} (each dataset needs folder and files)") from None
+    for d in datasets.values():  # every file stays inside its dataset's folder
+        for rel in [d.folder, *d.files]:
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                raise DataError(f"manifest entry {d.name}: {rel!r} must be a relative path inside the data root")
+    return datasets
 
 
 def dataset_dir(name: str, path: str | os.PathLike | None = None) -> Path:
@@ -294,7 +300,7 @@ def fetch(name: str, to: str | os.PathLike | None = None, source: str | os.PathL
         raise FetchError(f"unknown dataset {name!r}: must be one of {sorted(datasets)}")
     dataset = datasets[name]
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    root = repo_path(to).resolve() if to not in (None, "") else fetch_root()
+    root = Path(to).expanduser().resolve() if to not in (None, "") else fetch_root()  # a command-line path: from the CWD
     dest = root / dataset.folder
     if dest.exists():
         state = check_folder(dataset, dest)
@@ -319,7 +325,7 @@ def fetch(name: str, to: str | os.PathLike | None = None, source: str | os.PathL
             tree.mkdir()
             try:
                 if src is None:
-                    local = repo_path(source)
+                    local = Path(source).expanduser().resolve()
                     say(f"{name}: reading {local}")
                     if local.is_dir():
                         _from_folder(dataset, local, tree)
@@ -399,7 +405,8 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             print(fetch(name, args.to, args.source, args.force, args.manifest))
     else:
-        print("\n".join(status_lines(args.root, args.manifest)))
+        root = Path(args.root).expanduser().resolve() if args.root else None  # a command-line path: from the CWD
+        print("\n".join(status_lines(root, args.manifest)))
 
 
 if __name__ == "__main__":

@@ -256,3 +256,26 @@ def test_reparam_data_is_a_command_of_the_entry_point(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].split()[:2] == ["e2e", "missing"]
+
+
+def test_the_next_source_is_tried_when_one_fails(server, tmp_path):
+    """A mirror list: the first URL is down, the second serves a corrupted copy, the third the release."""
+    www, base = server
+    manifest = releases(www, base)
+    (www / "bad").mkdir()
+    (www / "bad" / "e2e-dataset.zip").write_bytes(zip_bytes({k: v + "x" for k, v in E2E.items()}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}/e2e-dataset.zip"
+    manifest["e2e"]["sources"] = [{"url": down}, {"url": f"{base}/bad/e2e-dataset.zip"}, {"url": f"{base}/e2e-dataset.zip"}]
+    said = []
+    folder = fetch("e2e", tmp_path / "data", manifest=manifest, log=said.append)
+    assert check_folder(load_manifest(manifest)["e2e"], folder) == "ok"
+    assert any(down in m and "unreachable" in m for m in said) and any("refused e2e: " in m for m in said)
+
+
+def test_a_manifest_path_must_stay_inside_the_data_root():
+    from reparam.validation import DataError
+    for rel in ("../evil.csv", "/etc/passwd"):
+        with pytest.raises(DataError, match="must be a relative path inside the data root"):
+            load_manifest({"e2e": {"folder": "e2e", "files": {rel: "0" * 64}}})
