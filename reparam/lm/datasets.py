@@ -10,6 +10,7 @@ Where (the one resolver every loader reads):
                                 `reparam data fetch NAME` would put it
     data_root(path=None)        the first existing root of data_roots (the first one when none exists)
     missing_data(name, path, what)   the error for a missing file: names it and the exact fetch command
+    require_datasets(names, path)    before any work: MissingDataError unless every file of each dataset is there
 
 What and how (`reparam data ...`, also `python -m reparam.lm.datasets ...`):
 
@@ -160,6 +161,19 @@ def missing_data(name: str, path: str | os.PathLike | None, what: str) -> Missin
     folder = load_manifest()[name].folder
     return MissingDataError(f"{what} is missing: get it with `{fetch_command(name, path)}` (the official release, "
                             f"checksum-checked), or set data_root=... (or REPARAM_DATA) to a folder holding {folder}/")
+
+
+def require_datasets(names, path: str | os.PathLike | None = None) -> None:
+    """Before any work: every file of each dataset in `names` is where the loaders will look, else the
+    MissingDataError of the first absent one (with its fetch command). Presence only; `reparam data status`
+    checks the checksums."""
+    datasets = load_manifest()
+    for name in names:
+        folder = dataset_dir(name, path)
+        absent = [rel for rel in datasets[name].files if not (folder / rel).is_file()]
+        if absent:
+            raise missing_data(name, path, f"{folder / absent[0]} (and {len(absent) - 1} more files of {name})"
+                               if len(absent) > 1 else f"{folder / absent[0]}")
 
 
 # ----------------------------------------------------------------------------- checking

@@ -20,7 +20,7 @@ import pytest
 
 from reparam.lm import data as D
 from reparam.lm.datasets import (MissingDataError, check_folder, data_roots, dataset_dir, fetch, load_manifest,
-                                 status_lines)
+                                 require_datasets, status_lines)
 
 E2E = {"trainset.csv": 'mr,ref\n"name[The Vaults], eatType[pub]","The Vaults is a pub."\n'
                        '"name[Aromi], food[Chinese]","Aromi serves Chinese food."\n',
@@ -224,6 +224,18 @@ def test_one_resolver_and_the_missing_data_message(tmp_path, monkeypatch):
         gpt2_tokenizer()
     with pytest.raises(MissingDataError, match=rf"`reparam data fetch webnlg --to {tmp_path}/elsewhere`"):
         D.load_webnlg("dev", str(tmp_path / "elsewhere"))
+    more = len(load_manifest()["webnlg"].files) - 1
+    with pytest.raises(MissingDataError, match=rf"/empty/webnlg2017/dev/.* \(and {more} more files of webnlg\) is "
+                                               r"missing: get it with `reparam data fetch webnlg`"):
+        require_datasets(["webnlg"])
+    for rel in load_manifest()["e2e"].files:  # present (require_datasets checks presence; status the checksums)
+        (tmp_path / "complete" / "e2e" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "complete" / "e2e" / rel).write_text("mr,ref\n")
+    require_datasets(["e2e"], str(tmp_path / "complete"))
+    (tmp_path / "complete" / "e2e" / "devset.csv").unlink()
+    with pytest.raises(MissingDataError, match=r"complete/e2e/devset.csv is missing: get it with "
+                                               rf"`reparam data fetch e2e --to {tmp_path}/complete`"):
+        require_datasets(["e2e"], str(tmp_path / "complete"))
     monkeypatch.delenv("REPARAM_DATA")
     assert data_roots()[0] == tmp_path / "cache" / "data"
     lines = status_lines(tmp_path / "empty")
