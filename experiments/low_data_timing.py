@@ -47,7 +47,7 @@ class LowDataTimingConf:
         an earlier measurement, read and updated with a fresh estimate.
     threads: torch CPU threads of the measurement.
     estimate_only: only (re)compute the GPU estimate from the timings already in `out` (no model is loaded).
-    data_root: the shared data (null: REPARAM_DATA or ../shared/data).
+    data_root: the data root (null: REPARAM_DATA, else where `reparam data fetch` puts the data; docs/data.md).
     model: the model group, `model=smollm2` (the default: the protocol's model), `model=gpt2` or `model=tiny`; its
         fields (reparam.lm.models.ModelConfig):
         model.name: the registry key the group sets (gpt2 | smollm2 | tiny).

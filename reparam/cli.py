@@ -3,7 +3,7 @@
 Every command is a Hydra app, so all of them take the same `key=value` overrides, `--help`, `--cfg job`
 and (where a sweep makes sense) `-m` multiruns and `hydra/launcher=...`. `reparam convergence n=1000` is
 the same run as `python -m reparam.sims.convergence n=1000`, or `python -m sims.convergence n=1000` in a
-checkout.
+checkout. `reparam data fetch e2e` (an argparse command, in TOOLS) gets the data of the real-transformer studies.
 """
 from __future__ import annotations
 
@@ -27,10 +27,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# plain (argparse) commands, outside COMMANDS because they take --options, not Hydra's key=value settings
+TOOLS: dict[str, tuple[str, str]] = {
+    "data": ("reparam.lm.datasets", "fetch|status: get and check the data of the real-transformer studies"),
+}
+
+
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: reparam <command> [key=value ...]   (reparam <command> --help for its settings)", "",
-             "commands:"]
+    lines = ["usage: reparam <command> [key=value ...]   (reparam <command> --help for its settings)"]
+    lines += [f"       reparam {name} {text}   (reparam {name} --help)" for name, (_, text) in TOOLS.items()]
+    lines += ["", "commands:"]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -41,8 +48,11 @@ def main(argv: list[str] | None = None) -> None:
         print(usage())
         sys.exit(0 if argv else 2)
     command, rest = argv[0], argv[1:]
+    if command in TOOLS:
+        importlib.import_module(TOOLS[command][0]).main(rest)
+        return
     if command not in COMMANDS:
-        print(f"error: command={command!r} is invalid: must be one of {list(COMMANDS)}", file=sys.stderr)
+        print(f"error: command={command!r} is invalid: must be one of {list(COMMANDS) + list(TOOLS)}", file=sys.stderr)
         sys.exit(2)
     module = importlib.import_module(COMMANDS[command][0])
     sys.argv = [f"reparam {command}", *rest]  # Hydra parses sys.argv

@@ -19,7 +19,7 @@ import torch
 
 from reparam.validation import DataError
 
-from .models import data_root
+from .datasets import dataset_dir, missing_data
 
 SEP = " ||"  # prompt/continuation separator (plain text: works with any tokenizer)
 
@@ -53,12 +53,9 @@ def _e2e_file(split: str, root: str | None) -> Path:
     names = {"train": "trainset.csv", "dev": "devset.csv", "test": "testset_w_refs.csv"}
     if split not in names:
         raise ValueError(f"E2E split={split!r} must be one of {sorted(names)}")
-    path = data_root(root) / "e2e" / names[split]
+    path = dataset_dir("e2e", root) / names[split]
     if not path.is_file():
-        raise FileNotFoundError(
-            f"E2E file {path} is missing: put the official E2E release (trainset.csv, devset.csv, "
-            f"testset_w_refs.csv) in {path.parent}, or point data_root=... (or REPARAM_DATA) at a folder holding e2e/."
-        )
+        raise missing_data("e2e", root, f"E2E file {path}")
     return path
 
 
@@ -114,7 +111,7 @@ def linearize_triples(triples: list[str]) -> str:
 
 
 def _webnlg_files(split: str, root: str | None) -> list[Path]:
-    base = data_root(root) / "webnlg2017"
+    base = dataset_dir("webnlg", root)
     if split in ("train", "dev"):
         files = sorted((base / split).glob("*triples/*.xml"))
     elif split == "test":
@@ -123,11 +120,8 @@ def _webnlg_files(split: str, root: str | None) -> list[Path]:
         raise ValueError(f"WebNLG split={split!r} must be train, dev or test")
     files = [f for f in files if f.is_file()]
     if not files:
-        raise FileNotFoundError(
-            f"no WebNLG 2017 XML for split {split!r} under {base}: expected train/{{1..7}}triples/*.xml, "
-            f"dev/..., test/testdata_with_lex.xml (see ../shared/data/SOURCES.md), or set data_root=... "
-            f"(or REPARAM_DATA)."
-        )
+        raise missing_data("webnlg", root, f"the WebNLG 2017 XML of split {split!r} under {base} (train/{{1..7}}"
+                                           f"triples/*.xml, dev/..., test/testdata_with_lex.xml)")
     return files
 
 

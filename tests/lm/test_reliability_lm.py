@@ -8,12 +8,10 @@ from reparam.lm.runner import Log
 from reparam.lm.validation import committed_folder, result_setting_id, validate_common, validate_model
 from reparam.validation import ConfigError, DataError, check_unknown_keys, fingerprint
 
-from .conftest import DATA
-
 
 def cfg_of(**over):
     """A config with the shape both LM experiments share (top level + model + an experiment block)."""
-    base = dict(data_root=str(DATA), device="cpu", threads=1, n_boot=10, out_dir="runs/lm/test-figures",
+    base = dict(data_root=None, device="cpu", threads=1, n_boot=10, out_dir="runs/lm/test-figures",
                 run_dir="runs/lm/test", progress=False, draw_only=False,
                 model=dict(name="tiny", path=None, cache=None, tokenizer_path=None, n_layer=2, n_head=4, n_embd=64,
                            n_positions=256, seed=0, dtype="float32"),
