@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -42,109 +41,26 @@ from reparam.app import as_dictconfig, hydra_main
 from reparam.console import say
 
 from reparam.lm.compare import budget_diagnostics, paired_differences, paired_markdown, score_summary
-from reparam.lm.data import SEP, Example, load_dataset, nested_subset
+from reparam.lm.data import nested_subset
+from reparam.lm.low_data import tuned
+from reparam.lm.low_data.pool import Pool
+from reparam.lm.low_data.protocol import write_jsonl
+from reparam.lm.low_data.settings import KEY, NOT_RESULT, STAGES, cells, model_settings, paths, setting_id, validate  # noqa: F401
 from reparam.lm.metrics import E2E_METRICS, METRIC_LABELS, SCORE_RANGES, E2EScorer
-from reparam.lm.multiprefix import (INITS, FitConfig, LowerStates, Member, MultiPrefix, encode_prompts, encode_split, fit,
-                                    word_ids)
-from reparam.lm.structures import structures_of
-from reparam.lm.models import default_cache
+from reparam.lm.multiprefix import FitConfig, Member, MultiPrefix, fit, word_ids
 from reparam.lm.runner import Chunk, prepare_model, repo_path
 from reparam.provenance import write_provenance
 from reparam.results import ResultLog, write_table
 from reparam.runfolder import acquire, release
-from reparam.validation import (check_added_keys, check_choice, check_int, check_list, check_number, status_on_input_error,
-                                fingerprint, require)
+from reparam.validation import check_added_keys, fingerprint, status_on_input_error
 
 logger = logging.getLogger(__name__)
 
-KEY = ["dataset", "n", "replicate", "structure", "init"]
-STAGES = ("train", "score", "report", "all")
-#: low_data settings that choose cells and configurations (own columns of every row) or only change speed:
-#: not part of the result fingerprint
-NOT_RESULT = ("datasets", "ns", "replicates", "structures", "inits", "metrics", "fit.train_rows", "fit.eval_rows", "test.gen_rows", "test.nll_rows")
-
-
 # ----------------------------------------------------------------------------- config
+# validate (the preflight's validator), setting_id, cells: reparam.lm.low_data.settings
 
-
-def validate(cfg: DictConfig) -> None:
-    """Every field the protocol reads, before a model or data file is touched (ConfigError names the field)."""
-    from reparam.lm.validation import check_prefix_positions, validate_common, validate_model
-
-    check_choice("stage", cfg.stage, STAGES)
-    validate_common(cfg)  # data_root, device (cuda needs a GPU), threads, n_boot, run_dir/out_dir, progress
-    if cfg.stage in ("train", "all"):
-        validate_model(cfg.model, cfg.data_root)
-        check_prefix_positions(cfg.model, cfg.low_data.prefix_len, cfg.low_data.max_len)
-    if cfg.max_minutes is not None:
-        check_number("max_minutes", cfg.max_minutes, low=0, low_open=True)
-    p = cfg.low_data
-    check_list("low_data.datasets", p.datasets, item_check=lambda f, v: check_choice(f, v, ("e2e", "webnlg")), unique=True)
-    check_list("low_data.ns", p.ns, item_check=lambda f, v: check_int(f, v, low=1), unique=True)
-    check_list("low_data.replicates", p.replicates, item_check=lambda f, v: check_int(f, v, low=0), unique=True)
-    check_list("low_data.structures", p.structures, item_check=lambda f, v: check_choice(f, v, structures_of("low_data")),
-               unique=True)
-    check_list("low_data.inits", p.inits, item_check=lambda f, v: check_choice(f, v, INITS), unique=True)
-    for s in p.structures:
-        require(s in p.lr_grid, f"low_data.lr_grid.{s}", None, "a list of learning rates (the structure is in low_data.structures)")
-        check_list(f"low_data.lr_grid.{s}", p.lr_grid[s], item_check=lambda f, v: check_number(f, v, low=0, low_open=True),
-                   unique=True)
-    if "words" in p.inits:
-        for d in p.datasets:
-            require(isinstance(p.init_text.get(d), str) and p.init_text.get(d).strip() != "", f"low_data.init_text.{d}",
-                    p.init_text.get(d), "a non-empty text (init=words needs real task words)")
-    b = cfg.budget_check
-    require(isinstance(b.run, bool), "budget_check.run", b.run, "true or false")
-    check_choice("budget_check.structure", b.structure, structures_of("low_data"))
-    check_int("budget_check.max_steps", b.max_steps, low=1)
-    check_list("budget_check.lr_grid", b.lr_grid, item_check=lambda f, v: check_number(f, v, low=0, low_open=True), unique=True)
-    check_int("low_data.prefix_len", p.prefix_len, low=1)
-    if p.top_layers is not None:
-        check_int("low_data.top_layers", p.top_layers, low=1)
-        require("infix" not in p.structures, "low_data.top_layers", p.top_layers,
-                "null (every layer) while low_data.structures has 'infix' (the infix needs every layer)")
-    check_int("low_data.hidden", p.hidden, low=1)
-    if p.embed_dim is not None:
-        check_int("low_data.embed_dim", p.embed_dim, low=1)
-    check_int("low_data.n_dev", p.n_dev, low=1)
-    if p.n_test is not None:
-        check_int("low_data.n_test", p.n_test, low=1)
-    check_int("low_data.max_len", p.max_len, low=4)
-    f = p.fit
-    for name, low in (("max_steps", 1), ("batch_size", 1), ("eval_every", 1), ("patience", 1), ("train_rows", 1), ("eval_rows", 1), ("warmup", 0)):
-        check_int(f"low_data.fit.{name}", f[name], low=low)
-    require(f.warmup < f.max_steps, "low_data.fit.warmup", f.warmup, f"smaller than low_data.fit.max_steps={f.max_steps}")
-    check_number("low_data.fit.weight_decay", f.weight_decay, low=0)
-    check_number("low_data.fit.grad_clip", f.grad_clip, low=0)
-    t = p.test
-    for name in ("num_beams", "max_new_tokens", "gen_rows", "nll_rows"):
-        check_int(f"low_data.test.{name}", t[name], low=1)
-    check_number("low_data.test.length_penalty", t.length_penalty)
-    check_list("low_data.metrics", p.metrics, item_check=lambda f_, v: check_choice(f_, v, E2E_METRICS), unique=True)
-
-
-def setting_id(cfg: DictConfig) -> str:
-    """Fingerprint of every result-affecting setting (model and protocol, not the choice of cells)."""
-    block = OmegaConf.to_container(cfg.low_data, resolve=True)
-    return fingerprint({"model": _model_settings(cfg), "low_data": block}, ignore=[f"low_data.{k}" for k in NOT_RESULT])
-
-
-def _model_settings(cfg: DictConfig) -> dict:
-    """The model block without where its files live (data_root, cache): what makes the model what it is."""
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    return {k: v for k, v in model.items() if k not in ("data_root", "cache")}
-
-
-def cells(cfg: DictConfig) -> list[tuple[str, int, int]]:
-    """Selected cells in run order: dataset (as listed), then replicate, then n."""
-    p = cfg.low_data
-    return [(d, int(n), int(r)) for d in p.datasets for r in sorted(p.replicates) for n in sorted(p.ns)]
-
-
-def _paths(cfg: DictConfig, sid: str) -> dict[str, Path]:
-    run = repo_path(cfg.run_dir) / "low_data"
-    return {"run": run, "results": run / "results.jsonl", "selection": run / "selection.jsonl",
-            "scores": run / "scores.jsonl", "chunks": run / "chunks.jsonl", "generations": run / "generations" / sid}
+_model_settings = model_settings
+_paths = paths
 
 
 def _rows_of(log: ResultLog, sid: str) -> list[dict]:
@@ -154,51 +70,7 @@ def _rows_of(log: ResultLog, sid: str) -> list[dict]:
 # ----------------------------------------------------------------------------- stage: train
 
 
-class _Pool:
-    """One dataset's encoded dev rows, test rows and prompts, and its training examples (loaded once).
-
-    With top-K prefixes (low_data.top_layers) every row also carries its lower-layer states, computed once
-    here (dev, test) or on first use (training examples, shared by the nested subsets of every n).
-    """
-
-    def __init__(self, dataset: str, cfg: DictConfig, tok, base):
-        p = cfg.low_data
-        self.tok, self.max_len = tok, p.max_len
-        model_key = fingerprint({"model": _model_settings(cfg)})
-        self._lower = LowerStates(base, p.top_layers, p.prefix_len, tok.pad_token_id,
-                                  cache_dir=str(default_cache() / "lower_states"), model_key=model_key)
-        self._train_rows: dict[tuple[str, str], dict] = {}
-        self.train = load_dataset(dataset, "train", cfg.data_root)
-        for n in p.ns:
-            require(int(n) <= len(self.train), "low_data.ns", int(n), f"at most the {len(self.train)} {dataset} training examples")
-        dev = load_dataset(dataset, "dev", cfg.data_root)
-        require(p.n_dev <= len(dev), "low_data.n_dev", p.n_dev, f"at most the {len(dev)} {dataset} dev examples")
-        self.dev_rows = self._lower(encode_split(tok, nested_subset(dev, p.n_dev, seed=9_999), p.max_len, SEP))
-        items = load_dataset(dataset, "test", cfg.data_root, grouped=True)
-        self.items = items if p.n_test is None else nested_subset(items, min(p.n_test, len(items)), seed=12_345)
-        self.test_rows = self._lower(encode_split(tok, [Example(t.source, r) for t in self.items for r in t.refs],
-                                                  p.max_len, SEP))
-        self.prompts = encode_prompts(tok, [t.source for t in self.items], SEP)
-
-    def train_rows(self, examples: list[Example]) -> list[dict]:
-        """Encoded training rows (with lower-layer states when top-K), each example encoded once per run."""
-        new = [ex for ex in examples if (ex.source, ex.target) not in self._train_rows]
-        if new:
-            for ex, row in zip(new, self._lower(encode_split(self.tok, new, self.max_len, SEP))):
-                self._train_rows[(ex.source, ex.target)] = row
-        return [self._train_rows[(ex.source, ex.target)] for ex in examples]
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)  # a killed run never leaves a half-written file that looks complete
-
-
-def run_cell(cfg: DictConfig, base, tok, device, pool: _Pool, dataset: str, n: int, rep: int, sid: str,
+def run_cell(cfg: DictConfig, base, tok, device, pool: Pool, dataset: str, n: int, rep: int, sid: str,
              pairs: list[tuple[str, str]]) -> list[dict]:
     """Train every lr of the (structure, init) `pairs` in one cell, select the lr per pair, test; returns the result rows.
 
@@ -237,11 +109,11 @@ def run_cell(cfg: DictConfig, base, tok, device, pool: _Pool, dataset: str, n: i
     gen_s = time.perf_counter() - t0
     part = fingerprint(sorted(pairs))[:8]  # one file per set of (structure, init) pairs: parts of a cell never collide
     gen_file = paths["generations"] / f"{dataset}_n{n}_r{rep}_{part}.jsonl"  # the rows inside name their configuration
-    _write_jsonl(gen_file, [{"structure": members[k].structure, "init": members[k].init, "lr": members[k].lr,
+    write_jsonl(gen_file, [{"structure": members[k].structure, "init": members[k].init, "lr": members[k].lr,
                              "item": i, "hyp": h} for k in ks for i, h in enumerate(texts[k])])
     refs_file = paths["generations"] / f"{dataset}_refs.jsonl"
     if not refs_file.is_file():
-        _write_jsonl(refs_file, [{"item": i, "source": t.source, "refs": t.refs} for i, t in enumerate(pool.items)])
+        write_jsonl(refs_file, [{"item": i, "source": t.source, "refs": t.refs} for i, t in enumerate(pool.items)])
     wall = time.perf_counter() - t_cell
     results = [{**cell, "structure": members[k].structure, "init": members[k].init, "lr": members[k].lr,
                 "test_nll": float(v), "best_dev": fits[k].best_dev, "best_step": fits[k].best_step,
@@ -258,6 +130,8 @@ def run_cell(cfg: DictConfig, base, tok, device, pool: _Pool, dataset: str, n: i
 
 def train_stage(cfg: DictConfig) -> None:
     sid = setting_id(cfg)
+    if cfg.low_data.get("lr_selection", "per_cell") == "per_n":
+        return tuned.train_stage(cfg, sid)
     paths = _paths(cfg, sid)
     p = cfg.low_data
     done = {tuple(r[k] for k in KEY) for r in _rows_of(ResultLog(paths["results"]), sid)}
@@ -270,7 +144,7 @@ def train_stage(cfg: DictConfig) -> None:
         return
     chunk = Chunk(paths["chunks"], sid, cfg, cells_total=len(cells(cfg)), cells_left=len(todo))
     base, tok, device = prepare_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.device, cfg.threads)
-    pools: dict[str, _Pool] = {}
+    pools: dict[str, Pool] = {}
     longest = 0.0
     try:
         for i, ((dataset, n, rep), pairs) in enumerate(todo):
@@ -281,7 +155,7 @@ def train_stage(cfg: DictConfig) -> None:
                       f"command to continue")
                 break
             if dataset not in pools:
-                pools[dataset] = _Pool(dataset, cfg, tok, base)
+                pools[dataset] = Pool(dataset, cfg, tok, base)
             rows = run_cell(cfg, base, tok, device, pools[dataset], dataset, n, rep, sid, pairs)
             w = rows[0]
             longest = max(longest, w["cell_wall_s"])

@@ -400,10 +400,14 @@ class MultiPrefix(nn.Module):
 
     @torch.no_grad()
     def evaluate_nll(self, rows: list[dict], ks: list[int], pad_id: int, max_rows: int = 256) -> np.ndarray:
-        """Mean per-token NLL (nats) of `rows` under each member of `ks` (batches of <= max_rows model rows)."""
+        """Mean per-token NLL (nats) of `rows` under each member of `ks` (batches of <= max_rows model rows).
+
+        Rows are batched in order of length, so a batch pads little (the mean over tokens does not depend on
+        the order; a small max_rows then costs less padding)."""
         dev = next(self.base.parameters()).device
         per = max(1, max_rows // max(len(ks), 1))
         sums, counts = np.zeros(len(ks)), np.zeros(len(ks))
+        rows = sorted(rows, key=lambda r: len(r["input_ids"]))
         for s in range(0, len(rows), per):
             b = {k: v.to(dev) for k, v in collate_split(rows[s:s + per], pad_id).items()}
             sm, c = self.nll(b, ks)
@@ -564,13 +568,19 @@ class MultiPrefix(nn.Module):
 # ----------------------------------------------------------------------------- training
 
 
+#: learning-rate schedules of `fit` (FitConfig.schedule)
+SCHEDULES = ("linear", "constant")
+
+
 @dataclass
 class FitConfig:
     """Optimisation of every member of a `MultiPrefix` (each with its own AdamW and schedule)."""
 
     max_steps: int = 500  # optimiser steps at most (fewer when early stopping ends every member)
     batch_size: int = 8  # examples per step (capped at n); every member sees the same batches
-    warmup: int = 0  # warm-up steps of transformers' get_linear_schedule_with_warmup (linear decay to 0 at max_steps)
+    warmup: int = 0  # linear warm-up steps (both schedules)
+    schedule: str = "linear"  # after the warm-up: "linear" decays to 0 at max_steps (so the cap changes every step's
+    #                           lr), "constant" keeps the peak lr (a run's path does not depend on the cap)
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 1.0  # max gradient norm, per member (0 = off)
     eval_every: int = 25  # steps between dev-loss checks (also checked at step 0)
@@ -586,6 +596,8 @@ class FitConfig:
                 raise ValueError(f"FitConfig.{name}={getattr(self, name)} must be >= 1")
         if self.warmup < 0 or self.warmup >= self.max_steps:
             raise ValueError(f"FitConfig.warmup={self.warmup} must be in [0, max_steps={self.max_steps})")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"FitConfig.schedule={self.schedule!r} is not one of {SCHEDULES}")
 
 
 @dataclass
@@ -598,6 +610,7 @@ class MemberFit:
     dev_curve: list = field(default_factory=list)  # [(step, dev loss)]
     train_losses: list = field(default_factory=list)
     diverged: bool = False  # its training loss became non-finite: it stopped there (its best parameters are kept)
+    stopped_by: str = ""  # "patience" (no new best for `patience` checks), "cap" (max_steps reached first), "diverged"
 
 
 def fit(model: MultiPrefix, train_rows: list[dict], dev_rows: list[dict], cfg: FitConfig, pad_id: int,
@@ -606,7 +619,7 @@ def fit(model: MultiPrefix, train_rows: list[dict], dev_rows: list[dict], cfg: F
 
     Returns (one MemberFit per member, timing {"steps", "wall_s", "train_s", "eval_s"}).
     """
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
     if not train_rows or not dev_rows:
         raise ValueError(f"fit: {len(train_rows)} training and {len(dev_rows)} dev rows; both must be non-empty")
@@ -619,7 +632,8 @@ def fit(model: MultiPrefix, train_rows: list[dict], dev_rows: list[dict], cfg: F
             raise ValueError(f"member {m.name} has no trainable parameters")
         opt = torch.optim.AdamW(params, lr=m.lr, weight_decay=cfg.weight_decay)
         opts.append(opt)
-        scheds.append(get_linear_schedule_with_warmup(opt, cfg.warmup, cfg.max_steps))
+        scheds.append(get_linear_schedule_with_warmup(opt, cfg.warmup, cfg.max_steps) if cfg.schedule == "linear"
+                      else get_constant_schedule_with_warmup(opt, cfg.warmup))
     fits = [MemberFit() for _ in range(K)]
     best_state = [None] * K
     misses = [0] * K
@@ -641,7 +655,7 @@ def fit(model: MultiPrefix, train_rows: list[dict], dev_rows: list[dict], cfg: F
             else:
                 misses[k] += 1
             if misses[k] >= cfg.patience:
-                f.stopped_step = step
+                f.stopped_step, f.stopped_by = step, "patience"
             else:
                 keep.append(k)
         active = keep
@@ -667,7 +681,7 @@ def fit(model: MultiPrefix, train_rows: list[dict], dev_rows: list[dict], cfg: F
         per_member = torch.cat(losses)
         for i, k in enumerate(active):
             if not torch.isfinite(per_member[i]):  # a too-large lr of the grid: this member stops, the others go on
-                fits[k].diverged, fits[k].stopped_step = True, step
+                fits[k].diverged, fits[k].stopped_step, fits[k].stopped_by = True, step, "diverged"
         diverged = {k for k in active if fits[k].diverged}
         if log and diverged:
             log(f"step {step}: non-finite training loss, stopped: {[model.members[k].name for k in diverged]}")
@@ -685,7 +699,7 @@ def fit(model: MultiPrefix, train_rows: list[dict], dev_rows: list[dict], cfg: F
             check(step)
     for k in range(K):
         if k in active:
-            fits[k].stopped_step = step
+            fits[k].stopped_step, fits[k].stopped_by = step, "cap"
         if best_state[k] is not None:
             model.encoders[k].load_state_dict(best_state[k])
     wall = time.perf_counter() - t0

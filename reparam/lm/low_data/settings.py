@@ -1,0 +1,232 @@
+"""The low-data study's settings: checked once, before a model or data file is touched, and fingerprinted.
+
+`validate(cfg)` checks every field the protocol reads (a bad value raises ConfigError naming the field),
+including what can only be checked against the model's configuration (`low_data.top_layers` against its
+layers, read from its config without loading weights), so a run or every job of a `-m` sweep is refused
+before any work. `setting_id(cfg)` is the fingerprint of every result-affecting setting, stamped on every
+recorded row: rows of another setting are never reused or pooled.
+
+Settings added after rows were recorded keep the old rows' fingerprints: a key of `LEGACY_DEFAULTS` that holds
+the value every earlier run had is left out of the fingerprint (so the committed top-6 rows, setting
+6e966e1c05a8, and the first all-layer rows, ff70061e7a36, are still this setting's rows).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from reparam.validation import (ConfigError, check_choice, check_int, check_list, check_number, fingerprint, require)
+
+#: the recorded cell key of a result row
+KEY = ["dataset", "n", "replicate", "structure", "init"]
+STAGES = ("train", "score", "report", "all")
+#: how the learning rate of a (cell, structure, init) is chosen (low_data.lr_selection)
+LR_SELECTIONS = ("per_cell", "per_n")
+#: which references of a test table enter the test NLL (low_data.test.references)
+TEST_REFERENCES = ("all", "first")
+#: low_data settings that choose cells and configurations (own columns of every row) or only change speed:
+#: not part of the result fingerprint
+NOT_RESULT = ("datasets", "ns", "replicates", "replicates_by_n", "structures", "inits", "metrics", "fit.train_rows",
+              "fit.eval_rows", "test.gen_rows", "test.nll_rows")
+#: settings added after rows were recorded, with the value every earlier run had: left out of the fingerprint
+#: while they hold it, so earlier rows keep their setting id
+LEGACY_DEFAULTS = {"lr_selection": "per_cell", "fit.schedule": "linear", "test.references": "all"}
+
+
+def _get(block: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(block, dict) or part not in block:
+            return None
+        block = block[part]
+    return block
+
+
+def _drop(block: dict, dotted: str) -> None:
+    *head, last = dotted.split(".")
+    for part in head:
+        block = block.get(part, {})
+    block.pop(last, None)
+
+
+def model_settings(cfg: DictConfig) -> dict:
+    """The model block without where its files live (data_root, cache): what makes the model what it is."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    return {k: v for k, v in model.items() if k not in ("data_root", "cache")}
+
+
+def setting_id(cfg: DictConfig) -> str:
+    """Fingerprint of every result-affecting setting (model and protocol, not the choice of cells)."""
+    block = OmegaConf.to_container(cfg.low_data, resolve=True)
+    for key, legacy in LEGACY_DEFAULTS.items():
+        if _get(block, key) == legacy:
+            _drop(block, key)
+    if block.get("lr_selection", "per_cell") == "per_cell":
+        block.pop("tuning", None)  # read by the per-n protocol only
+    return fingerprint({"model": model_settings(cfg), "low_data": block}, ignore=[f"low_data.{k}" for k in NOT_RESULT])
+
+
+def replicates_of(cfg: DictConfig, n: int) -> list[int]:
+    """The replicates of sample size n: 0..replicates_by_n[n]-1 where that map names n, else low_data.replicates."""
+    p = cfg.low_data
+    by_n = p.get("replicates_by_n")
+    if by_n is not None and int(n) in {int(k) for k in by_n}:
+        count = {int(k): int(v) for k, v in by_n.items()}[int(n)]
+        return list(range(count))
+    return sorted(int(r) for r in p.replicates)
+
+
+def cells(cfg: DictConfig) -> list[tuple[str, int, int]]:
+    """Selected cells in run order. per_cell: dataset, then replicate, then n. per_n: dataset, then n (the tuning
+    replicate first), then replicate, so that each n's learning rate is tuned before its other replicates run."""
+    p = cfg.low_data
+    if p.get("lr_selection", "per_cell") == "per_n":
+        return [(d, int(n), r) for d in p.datasets for n in sorted(p.ns) for r in replicates_of(cfg, n)]
+    return [(d, int(n), int(r)) for d in p.datasets for r in sorted(p.replicates) for n in sorted(p.ns)]
+
+
+def paths(cfg: DictConfig, sid: str) -> dict[str, Path]:
+    """Where a setting's records live: rows of every setting of a run_dir share the files (told apart by setting_id)."""
+    from reparam.lm.runner import repo_path
+
+    run = repo_path(cfg.run_dir) / "low_data"
+    return {"run": run, "results": run / "results.jsonl", "selection": run / "selection.jsonl",
+            "runs": run / "runs.jsonl", "scores": run / "scores.jsonl", "chunks": run / "chunks.jsonl",
+            "generations": run / "generations" / sid}
+
+
+def model_layers(model: Any) -> int | None:
+    """The number of transformer layers of the `model` block, read without loading its weights (tiny: n_layer;
+    gpt2: config.json; smollm2: the GGUF header); None when it cannot be read here (the caller skips the check)."""
+    from reparam.lm.models import REGISTRY, SMOLLM2_GGUF, ModelConfig, repo_path, smollm2_folder
+
+    name = model.get("name")
+    if name not in REGISTRY:
+        return None
+    if name == "tiny":
+        value = model.get("n_layer", 2)
+        return int(value) if isinstance(value, int) else None
+    if name == "gpt2":
+        path = model.get("path")
+        config = repo_path(path) / "config.json" if path else None
+        if config is None or not config.is_file():
+            return None
+        import json
+
+        try:
+            data = json.loads(config.read_text())
+        except (OSError, ValueError):
+            return None
+        value = data.get("n_layer", data.get("num_hidden_layers"))
+        return int(value) if isinstance(value, int) else None
+    if name == "smollm2":
+        keys = {k: model.get(k) for k in ("name", "path", "cache")}
+        gguf_path = smollm2_folder(ModelConfig(**{k: v for k, v in keys.items() if v is not None})) / SMOLLM2_GGUF
+        if not gguf_path.is_file():
+            return None
+        try:
+            from gguf import GGUFReader
+
+            field = GGUFReader(str(gguf_path)).fields.get("llama.block_count")
+            return int(field.parts[field.data[0]][0]) if field is not None else None
+        except Exception:  # noqa: BLE001 - an unreadable header: the loader reports the file itself
+            return None
+    return None
+
+
+def check_top_layers(model: Any, top_layers: Any) -> None:
+    """low_data.top_layers must be at most the model's layers (refused before the model loads)."""
+    if top_layers is None:
+        return
+    layers = model_layers(model)
+    if layers is not None and int(top_layers) > layers:
+        raise ConfigError(f"low_data.top_layers={top_layers} is invalid: model {model.get('name')!r} has {layers} "
+                          f"layers; must be in [1, {layers}] (or null: every layer)")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every field the protocol reads, before a model or data file is touched (ConfigError names the field)."""
+    from reparam.lm.metrics import E2E_METRICS
+    from reparam.lm.multiprefix import INITS, SCHEDULES
+    from reparam.lm.structures import structures_of
+    from reparam.lm.validation import check_prefix_positions, validate_common, validate_model
+
+    check_choice("stage", cfg.stage, STAGES)
+    validate_common(cfg)  # data_root, device (cuda needs a GPU), threads, n_boot, run_dir/out_dir, progress
+    p = cfg.low_data
+    if p.top_layers is not None:
+        check_int("low_data.top_layers", p.top_layers, low=1)
+    if cfg.stage in ("train", "all"):
+        validate_model(cfg.model, cfg.data_root)
+        check_prefix_positions(cfg.model, p.prefix_len, p.max_len)
+        check_top_layers(cfg.model, p.top_layers)
+    if cfg.max_minutes is not None:
+        check_number("max_minutes", cfg.max_minutes, low=0, low_open=True)
+    check_list("low_data.datasets", p.datasets, item_check=lambda f, v: check_choice(f, v, ("e2e", "webnlg")), unique=True)
+    check_list("low_data.ns", p.ns, item_check=lambda f, v: check_int(f, v, low=1), unique=True)
+    check_list("low_data.replicates", p.replicates, item_check=lambda f, v: check_int(f, v, low=0), unique=True)
+    by_n = p.get("replicates_by_n")
+    if by_n is not None:
+        require(OmegaConf.is_dict(by_n) or isinstance(by_n, dict), "low_data.replicates_by_n", by_n,
+                "null or a map from n to a number of replicates, e.g. {50: 5, 100: 3}")
+        for k, v in by_n.items():
+            require(str(k).isdigit() and int(k) >= 1, "low_data.replicates_by_n", k, "a sample size n >= 1 as the key")
+            check_int(f"low_data.replicates_by_n.{k}", v, low=1)
+    check_list("low_data.structures", p.structures, item_check=lambda f, v: check_choice(f, v, structures_of("low_data")),
+               unique=True)
+    check_list("low_data.inits", p.inits, item_check=lambda f, v: check_choice(f, v, INITS), unique=True)
+    per_n = check_choice("low_data.lr_selection", p.get("lr_selection", "per_cell"), LR_SELECTIONS) == "per_n"
+    for s in p.structures:
+        require(s in p.lr_grid, f"low_data.lr_grid.{s}", None, "a list of learning rates (the structure is in low_data.structures)")
+        check_list(f"low_data.lr_grid.{s}", p.lr_grid[s], item_check=lambda f, v: check_number(f, v, low=0, low_open=True),
+                   unique=True)
+        if per_n:
+            require(len(p.lr_grid[s]) >= 3, f"low_data.lr_grid.{s}", list(p.lr_grid[s]),
+                    "at least 3 learning rates with low_data.lr_selection=per_n (the edge rule extends the grid by "
+                    "the ratio of its two outermost values)")
+    if per_n:
+        t = p.get("tuning")
+        require(t is not None, "low_data.tuning", t, "a block {replicate, max_extensions} with low_data.lr_selection=per_n")
+        check_int("low_data.tuning.replicate", t.replicate, low=0)
+        check_int("low_data.tuning.max_extensions", t.max_extensions, low=0)
+        for n in p.ns:
+            require(int(t.replicate) in replicates_of(cfg, n), "low_data.tuning.replicate", t.replicate,
+                    f"one of the replicates of n={n} ({replicates_of(cfg, n)}): each n is tuned on it")
+    if "words" in p.inits:
+        for d in p.datasets:
+            require(isinstance(p.init_text.get(d), str) and p.init_text.get(d).strip() != "", f"low_data.init_text.{d}",
+                    p.init_text.get(d), "a non-empty text (init=words needs real task words)")
+    b = cfg.budget_check
+    require(isinstance(b.run, bool), "budget_check.run", b.run, "true or false")
+    check_choice("budget_check.structure", b.structure, structures_of("low_data"))
+    check_int("budget_check.max_steps", b.max_steps, low=1)
+    check_list("budget_check.lr_grid", b.lr_grid, item_check=lambda f, v: check_number(f, v, low=0, low_open=True), unique=True)
+    require(not (b.run and per_n), "budget_check.run", b.run, "false with low_data.lr_selection=per_n (the per-n "
+            "protocol extends its grids until the selection is interior instead)")
+    check_int("low_data.prefix_len", p.prefix_len, low=1)
+    if p.top_layers is not None:
+        require("infix" not in p.structures, "low_data.top_layers", p.top_layers,
+                "null (every layer) while low_data.structures has 'infix' (the infix needs every layer)")
+    check_int("low_data.hidden", p.hidden, low=1)
+    if p.embed_dim is not None:
+        check_int("low_data.embed_dim", p.embed_dim, low=1)
+    check_int("low_data.n_dev", p.n_dev, low=1)
+    if p.n_test is not None:
+        check_int("low_data.n_test", p.n_test, low=1)
+    check_int("low_data.max_len", p.max_len, low=4)
+    f = p.fit
+    for name, low in (("max_steps", 1), ("batch_size", 1), ("eval_every", 1), ("patience", 1), ("train_rows", 1),
+                      ("eval_rows", 1), ("warmup", 0)):
+        check_int(f"low_data.fit.{name}", f[name], low=low)
+    require(f.warmup < f.max_steps, "low_data.fit.warmup", f.warmup, f"smaller than low_data.fit.max_steps={f.max_steps}")
+    check_choice("low_data.fit.schedule", f.get("schedule", "linear"), SCHEDULES)
+    check_number("low_data.fit.weight_decay", f.weight_decay, low=0)
+    check_number("low_data.fit.grad_clip", f.grad_clip, low=0)
+    t = p.test
+    for name in ("num_beams", "max_new_tokens", "gen_rows", "nll_rows"):
+        check_int(f"low_data.test.{name}", t[name], low=1)
+    check_number("low_data.test.length_penalty", t.length_penalty)
+    check_choice("low_data.test.references", t.get("references", "all"), TEST_REFERENCES)
+    check_list("low_data.metrics", p.metrics, item_check=lambda f_, v: check_choice(f_, v, E2E_METRICS), unique=True)
