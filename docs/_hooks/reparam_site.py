@@ -1,0 +1,57 @@
+"""Build hooks of the documentation site (`hooks:` in mkdocs.yml; this folder is excluded from the pages).
+
+* **Figures.** Every PNG under the repository's `figures/` becomes a file of the site at the same path
+  (`site/figures/...`), so a page links the committed figure itself (`![](figures/headline.png)` from a page at
+  the top of docs/, `../figures/...` one level down) and nothing is committed twice. MkDocs validates those links
+  like any other, so a renamed or missing figure fails the strict build.
+* **Formulas.** `pymdownx.arithmatex` (generic mode) marks `$...$` and `$$...$$` in the Markdown; this hook turns
+  each marked formula into MathML with `latex2mathml` when the page is built. Browsers render MathML natively
+  (Chromium since 109, Firefox, Safari), so the site needs no JavaScript math library and no network, and a
+  formula `latex2mathml` cannot read is a build warning (an error under `--strict`) instead of raw TeX on a page.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import re
+from pathlib import Path
+
+from latex2mathml.converter import convert
+from mkdocs.structure.files import File, Files
+
+log = logging.getLogger("mkdocs.hooks.reparam")
+
+FIGURES = "figures"
+FIGURE_SUFFIXES = (".png",)
+
+# what arithmatex writes in generic mode: \( ... \) in a span for inline formulas, \[ ... \] in a div for blocks
+_INLINE = re.compile(r'<span class="arithmatex">\\\((.*?)\\\)</span>', re.S)
+_BLOCK = re.compile(r'<div class="arithmatex">\\\[(.*?)\\\]</div>', re.S)
+
+
+def on_files(files: Files, config) -> Files:
+    """Add the committed figures (repository root / figures / **.png) to the site under figures/."""
+    root = Path(config["config_file_path"]).resolve().parent
+    for path in sorted((root / FIGURES).rglob("*")):
+        if path.is_file() and path.suffix in FIGURE_SUFFIXES:
+            files.append(File(path.relative_to(root).as_posix(), src_dir=str(root), dest_dir=config["site_dir"],
+                              use_directory_urls=config["use_directory_urls"]))
+    return files
+
+
+def to_mathml(tex: str, display: bool, where: str) -> str:
+    """MathML of one formula (`tex` as arithmatex wrote it, HTML-escaped); the TeX itself, with a warning, when
+    latex2mathml cannot convert it."""
+    source = html.unescape(tex).strip()
+    try:
+        return convert(source, display="block" if display else "inline")
+    except Exception as error:  # latex2mathml raises many kinds (NotImplementedError, its own errors, ...)
+        log.warning(f"{where}: formula ${source}$ does not convert to MathML: {error.__class__.__name__}: {error}")
+        return html.escape(source)
+
+
+def on_page_content(content: str, page, config, files) -> str:
+    """Replace every formula arithmatex marked on the page by its MathML."""
+    where = page.file.src_uri
+    content = _BLOCK.sub(lambda m: f'<div class="math-display">{to_mathml(m.group(1), True, where)}</div>', content)
+    return _INLINE.sub(lambda m: to_mathml(m.group(1), False, where), content)
