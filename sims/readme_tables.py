@@ -1,8 +1,8 @@
 """`reparam readme-tables [figures=figures] [root=.] [readme=FILE]` (Hydra app): refresh the generated blocks.
 
 README.md and the documentation pages under docs/ quote the canonical results. Every such table or answer
-paragraph is rendered here from the committed tables in figures/ (never typed by hand) and written between a pair
-of markers,
+paragraph is rendered here from the committed tables in figures/ (never typed by hand; the theory table of
+docs/theory.md from reparam.theory) and written between a pair of markers,
 
     <!-- generated:NAME -->
     ...
@@ -605,7 +605,16 @@ HOMES = {
     "low-data-cpu": "docs/tutorials/low-data.md", "low-data-budget": "docs/tutorials/low-data.md",
     "low-data-budget-check": "docs/tutorials/low-data.md",
     "wall-times": "docs/how-to/regenerate.md",
+    "theory_table": "docs/theory.md",
 }
+
+
+def code_tables() -> dict[str, str]:
+    """NAME -> markdown for the blocks rendered from the package's code rather than from figures/: the theory
+    table (structure x regime x error -> predicted slope, with its source) of reparam.theory."""
+    from reparam.theory import theory_table_markdown
+
+    return {"theory_table": theory_table_markdown()}
 
 
 def refresh(readme: Path, figures: Path, names: set[str] | None = None,
@@ -629,8 +638,9 @@ def refresh(readme: Path, figures: Path, names: set[str] | None = None,
 
 
 def refresh_pages(root: Path, figures: Path) -> list[str]:
-    """Rewrite every block in its home page under `root` (README.md and docs/, see HOMES); return the names."""
-    rendered = tables(figures)
+    """Rewrite every block in its home page under `root` (README.md and docs/, see HOMES): those rendered from
+    `figures` and those rendered from the code (code_tables); return the names."""
+    rendered = {**tables(figures), **code_tables()}
     done = []
     for page in sorted(set(HOMES.values())):
         names = {name for name, home in HOMES.items() if home == page}

@@ -80,3 +80,14 @@ def test_generated_blocks_are_what_the_committed_tables_render(tmp_path):
 @pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
 def test_headline_figure_is_shown(page):
     assert "figures/headline.png)" in (ROOT / page).read_text(encoding="utf-8")
+
+
+def test_readme_tables_refuses_a_root_without_the_pages(tmp_path):
+    """`reparam readme-tables root=DIR` checks that DIR holds every home page before writing anything."""
+    from reparam.sims.readme_tables import ReadmeTablesConf, validate_cfg
+    from reparam.validation import ConfigError
+
+    (tmp_path / "README.md").write_text("# a README alone\n")
+    with pytest.raises(ConfigError, match=r"root='.*' is invalid: .*missing: docs/"):
+        validate_cfg(ReadmeTablesConf(root=str(tmp_path), figures=str(ROOT / "figures")))
+    assert (tmp_path / "README.md").read_text() == "# a README alone\n"
