@@ -401,7 +401,12 @@ def convergence_answer(summary: pd.DataFrame, results: pd.DataFrame) -> str:
     top = summary[(summary.error == "voronoi_prefix") & (summary.regime == "over")].set_index("structure")
     predicted = summary[summary["prediction"].fillna("") != ""]
     fits = f"{len(results):,} fits, {int(results['valid'].astype(bool).sum()):,} of them valid"
-    verdicts = f"Of the {len(predicted)} curves THEORY predicts a slope for, {_verdict_counts(predicted.verdict)} ({fits})."
+    verdicts = f"Of the {len(predicted)} curves THEORY predicts a slope for, {_verdict_counts(predicted.verdict)} ({fits})"
+    others = predicted[predicted.verdict != "agree"]
+    if len(others):
+        verdicts += ("; not agreeing: " + ", ".join(f"`{r.structure}` {r.regime} `{r.error}` ({r.verdict})"
+                                                    for r in others.itertuples()))
+    verdicts += "."
     if not ({"independent", "shared_mlp"} <= set(top.index) and {"independent", "shared_mlp"} <= set(needed)):
         return verdicts
     n_max = int(top.loc["independent", "n_max"])
@@ -452,7 +457,7 @@ def robustness_answer(dist: pd.DataFrame, large_n: str | None = None) -> str:
     if large_n:
         moved = re.search(r"Of the \d+ truths where `shared_mlp` disagreed[^.]*\.", large_n)
         if moved:
-            text += f" Rerun to n = 1e6, o{moved.group(0)[1:]}"
+            text += f" The disagreeing truths were rerun to n = 1e6: {moved.group(0)}"
     return text
 
 
@@ -468,11 +473,11 @@ def identifiability_answer(bound: pd.DataFrame, ratio: pd.DataFrame) -> str:
             f". The measured verdict matches THEORY in {agree} of the {predicted} cases THEORY predicts")
     if predicted < len(bound):
         text += f" ({len(bound) - predicted} without a prediction)"
-    others = ratio.verdict[ratio.verdict != "agree"]
+    others = ratio[ratio.verdict != "agree"]
     return (text + f". On the fits, the ratio D / ||f_hat - f*|| has a flat slope (agree) in "
             f"{int((ratio.verdict == 'agree').sum())} of {len(ratio)} curves" +
-            (f"; of the other {len(others)}, {_verdict_counts(others, ('inconclusive', 'disagree'))}" if len(others)
-             else "") + ".")
+            ("; " + ", ".join(f"`{r.structure}` {r.regime}: {r.verdict}" for r in others.itertuples())
+             if len(others) else "") + ".")
 
 
 def head_like_answer(studies: list[tuple[pd.DataFrame, pd.DataFrame]]) -> str:
@@ -484,12 +489,14 @@ def head_like_answer(studies: list[tuple[pd.DataFrame, pd.DataFrame]]) -> str:
         shared = summary[summary.structure.isin(["shared_linear", "shared_mlp"]) &
                          (summary.error == "voronoi_prefix") & (summary["prediction"].fillna("") != "")]
         top = summary[(summary.error == "voronoi_prefix") & (summary.regime == "over")].set_index("structure")
-        ratio = (f", {top.loc['independent', 'mean_at_n_max'] / top.loc['shared_mlp', 'mean_at_n_max']:.1f}x"
-                 if {"independent", "shared_mlp"} <= set(top.index) else "")
-        parts.append(f"d = {d}, m = {m}: {int((shared.verdict == 'agree').sum())} of {len(shared)} agree{ratio}")
-    return ("The shared structures' prefix error D against THEORY's -1/2 (exact and over-specified curves of "
-            "`shared_linear` and `shared_mlp`), and the mean D of over-specified `independent` over `shared_mlp`'s at "
-            "the largest n: " + "; ".join(parts) + ".")
+        ratio = ""
+        if {"independent", "shared_mlp"} <= set(top.index):
+            times = top.loc["independent", "mean_at_n_max"] / top.loc["shared_mlp", "mean_at_n_max"]
+            ratio = f", and over-specified `independent` has {times:.1f}x the mean D of `shared_mlp` at the largest n"
+        parts.append(f"at d = {d} (m = {m}), {int((shared.verdict == 'agree').sum())} of the {len(shared)} curves "
+                     f"agree{ratio}")
+    return ("The shared structures' prefix error D (exact- and over-specified `shared_linear` and `shared_mlp`) "
+            "against THEORY's -1/2: " + "; ".join(parts) + ".")
 
 
 def planted_answer(slopes: pd.DataFrame, to_target: pd.DataFrame) -> str:

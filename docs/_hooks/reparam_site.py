@@ -27,6 +27,13 @@ FIGURE_SUFFIXES = (".png",)
 # what arithmatex writes in generic mode: \( ... \) in a span for inline formulas, \[ ... \] in a div for blocks
 _INLINE = re.compile(r'<span class="arithmatex">\\\((.*?)\\\)</span>', re.S)
 _BLOCK = re.compile(r'<div class="arithmatex">\\\[(.*?)\\\]</div>', re.S)
+# latex2mathml writes a function name such as \log as a bare <mi>log</mi>, which browsers set flush against its
+# argument ("logn"); TeX puts a thin space there, and so does this hook
+_FUNCTION_THEN_ARGUMENT = re.compile(r"(<mi>(?:arg|cos|cosh|det|dim|exp|inf|lim|ln|log|max|min|Pr|sin|sinh|sup|tan|tanh)"
+                                     r"</mi>)(?=<m[inr])")
+_THIN_SPACE = '<mspace width="0.1667em"></mspace>'
+# a TeX command latex2mathml does not know comes out as literal text ("\\arg"): it must fail the build instead
+_UNCONVERTED = re.compile(r">[^<]*(\\[A-Za-z]+)[^<]*<")
 
 
 def on_files(files: Files, config) -> Files:
@@ -44,10 +51,15 @@ def to_mathml(tex: str, display: bool, where: str) -> str:
     latex2mathml cannot convert it."""
     source = html.unescape(tex).strip()
     try:
-        return convert(source, display="block" if display else "inline")
+        mathml = convert(source, display="block" if display else "inline")
     except Exception as error:  # latex2mathml raises many kinds (NotImplementedError, its own errors, ...)
         log.warning(f"{where}: formula ${source}$ does not convert to MathML: {error.__class__.__name__}: {error}")
         return html.escape(source)
+    unknown = _UNCONVERTED.search(mathml)
+    if unknown:
+        log.warning(f"{where}: formula ${source}$: latex2mathml does not know {unknown.group(1)} and would print it "
+                    f"as text; write the formula without it")
+    return _FUNCTION_THEN_ARGUMENT.sub(lambda m: m.group(1) + _THIN_SPACE, mathml)
 
 
 def on_page_content(content: str, page, config, files) -> str:

@@ -62,6 +62,7 @@ frame.onload = async () => {
     math: maths.length,
     math_displays: [...new Set(maths.map(m => getComputedStyle(m).display))],
     math_zero_width: maths.filter(m => m.getBoundingClientRect().width <= 0).length,
+    math_with_tex: maths.filter(m => /\\[A-Za-z]/.test(m.textContent)).length,
     arithmatex_left: article.querySelectorAll(".arithmatex").length,
     tex_left: (text.match(/\$\$|\\\(|\\\)|\\\[|\\\]|\$[^$\n]*\\[A-Za-z]+[^$\n]*\$/g) || []).slice(0, 5),
   });
@@ -145,6 +146,7 @@ def test_site_builds_strictly_and_renders_in_chromium(served, tmp_path):
     assert theory["math"] > 0, f"no MathML formula on the theory page: {theory}"
     # Chromium computes display "math" (inline) or "block math" for MathML it lays out natively
     assert set(theory["math_displays"]) <= {"math", "block math"} and theory["math_zero_width"] == 0, theory
+    assert theory["math_with_tex"] == 0, f"formulas with a TeX command printed as text: {theory}"
     assert theory["arithmatex_left"] == 0 and theory["tex_left"] == [], f"TeX left unrendered: {theory}"
 
     gallery = _look_at(browser, served, "gallery/", shots, "gallery", tmp_path)
