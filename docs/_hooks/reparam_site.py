@@ -4,6 +4,10 @@
   (`site/figures/...`), so a page links the committed figure itself (`![](figures/headline.png)` from a page at
   the top of docs/, `../figures/...` one level down) and nothing is committed twice. MkDocs validates those links
   like any other, so a renamed or missing figure fails the strict build.
+* **The studies' answers.** README.md holds one generated answer paragraph per study (`reparam readme-tables`);
+  the home page shows the same section, read from README.md when the site is built (a page's
+  `<!-- README section: TITLE -->` ... `<!-- /README section -->` is replaced by README's section TITLE, its `docs/`
+  links made relative to the page), so the paragraphs have one home and the site never shows stale numbers.
 * **Formulas.** `pymdownx.arithmatex` (generic mode) marks `$...$` and `$$...$$` in the Markdown; this hook turns
   each marked formula into MathML with `latex2mathml` when the page is built. Browsers render MathML natively
   (Chromium since 109, Firefox, Safari), so the site needs no JavaScript math library and no network, and a
@@ -34,6 +38,36 @@ _FUNCTION_THEN_ARGUMENT = re.compile(r"(<mi>(?:arg|cos|cosh|det|dim|exp|inf|lim|
 _THIN_SPACE = '<mspace width="0.1667em"></mspace>'
 # a TeX command latex2mathml does not know comes out as literal text ("\\arg"): it must fail the build instead
 _UNCONVERTED = re.compile(r">[^<]*(\\[A-Za-z]+)[^<]*<")
+
+
+# `<!-- README section: TITLE -->`, what a reader of the Markdown file sees instead (e.g. a link to README.md), and
+# `<!-- /README section -->`: the hook replaces all three by README's section
+_README_SECTION = re.compile(r"^<!-- README section: (.+?) -->$.*?^<!-- /README section -->$", re.M | re.S)
+
+
+def readme_section(readme: str, title: str) -> str | None:
+    """The body of README's `## title` section (up to the next `## ` heading), or None."""
+    found = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", readme, re.M | re.S)
+    return found.group(1).strip() if found else None
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    """Put README's sections where a page asks for them (`<!-- README section: TITLE -->` ... `<!-- /README
+    section -->`)."""
+    if not _README_SECTION.search(markdown):
+        return markdown
+    root = Path(config["config_file_path"]).resolve().parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    depth = page.file.src_uri.count("/")
+
+    def section(match: re.Match) -> str:
+        body = readme_section(readme, match.group(1))
+        if body is None:
+            log.warning(f"{page.file.src_uri}: README.md has no section '## {match.group(1)}'")
+            return ""
+        return re.sub(r"\]\(docs/", "](" + "../" * depth, body)
+
+    return _README_SECTION.sub(section, markdown)
 
 
 def on_files(files: Files, config) -> Files:

@@ -130,7 +130,7 @@ def _look_at(browser: str, base: str, page: str, shots: Path, name: str, tmp: Pa
 
 
 @pytest.mark.docs
-def test_site_builds_strictly_and_renders_in_chromium(served, tmp_path):
+def test_site_builds_strictly_and_renders_in_chromium(built_site, served, tmp_path):
     browser = _browser()
     if browser is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium); the strict build passed")
@@ -138,6 +138,8 @@ def test_site_builds_strictly_and_renders_in_chromium(served, tmp_path):
     shots.mkdir(parents=True, exist_ok=True)
     print(f"screenshots of the documentation site: {shots}")
 
+    index = (built_site / "index.html").read_text(encoding="utf-8")  # README's answers, put there by the hook
+    assert "README section" not in index and "curves THEORY predicts a slope for" in index, "no answers on the home page"
     home = _look_at(browser, served, "", shots, "home", tmp_path)
     assert home["h1"].startswith("reparam") and home["nav_links"] > 20, home
     assert home["images"] and all(i["width"] > 0 for i in home["images"]), f"home page image not loaded: {home}"
