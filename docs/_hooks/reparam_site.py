@@ -8,6 +8,9 @@
   the home page shows the same section, read from README.md when the site is built (a page's
   `<!-- README section: TITLE -->` ... `<!-- /README section -->` is replaced by README's section TITLE, its `docs/`
   links made relative to the page), so the paragraphs have one home and the site never shows stale numbers.
+* **API reference.** A page's `<!-- API modules of PACKAGE -->` becomes one mkdocstrings block (`::: module`) per
+  module of PACKAGE's source folder (and of its subpackages for `<!-- API modules of PACKAGE, recursive -->`), so
+  a new module is documented without editing the pages; private modules (`_name.py`) and `__main__` are left out.
 * **Formulas.** `pymdownx.arithmatex` (generic mode) marks `$...$` and `$$...$$` in the Markdown; this hook turns
   each marked formula into MathML with `latex2mathml` when the page is built. Browsers render MathML natively
   (Chromium since 109, Firefox, Safari), so the site needs no JavaScript math library and no network, and a
@@ -51,12 +54,34 @@ def readme_section(readme: str, title: str) -> str | None:
     return found.group(1).strip() if found else None
 
 
+_API_MODULES = re.compile(r"^<!-- API modules of ([\w.]+)(, recursive)? -->$", re.M)
+
+
+def api_modules(root: Path, package: str, recursive: bool) -> list[str]:
+    """Dotted names of the public modules in the source folder of `package` (itself first; subpackages' modules
+    too when `recursive`), sorted."""
+    folder = root.joinpath(*package.split("."))
+    names = []
+    for path in sorted(folder.rglob("*.py") if recursive else folder.glob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        elif parts[-1].startswith("_"):
+            continue
+        if any(part.startswith("_") for part in parts):
+            continue
+        names.append(".".join(parts))
+    return sorted(set(names), key=lambda name: (name != package, name))
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     """Put README's sections where a page asks for them (`<!-- README section: TITLE -->` ... `<!-- /README
-    section -->`)."""
+    section -->`), and the API blocks of a package's modules (`<!-- API modules of PACKAGE -->`)."""
+    root = Path(config["config_file_path"]).resolve().parent
+    markdown = _API_MODULES.sub(lambda m: "\n\n".join(f"::: {name}" for name in
+                                                      api_modules(root, m.group(1), bool(m.group(2)))), markdown)
     if not _README_SECTION.search(markdown):
         return markdown
-    root = Path(config["config_file_path"]).resolve().parent
     readme = (root / "README.md").read_text(encoding="utf-8")
     depth = page.file.src_uri.count("/")
 
