@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sensitivity": ("reparam.sims.sensitivity", "over-specified cells under other starts and iteration budgets"),
     "aggregate": ("reparam.sims.aggregate", "merge the result logs of runs or sweeps into one table and figures"),
     "figures": ("reparam.sims.figures", "redraw every figure of a folder from its tables"),
-    "readme-tables": ("reparam.sims.readme_tables", "refresh README's generated tables from figures/"),
+    "readme-tables": ("reparam.sims.readme_tables", "refresh the generated blocks of README.md and docs/ from figures/"),
     "canonical": ("reparam.sims.canonical", "regenerate every committed result, table and figure"),
     "bench": ("reparam.sims.bench", "the solver benchmarks behind BENCHMARKS.md"),
     "planted-prefix": ("reparam.experiments.planted_prefix", "planted-prefix rate study in a real attention layer"),

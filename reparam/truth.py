@@ -1,7 +1,7 @@
 """Ground truths G* and the nested (X, Y) streams drawn from them.
 
 Canonical truths (d = 2 inputs, m = 1 output, r = 2 latent dims, N = 2 pretrained experts, L* = 2 prompts).
-All values are written out below and in README.md, so a reader can re-derive every number:
+All values are written out below and in docs/reference/canonical-truths.md, so a reader can re-derive every number:
 
     pretrained experts   A_1 = [[0.5, 0.2], [0.2, -0.3]],  a_1 =  0.0,  H_1 = [[ 1.0], [-0.5]]
                          A_2 = [[-0.4, 0.1], [0.1, 0.6]],  a_2 = -0.5,  H_2 = [[-0.7], [ 0.8]]

@@ -7,9 +7,9 @@ recorded studies behind figures/ and refresh it.
 3. the start / iteration-budget sensitivity  -> WORK/sensitivity  (reuses the main job's fits)
 4. the robustness sweep over 20 random truths -> WORK/robustness  (a multirun, one job folder per truth; resumable;
    fits recorded by the older one-log layout, WORK/robustness/results.jsonl, are reused)
-5. copy the tables into FIGURES, draw every figure from them (reparam figures) and refresh README's
-   generated tables (reparam readme-tables). WORK/wall_times.csv (copied to FIGURES) records each step's
-   command, wall time, the fits it ran and the machine's CPU count and load: README's wall-time table.
+5. copy the tables into FIGURES, draw every figure from them (reparam figures) and refresh the
+   generated blocks of README.md and docs/ (reparam readme-tables). WORK/wall_times.csv (copied to FIGURES) records each step's
+   command, wall time, the fits it ran and the machine's CPU count and load: the wall-time table of docs/how-to/regenerate.md.
 Steps 1, 3 and 4 skip fits already in their logs, so a killed run picks up where it stopped. Each step runs as
 its own command (printed before it runs, as `reparam <command> ...`), in a fresh interpreter.
 """
@@ -45,7 +45,7 @@ class CanonicalConf:
 
     work: folder of the studies' own outputs and logs (main/, checks/, sensitivity/, robustness/ and this
         command's canonical.log); rerun with the same folder to resume.
-    figures: folder that receives the tables, the figures drawn from them and whose README tables are refreshed
+    figures: folder that receives the tables, the figures drawn from them and whose generated blocks are refreshed
         (the committed figures/).
     skip_robustness: do not run the robustness sweep (its tables in WORK/robustness are still copied if there).
     """

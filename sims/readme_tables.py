@@ -1,14 +1,17 @@
-"""`reparam readme-tables [figures=figures] [readme=README.md]` (Hydra app): refresh README's generated tables.
+"""`reparam readme-tables [figures=figures] [root=.] [readme=FILE]` (Hydra app): refresh the generated blocks.
 
-The README quotes the canonical results. Every such table is rendered here from the committed tables in
-figures/ (never typed by hand) and written between a pair of markers,
+README.md and the documentation pages under docs/ quote the canonical results. Every such table or answer
+paragraph is rendered here from the committed tables in figures/ (never typed by hand; the theory table of
+docs/theory.md from reparam.theory) and written between a pair of markers,
 
     <!-- generated:NAME -->
     ...
     <!-- /generated:NAME -->
 
-so a rerun of the recorded studies (`reparam canonical`) updates the prose's numbers too. A table
-whose source file is missing is left as it is, with a note on stderr.
+in the one page that holds it (HOMES: README.md keeps one answer paragraph per study, the tables live in the
+study's page under docs/), so a rerun of the recorded studies (`reparam canonical`) updates the prose's numbers
+too. A block whose source file is missing is left as it is, with a note on stderr. `readme=FILE` rewrites the
+blocks of that one file instead of the pages under `root`.
 `python -m reparam.sims.readme_tables figures=DIR` is the same command; `run(cfg)` does the work in-process.
 """
 from __future__ import annotations
@@ -17,7 +20,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -31,14 +34,17 @@ from reparam.validation import ConfigError, check_added_keys, check_unknown_keys
 class ReadmeTablesConf:
     """Settings of `reparam readme-tables`.
 
-    figures: the folder of the committed tables the README quotes (summary.csv, results.csv, sensitivity.csv,
-        inverse-ratio/summary.csv, robustness_summary.csv, head_like/d*/{results,summary}.csv; a missing one leaves
-        its README table as it is).
-    readme: the markdown file whose `<!-- generated:NAME -->` blocks are rewritten in place.
+    figures: the folder of the committed tables the pages quote (summary.csv, results.csv, sensitivity.csv,
+        checks_report.md, inverse-ratio/summary.csv, inverse-bound/, robustness_summary.csv,
+        head_like/d*/{results,summary}.csv, lm/; a missing one leaves its blocks as they are).
+    root: the checkout whose README.md and docs/ pages hold the blocks (each in its home page, see HOMES).
+    readme: one markdown file whose `<!-- generated:NAME -->` blocks are rewritten in place, instead of the pages
+        under `root` (null: the pages under `root`).
     """
 
     figures: str = "figures"
-    readme: str = "README.md"
+    root: str = "."
+    readme: Optional[str] = None
 
 
 ConfigStore.instance().store(name="readme_tables_schema", node=ReadmeTablesConf)
@@ -372,6 +378,155 @@ def large_n_table(results: pd.DataFrame, original: pd.DataFrame | None = None, e
     return text
 
 
+def _names(items) -> str:
+    """`a`, `b` and `c`."""
+    items = [f"`{x}`" for x in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _verdict_counts(verdicts: pd.Series, order=("agree", "inconclusive", "disagree", "insufficient")) -> str:
+    """'9 agree, 6 inconclusive and 0 disagree' (the verdicts that occur, plus 'disagree' always)."""
+    counts = verdicts.value_counts()
+    parts = [f"{int(counts.get(v, 0))} {v}" for v in order if v in counts.index or v == "disagree"]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def convergence_answer(summary: pd.DataFrame, results: pd.DataFrame) -> str:
+    """The synthetic study's answer in one paragraph: how many fewer samples over-specified `shared_mlp` needs to
+    reach the mean prefix error `independent` has at its largest n, the error ratio at that n, and the THEORY
+    verdicts of every predicted curve."""
+    from reparam.plots import samples_needed
+
+    target, needed = samples_needed(results)
+    top = summary[(summary.error == "voronoi_prefix") & (summary.regime == "over")].set_index("structure")
+    predicted = summary[summary["prediction"].fillna("") != ""]
+    fits = f"{len(results):,} fits, {int(results['valid'].astype(bool).sum()):,} of them valid"
+    verdicts = f"Of the {len(predicted)} curves THEORY predicts a slope for, {_verdict_counts(predicted.verdict)} ({fits})"
+    others = predicted[predicted.verdict != "agree"]
+    if len(others):
+        verdicts += ("; not agreeing: " + ", ".join(f"`{r.structure}` {r.regime} `{r.error}` ({r.verdict})"
+                                                    for r in others.itertuples()))
+    verdicts += "."
+    if not ({"independent", "shared_mlp"} <= set(top.index) and {"independent", "shared_mlp"} <= set(needed)):
+        return verdicts
+    n_max = int(top.loc["independent", "n_max"])
+    mean = top.loc["independent", "mean_at_n_max"] / top.loc["shared_mlp", "mean_at_n_max"]
+    median = top.loc["independent", "median_at_n_max"] / top.loc["shared_mlp", "median_at_n_max"]
+    return (f"Over-specified `shared_mlp` reaches the prefix error D = {target:.3g} that `independent` has at "
+            f"n = {n_max:,} with about {needed['independent'] / needed['shared_mlp']:.0f}x fewer samples "
+            f"(n = {needed['shared_mlp']:,.0f}); at n = {n_max:,} the mean D of over-specified `independent` is "
+            f"{mean:.1f}x that of `shared_mlp` (median {median:.1f}x). " + verdicts)
+
+
+def checks_answer(report: str) -> str:
+    """The verdict of every citable check, read from the verdict table of `reparam check all=true`'s report.md."""
+    rows = re.findall(r"^\| `([^`]+)` \| \*\*(\w+)\*\* \|$", report, re.M)
+    if not rows:
+        return ""
+    by_verdict: dict[str, list[str]] = {}
+    for name, verdict in rows:
+        by_verdict.setdefault(verdict, []).append(name)
+    order = ("agree", "inconclusive", "disagree", "insufficient")
+    parts = [f"{len(names)} {verdict} ({_names(names)})" for verdict, names in sorted(
+        by_verdict.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))]
+    text = (f"Of the {len(rows)} citable theory checks run on the canonical study, " +
+            (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]))
+    return text + ("" if "disagree" in by_verdict else "; none disagrees") + "."
+
+
+def robustness_answer(dist: pd.DataFrame, large_n: str | None = None) -> str:
+    """Over random truths: how often the regression rate and the over-specified shared D agree with THEORY, and
+    (from the large-n rerun's table text) what became of the truths that disagreed."""
+    d = dist[dist["prediction"].fillna("") != ""].set_index(["structure", "regime", "error"])
+    truths = int(d["n_truths"].max())
+    parts = []
+    if "l2_error" in d.index.get_level_values("error"):
+        l2 = d.xs("l2_error", level="error")
+        parts.append(f"the regression error falls at THEORY's -1/2 for {int(l2.agree.min())} to {int(l2.agree.max())} "
+                     f"of the {truths} truths in every structure and regime ({int(l2.disagree.sum())} disagreements "
+                     f"in all)")
+    key = ("shared_mlp", "over", "voronoi_prefix")
+    if key in d.index:
+        r = d.loc[key]
+        parts.append(f"the over-specified `shared_mlp` prefix error has median slope {r.slope_median:+.3f} against "
+                     f"{r.predicted:+.2f} ({int(r.agree)} agree, {int(r.disagree)} disagree, {int(r.inconclusive)} "
+                     f"inconclusive)")
+    if not parts:
+        return ""
+    text = f"Over {truths} random truths, " + "; ".join(parts) + "."
+    if large_n:
+        moved = re.search(r"Of the \d+ truths where `shared_mlp` disagreed[^.]*\.", large_n)
+        if moved:
+            text += f" The disagreeing truths were rerun to n = 1e6: {moved.group(0)}"
+    return text
+
+
+def identifiability_answer(bound: pd.DataFrame, ratio: pd.DataFrame) -> str:
+    """The inverse bound: where it holds and fails against THEORY's prediction, and the ratio check on the fits."""
+    fails = bound[bound.verdict.str.startswith("fails")]
+    cases = [f"`{r.structure}` {r.regime}-specified with r = {int(r.latent_dim)}" for r in fails.itertuples()]
+    agree = int((bound.agreement == "agree").sum())
+    predicted = int((bound.agreement != "no prediction").sum())
+    text = (f"The inverse bound psi(delta) >= c delta holds in {int((bound.verdict == 'holds').sum())} of "
+            f"{len(bound)} measured cases and fails (psi at round-off: an f-equivalent family) in {len(fails)}: "
+            + (", ".join(cases[:-1]) + " and " + cases[-1] if len(cases) > 1 else "".join(cases)) +
+            f". The measured verdict matches THEORY in {agree} of the {predicted} cases THEORY predicts")
+    if predicted < len(bound):
+        text += f" ({len(bound) - predicted} without a prediction)"
+    others = ratio[ratio.verdict != "agree"]
+    return (text + f". On the fits, the ratio D / ||f_hat - f*|| has a flat slope (agree) in "
+            f"{int((ratio.verdict == 'agree').sum())} of {len(ratio)} curves" +
+            ("; " + ", ".join(f"`{r.structure}` {r.regime}: {r.verdict}" for r in others.itertuples())
+             if len(others) else "") + ".")
+
+
+def head_like_answer(studies: list[tuple[pd.DataFrame, pd.DataFrame]]) -> str:
+    """At head-like dimension: the verdicts of the shared structures' prefix error and the error ratio of
+    over-specified independent to shared_mlp at the largest n, per truth."""
+    parts = []
+    for results, summary in studies:
+        name, d, m = _truth_label(results)
+        shared = summary[summary.structure.isin(["shared_linear", "shared_mlp"]) &
+                         (summary.error == "voronoi_prefix") & (summary["prediction"].fillna("") != "")]
+        top = summary[(summary.error == "voronoi_prefix") & (summary.regime == "over")].set_index("structure")
+        ratio = ""
+        if {"independent", "shared_mlp"} <= set(top.index):
+            times = top.loc["independent", "mean_at_n_max"] / top.loc["shared_mlp", "mean_at_n_max"]
+            ratio = f", and over-specified `independent` has {times:.1f}x the mean D of `shared_mlp` at the largest n"
+        parts.append(f"at d = {d} (m = {m}), {int((shared.verdict == 'agree').sum())} of the {len(shared)} curves "
+                     f"agree{ratio}")
+    return ("The shared structures' prefix error D (exact- and over-specified `shared_linear` and `shared_mlp`) "
+            "against THEORY's -1/2: " + "; ".join(parts) + ".")
+
+
+def planted_answer(slopes: pd.DataFrame, to_target: pd.DataFrame) -> str:
+    """The planted-prefix study in one paragraph: THEORY's KL and prefix-error verdicts (exact-specified), how many
+    fewer samples each exact-specified structure needs to reach `independent`'s prefix error at its largest n, and
+    the share of valid over-specified fits where it is too small for a verdict."""
+    kl = slopes[(slopes.error == "kl") & (slopes.regime == "exact")]
+    fixed = slopes[(slopes.structure == "shared_fixed") & (slopes.regime == "exact") & (slopes.error == "rel_dist")]
+    target = to_target[(to_target.regime == "exact") & (to_target.error == "rel_dist") &
+                       to_target.target_kind.str.startswith("independent at ")]
+    text = (f"Exact-specified, the held-out KL falls at THEORY's -1 for {int((kl.verdict == 'agree').sum())} of "
+            f"{len(kl)} students")
+    if len(fixed):
+        f = fixed.iloc[0]
+        text += (f", and `shared_fixed` (the theorems' setting) meets -1/2 in prefix space (relative distance slope "
+                 f"{_ci(f.slope, f.slope_lo, f.slope_hi)}, {f.verdict})")
+    if len(target):
+        others = target[target.structure != "independent"].sort_values("ratio_reference_over_structure",
+                                                                        ascending=False)
+        where = target.target_kind.iloc[0].removeprefix("independent ")
+        text += (f". To reach the relative prefix distance that `independent` has {where}, the other structures "
+                 f"need fewer samples by a factor of: " +
+                 ", ".join(f"`{r.structure}` {r.ratio_reference_over_structure:.3g}" for r in others.itertuples()))
+    over = slopes[(slopes.regime == "over") & (slopes.error == "kl") & (slopes.verdict == "insufficient")]
+    if len(over):
+        text += (". Over-specified, too few fits are valid for a verdict in " +
+                 ", ".join(f"`{r.structure}` ({100 * r.valid_share:.0f}% valid)" for r in over.itertuples()))
+    return text + "."
+
+
 def _read_summary(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     df["prediction"] = df["prediction"].fillna("")
@@ -379,17 +534,22 @@ def _read_summary(path: Path) -> pd.DataFrame:
 
 
 def tables(figures: Path) -> dict[str, str]:
-    """NAME -> markdown, for every table whose source files exist in `figures`."""
+    """NAME -> markdown, for every block whose source files exist in `figures`."""
     out = {}
     if (figures / "summary.csv").is_file() and (figures / "results.csv").is_file():
         summary = _read_summary(figures / "summary.csv")
+        results = pd.read_csv(figures / "results.csv")
         out["canonical-summary"] = summary_table(summary)
-        out["canonical-largest-n"] = largest_n_table(summary, pd.read_csv(figures / "results.csv"))
+        out["canonical-largest-n"] = largest_n_table(summary, results)
+        out["answer-convergence"] = convergence_answer(summary, results)
+    if (figures / "checks_report.md").is_file():
+        out["answer-checks"] = checks_answer((figures / "checks_report.md").read_text(encoding="utf-8"))
     head_like = sorted((figures / "head_like").glob("d*/summary.csv"), key=lambda p: int(p.parent.name[1:]))
     if head_like and (figures / "summary.csv").is_file() and (figures / "results.csv").is_file():
         studies = [(pd.read_csv(figures / "results.csv"), _read_summary(figures / "summary.csv"))]
         studies += [(pd.read_csv(p.with_name("results.csv")), _read_summary(p)) for p in head_like]
         out["head-like-separation"], out["head-like-verdicts"] = dimension_tables(studies)
+        out["answer-head-like"] = head_like_answer(studies[1:])
     large = figures / "robustness_large_n" / "results.csv"
     if large.is_file():
         original = figures / "robustness.csv"
@@ -398,16 +558,24 @@ def tables(figures: Path) -> dict[str, str]:
     if (figures / "sensitivity.csv").is_file():
         out["sensitivity"] = sensitivity_table(pd.read_csv(figures / "sensitivity.csv"))
     if (figures / "inverse-ratio" / "summary.csv").is_file():
-        out["inverse-ratio"] = inverse_ratio_table(_read_summary(figures / "inverse-ratio" / "summary.csv"))
+        ratio = _read_summary(figures / "inverse-ratio" / "summary.csv")
+        out["inverse-ratio"] = inverse_ratio_table(ratio)
+        bound = figures / "inverse-bound" / "inverse_bound_summary.csv"
+        if bound.is_file():
+            out["answer-identifiability"] = identifiability_answer(pd.read_csv(bound), ratio)
     if (figures / "robustness_summary.csv").is_file():
-        out["robustness"] = robustness_table(_read_summary(figures / "robustness_summary.csv"))
+        dist = _read_summary(figures / "robustness_summary.csv")
+        out["robustness"] = robustness_table(dist)
+        out["answer-robustness"] = robustness_answer(dist, out.get("robustness-large-n"))
     low = figures / "lm" / "low_data"
     if (low / "low_data_e2e_paired.csv").is_file() and (low / "low_data_e2e.csv").is_file():
         optional = {name: pd.read_csv(low / f"low_data_e2e_{name}.csv") if (low / f"low_data_e2e_{name}.csv").is_file()
                     else None for name in ("chunks", "variant", "variant_chunks", "every_layer")}
-        out["low-data-cpu"] = low_data_table(pd.read_csv(low / "low_data_e2e_paired.csv"), optional["chunks"],
+        paired = pd.read_csv(low / "low_data_e2e_paired.csv")
+        out["low-data-cpu"] = low_data_table(paired, optional["chunks"],
                                              pd.read_csv(low / "low_data_e2e.csv"), optional["variant"],
                                              optional["variant_chunks"], optional["every_layer"])
+        out["low-data-answer"] = low_data_answer(paired)
     if (low / "low_data_e2e_budget_check.csv").is_file():
         lr = low / "low_data_e2e_budget_check_lr.csv"
         out["low-data-budget-check"] = low_data_budget_check_table(pd.read_csv(low / "low_data_e2e_budget_check.csv"),
@@ -419,6 +587,9 @@ def tables(figures: Path) -> dict[str, str]:
                        ("planted-inverse", planted / "inverse" / "planted_psi.md")):
         if path.is_file():
             out[name] = "\n".join(line for line in path.read_text().splitlines() if not line.startswith("# ")).strip()
+    slopes, to_target = (planted / "asymptotic" / f"planted_{x}.csv" for x in ("slopes", "n_to_target"))
+    if slopes.is_file() and to_target.is_file():
+        out["answer-planted"] = planted_answer(pd.read_csv(slopes), pd.read_csv(to_target))
     if (figures / "wall_times.csv").is_file():
         robustness = figures / "robustness_results.csv"
         out["wall-times"] = wall_times_table(pd.read_csv(figures / "wall_times.csv"),
@@ -426,11 +597,42 @@ def tables(figures: Path) -> dict[str, str]:
     return out
 
 
-def refresh(readme: Path, figures: Path) -> list[str]:
-    """Rewrite every generated block of `readme` whose table can be rendered; return the names rewritten."""
+# The one page that holds each generated block (paths relative to the checkout). `reparam readme-tables` rewrites
+# each block there and nowhere else; tests/docs checks that every block sits in its home and only there.
+HOMES = {
+    "answer-convergence": "README.md", "answer-checks": "README.md", "answer-robustness": "README.md",
+    "answer-identifiability": "README.md", "answer-head-like": "README.md", "answer-planted": "README.md",
+    "low-data-answer": "README.md",
+    "canonical-summary": "docs/tutorials/convergence.md", "canonical-largest-n": "docs/tutorials/convergence.md",
+    "sensitivity": "docs/tutorials/convergence.md",
+    "robustness": "docs/tutorials/robustness.md", "robustness-large-n": "docs/tutorials/robustness.md",
+    "inverse-ratio": "docs/tutorials/identifiability.md",
+    "head-like-separation": "docs/tutorials/head-like.md", "head-like-verdicts": "docs/tutorials/head-like.md",
+    "planted-asymptotic": "docs/tutorials/planted-prefix.md", "planted-inverse": "docs/tutorials/planted-prefix.md",
+    "low-data-cpu": "docs/tutorials/low-data.md", "low-data-budget": "docs/tutorials/low-data.md",
+    "low-data-budget-check": "docs/tutorials/low-data.md",
+    "wall-times": "docs/how-to/regenerate.md",
+    "theory_table": "docs/theory.md",
+}
+
+
+def code_tables() -> dict[str, str]:
+    """NAME -> markdown for the blocks rendered from the package's code rather than from figures/: the theory
+    table (structure x regime x error -> predicted slope, with its source) of reparam.theory."""
+    from reparam.theory import theory_table_markdown
+
+    return {"theory_table": theory_table_markdown()}
+
+
+def refresh(readme: Path, figures: Path, names: set[str] | None = None,
+            rendered: dict[str, str] | None = None) -> list[str]:
+    """Rewrite every generated block of the markdown file `readme` whose table can be rendered (only those in
+    `names`, when given; `rendered` reuses tables already computed); return the names rewritten."""
     text = readme.read_text(encoding="utf-8")
     done = []
-    for name, body in tables(figures).items():
+    for name, body in (tables(figures) if rendered is None else rendered).items():
+        if names is not None and name not in names:
+            continue
         pattern = re.compile(rf"(<!-- generated:{re.escape(name)} -->\n).*?(<!-- /generated:{re.escape(name)} -->)",
                              re.S)
         if not pattern.search(text):
@@ -442,23 +644,44 @@ def refresh(readme: Path, figures: Path) -> list[str]:
     return done
 
 
+def refresh_pages(root: Path, figures: Path) -> list[str]:
+    """Rewrite every block in its home page under `root` (README.md and docs/, see HOMES): those rendered from
+    `figures` and those rendered from the code (code_tables); return the names."""
+    rendered = {**tables(figures), **code_tables()}
+    done = []
+    for page in sorted(set(HOMES.values())):
+        names = {name for name, home in HOMES.items() if home == page}
+        done += refresh(root / page, figures, names, rendered)
+    return done
+
+
 def validate_cfg(cfg: Any) -> None:
-    """The validator of the Hydra preflight callback (conf/readme_tables.yaml): readme is an existing file and
-    figures an existing folder (ConfigError otherwise)."""
+    """The validator of the Hydra preflight callback (conf/readme_tables.yaml): readme, when given, is an existing
+    file, otherwise every home page under root exists; figures is an existing folder (ConfigError otherwise)."""
     cfg = as_dictconfig(cfg)
     check_unknown_keys(cfg, ReadmeTablesConf)
     check_added_keys()
-    if not Path(str(cfg.readme)).is_file():
-        raise ConfigError(f"readme={str(cfg.readme)!r} is invalid: must be an existing file")
+    if cfg.readme is not None:
+        if not Path(str(cfg.readme)).is_file():
+            raise ConfigError(f"readme={str(cfg.readme)!r} is invalid: must be an existing file")
+    else:
+        missing = sorted(page for page in set(HOMES.values()) if not (Path(str(cfg.root)) / page).is_file())
+        if missing:
+            raise ConfigError(f"root={str(cfg.root)!r} is invalid: must be a checkout holding the pages of the "
+                              f"generated blocks; missing: {', '.join(missing)}")
     if not Path(str(cfg.figures)).is_dir():
         raise ConfigError(f"figures={str(cfg.figures)!r} is invalid: must be an existing directory")
 
 
 def run(cfg: Any) -> int:
-    """Refresh the generated tables of `cfg.readme` from `cfg.figures` (a ReadmeTablesConf or its DictConfig) and
-    print the name of each; 0 when done. Raises ConfigError (before writing) for a missing file or folder."""
+    """Refresh the generated blocks from `cfg.figures` (a ReadmeTablesConf or its DictConfig): in their home pages
+    under `cfg.root`, or in the one file `cfg.readme`; print the name of each; 0 when done. Raises ConfigError
+    (before writing) for a missing file or folder."""
     validate_cfg(cfg)
-    for name in refresh(Path(str(cfg.readme)), Path(str(cfg.figures))):
+    figures = Path(str(cfg.figures))
+    names = (refresh(Path(str(cfg.readme)), figures) if cfg.readme is not None
+             else refresh_pages(Path(str(cfg.root)), figures))
+    for name in names:
         print(f"refreshed generated:{name}")
     return 0
 

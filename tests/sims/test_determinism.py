@@ -9,7 +9,7 @@ from reparam.sweep import StudyPlan, run_plan, without_timing, write_results
 from reparam.outputs import write_outputs
 
 # Differences between 1 and 2 torch threads come from the order of floating-point reductions only:
-# certified fits agree to this relative tolerance on every error column (documented in the README).
+# certified fits agree to this relative tolerance on every error column (documented in docs/reference/reliability.md).
 THREAD_RTOL = 1e-6
 ERRORS = ["voronoi_prefix", "voronoi_native", "l2_error", "loss", "truth_loss"]
 
