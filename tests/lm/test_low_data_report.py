@@ -55,7 +55,7 @@ def _tables(folder: Path, paired_rows, planned=(5, 3, 3), recorded=(5, 3, 3), ns
     pd.DataFrame(paired_rows).to_csv(folder / "low_data_e2e_paired.csv", index=False)
     pd.DataFrame({"dataset": "e2e", "n": list(ns), "planned": planned, "recorded": recorded}).to_csv(
         folder / "low_data_e2e_cells.csv", index=False)
-    pd.DataFrame({"lr_interior": [True] * 4, "converged": [True, True, False, True]}).to_csv(
+    pd.DataFrame({"model": "smollm2", "lr_interior": [True] * 4, "converged": [True, True, False, True]}).to_csv(
         folder / "low_data_e2e_study.csv", index=False)
 
 

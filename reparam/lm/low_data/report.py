@@ -185,7 +185,7 @@ def diagnosis_markdown(diag: pd.DataFrame, dataset: str, top_layers: int, max_st
 #: the model as every table and paragraph names it
 MODEL_NAMES = {"smollm2": "SmolLM2-135M-Instruct (dequantised from its Q4_1 GGUF file)", "tiny": "a tiny random GPT-2",
                "gpt2": "GPT-2"}
-STUDY_COLUMNS = ["n", "replicate", "structure", "init", "lr", "lr_source", "lr_interior", "lr_extensions", "lr_tried",
+STUDY_COLUMNS = ["model", "n", "replicate", "structure", "init", "lr", "lr_source", "lr_interior", "lr_extensions", "lr_tried",
                  "best_step", "first_check", "cap", "stopped_by", "status", "converged", "best_dev", "test_nll"]
 
 
@@ -281,7 +281,7 @@ def study_report(cfg: DictConfig, d: pd.DataFrame, dataset: str, summary: pd.Dat
                                                      + (f", init = {init}" if len(inits) > 1 else "")),
                     out / (f"{stem}_efficiency" + (f"_{init}" if len(inits) > 1 else "")))
     write_table(pd.concat(effs, ignore_index=True), out / f"{stem}_efficiency.csv")
-    paragraph = answer_paragraph(out, dataset, model=model)
+    paragraph = answer_paragraph(out, dataset)
     (out / f"{stem}_answer.md").write_text(paragraph + "\n")
 
 
@@ -291,8 +291,7 @@ def _fmt(r) -> str:
     return format_difference(r)
 
 
-def answer_paragraph(folder, dataset: str = "e2e", model: str = MODEL_NAMES["smollm2"],
-                     structure: str = "shared", baseline: str = "independent") -> str:
+def answer_paragraph(folder, dataset: str = "e2e", structure: str = "shared", baseline: str = "independent") -> str:
     """The low-data answer in one paragraph, generated from the committed tables of a per-n tuned study in `folder`
     (low_data_<dataset>_{paired,study,cells,efficiency}.csv): the paired test-NLL difference with its interval and
     verdict at each n, BLEU likewise, how many cells are recorded, how many selected lrs are interior and runs
@@ -307,6 +306,7 @@ def answer_paragraph(folder, dataset: str = "e2e", model: str = MODEL_NAMES["smo
     if not all(p.is_file() for p in need):
         return ""
     paired, study, cells = (pd.read_csv(p) for p in need)
+    model = MODEL_NAMES.get(study.model.iloc[0], study.model.iloc[0]) if "model" in study and len(study) else "the model"
     eff_path = Path(f"{stem}_efficiency.csv")
     eff = pd.read_csv(eff_path) if eff_path.is_file() else pd.DataFrame()
     init = "words" if "words" in set(paired.init) else sorted(paired.init)[0] if len(paired) else None
@@ -323,13 +323,18 @@ def answer_paragraph(folder, dataset: str = "e2e", model: str = MODEL_NAMES["smo
         text.append(f" ({recorded} of {planned} planned paired cells recorded so far: " +
                     ", ".join(f"{int(r.recorded)}/{int(r.planned)} at n = {int(r.n)}" for _, r in cells.iterrows()) + ")")
     text.append(": ")
+    def said(r, unit: str) -> str:
+        if str(r.verdict).startswith("insufficient"):
+            return (f"insufficient ({int(r.replicates)} paired replicate{'s' if int(r.replicates) != 1 else ''}, "
+                    f"mean difference {r.mean_diff:+.3g}{unit})")
+        return f"{_fmt(r)}{unit}, {r.verdict}"
+
     parts = []
     for _, r in nll.iterrows():
-        part = f"at n = {int(r.n)} the test NLL difference is {_fmt(r)} nats/token ({r.verdict}"
+        part = f"at n = {int(r.n)}, test NLL {said(r, ' nats/token')}"
         if int(r.n) in bleu.index:
-            b = bleu.loc[int(r.n)]
-            part += f"; BLEU {_fmt(b)}, {b.verdict}"
-        parts.append(part + ")")
+            part += f"; BLEU {said(bleu.loc[int(r.n)], '')}"
+        parts.append(part)
     text.append("; ".join(parts) + "." if parts else "no paired cell is recorded yet.")
     verdicts = list(nll.verdict)
     if verdicts and all(v.startswith("equivalent") for v in verdicts):
@@ -361,6 +366,7 @@ def answer_paragraph(folder, dataset: str = "e2e", model: str = MODEL_NAMES["smo
     n_rows = len(study)
     interior = int(study.lr_interior.astype(bool).sum())
     converged = int(study.converged.astype(bool).sum())
-    text.append(f" Of the {n_rows} recorded runs, {interior} have a selected lr interior to the lrs tried and "
-                f"{converged} converged (best dev check strictly between the first check and the cap).")
+    text.append(f" Of the {n_rows} recorded (cell, structure) rows, {interior} have a selected lr interior to the lrs "
+                f"tried and {converged} converged (best dev check strictly between the first check and the cap, "
+                f"stopped by patience).")
     return "".join(text)
