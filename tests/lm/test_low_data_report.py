@@ -33,6 +33,11 @@ def test_re_reporting_the_committed_rows_gives_the_committed_tables(tmp_path):
         assert (tmp_path / f"low_data_e2e_{name}.md").read_text() == (COMMITTED / f"low_data_e2e_{name}.md").read_text()
     diag = pd.read_csv(tmp_path / "low_data_e2e_diagnosis.csv").set_index("structure")
     assert diag.loc["independent", "diagnosis"] == "optimisation-limited"  # its dev loss does not fall with n
+    assert diag.loc["shared", "diagnosis"] == "uses the data"
+    from reparam.lm.low_data.report import variant_paragraph
+
+    text = variant_paragraph(tmp_path)
+    assert "`independent` (selected dev loss 2.384 / 2.387 / 2.390 / 2.390" in text and "not the answer" in text
 
 
 def _summary(means: dict[str, list[float]], ns=(50, 100, 200)) -> pd.DataFrame:

@@ -151,3 +151,12 @@ def test_top_layers_beyond_the_model_is_refused_before_any_work(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 2 and "low_data.top_layers=5" in out.stderr and "2 layers" in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_setting_the_schema_does_not_know_is_refused():
+    from reparam.lm.low_data.settings import LowDataSettings, read_settings, validate
+
+    with pytest.raises(ConfigError, match=r"low_data\.fit\.patiense is not a known setting"):
+        validate(_cfg(["setting=smoke", "+low_data.fit.patiense=3"]))
+    typed = read_settings(_cfg(["setting=cpu_all_layers", "stage=report"]))
+    assert isinstance(typed, LowDataSettings) and typed.fit.schedule == "constant" and typed.tuning.max_extensions == 3

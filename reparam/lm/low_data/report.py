@@ -370,3 +370,28 @@ def answer_paragraph(folder, dataset: str = "e2e", structure: str = "shared", ba
                 f"tried and {converged} converged (best dev check strictly between the first check and the cap, "
                 f"stopped by patience).")
     return "".join(text)
+
+
+def variant_paragraph(folder, dataset: str = "e2e") -> str:
+    """The top-K CPU edition as a documented variant, in one paragraph generated from its committed tables
+    (low_data_<dataset>_diagnosis.csv and the rows, low_data_<dataset>.csv, in `folder`): which structures are
+    optimisation-limited and why, so its gap is not read as the answer. '' when the folder holds no diagnosis."""
+    from pathlib import Path
+
+    path, rows = Path(folder) / f"low_data_{dataset}_diagnosis.csv", Path(folder) / f"low_data_{dataset}.csv"
+    if not (path.is_file() and rows.is_file()):
+        return ""
+    diag = pd.read_csv(path)
+    top_layers = int(pd.read_csv(rows, usecols=["top_layers"]).top_layers.iloc[0])
+    limited = diag[diag.diagnosis == "optimisation-limited"]
+    if limited.empty:
+        return (f"In the top-{top_layers} CPU edition every structure's selected dev loss falls with n: no structure "
+                f"is diagnosed as optimisation-limited.")
+    parts = [f"`{r.structure}` (selected dev loss {r.dev_best} at n = {r.ns}; the top lr of its grid in "
+             f"{r.largest_lr_selected} of {r.cells} cells and its best dev check at the step cap in {r.best_at_cap})"
+             for _, r in limited.iterrows()]
+    return (f"The top-{top_layers} CPU edition (prefixes in the top {top_layers} layers only) is a "
+            f"variant, not the answer: in it " + "; ".join(parts) + " " +
+            ("is" if len(parts) == 1 else "are") + " optimisation-limited: the selected dev loss does not fall "
+            "with n, so a gap there measures how far each structure moves within the budget, not how well it uses "
+            "the data.")
