@@ -245,8 +245,8 @@ def sample_efficiency(summary: pd.DataFrame, metric: str = "test_nll", baseline:
     from reparam.plots import samples_to_reach
 
     curves = {s: g.set_index("n")[f"{metric}_mean"].sort_index() for s, g in summary.groupby("structure")}
-    curves = {s: c[c.notna()] for s, c in curves.items() if c.notna().any()}
-    if not curves:
+    curves = {s: c[c.notna()] for s, c in curves.items()}
+    if len(curves) < 2 or any(len(c) < 2 for c in curves.values()):  # a readout needs every curve at 2 n or more
         return pd.DataFrame()
     target = max(float(c.iloc[-1]) for c in curves.values())
     needed = {s: samples_to_reach(c, target) for s, c in curves.items()}
@@ -366,7 +366,7 @@ def answer_paragraph(folder, dataset: str = "e2e", structure: str = "shared", ba
     n_rows = len(study)
     interior = int(study.lr_interior.astype(bool).sum())
     converged = int(study.converged.astype(bool).sum())
-    text.append(f" Of the {n_rows} recorded (cell, structure) rows, {interior} have a selected lr interior to the lrs "
+    text.append(f" {interior} of the {n_rows} recorded (cell, structure) rows have a selected lr interior to the lrs "
                 f"tried and {converged} converged (best dev check strictly between the first check and the cap, "
                 f"stopped by patience).")
     return "".join(text)
