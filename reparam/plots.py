@@ -535,8 +535,8 @@ def low_data_scores_figure(summary: pd.DataFrame, metric: str, ylabel: str | Non
 
 def low_data_paired_figure(paired: pd.DataFrame, metrics: list[str], labels: dict[str, str] | None = None,
                            title: str | None = None, panel: str = "init", width: float = TEXT_WIDTH):
-    """Paired difference (structure - baseline) against n: its mean over replicates with the 95% percentile
-    bootstrap interval of `reparam.lm.compare.paired_differences` as error bars; where that gave none (fewer than
+    """Paired difference (structure - baseline) against n: its mean over replicates with the 95% paired t
+    interval of `reparam.lm.compare.paired_differences` as error bars; where that gave none (fewer than
     3 replicates) a hollow marker and no bar, and the legend says "insufficient". One row of panels per metric,
     one column per `panel` value, one legend below. n on a log axis with ticks at the measured n, the difference
     on a linear axis; the solid line at 0 is "no difference"."""
@@ -579,7 +579,7 @@ def low_data_paired_figure(paired: pd.DataFrame, metrics: list[str], labels: dic
             if i == len(metrics) - 1:
                 ax.set_xlabel(r"training examples $n$")
     if some_bar:
-        handles["bars: 95% bootstrap interval"] = Line2D(
+        handles["bars: 95% paired t interval"] = Line2D(
             [], [], marker="o", color="0.3", ms=3)
     if some_without:
         handles["hollow: insufficient (< 3 replicates, no interval)"] = Line2D(
@@ -891,3 +891,86 @@ def redraw(directory: Path) -> list[Path]:
     if "scaling" in tables:
         paths += save_figure(scaling_figure(tables["scaling"]), directory / "scaling")
     return paths
+
+
+def low_data_efficiency_figure(summary: pd.DataFrame, paired: pd.DataFrame, efficiency: pd.DataFrame,
+                               metric: str = "test_nll", title: str | None = None, width: float = TEXT_WIDTH):
+    """The low-data sample-efficiency readout, drawn from its tables only (like the headline figure).
+
+    Left: each structure's mean `metric` against n with its 95% Student-t interval over replicates
+    (`reparam.lm.compare.score_summary`; hollow markers: fewer than 3 replicates, no interval), the target level
+    (dotted) and where each structure's mean curve reaches it (`efficiency`: `reparam.lm.low_data.report.
+    sample_efficiency`; the ratio in the legend). Right: the paired difference against the baseline with its
+    paired t interval (`reparam.lm.compare.paired_differences`), the equivalence margin shaded around 0.
+    n on a log axis with ticks at the measured n."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig, axes = _ld_grid(1, 2, width, PANEL_HEIGHT)
+    left, right = axes[0]
+    ns = summary["n"].unique() if len(summary) else [1]
+    eff = efficiency.set_index("structure") if len(efficiency) else pd.DataFrame()
+    ratio_col = next((c for c in efficiency.columns if c.startswith("ratio_vs_")), None) if len(efficiency) else None
+    handles = {}
+    for structure, g in summary.groupby("structure"):
+        g = g.sort_values("n")
+        mean = g[f"{metric}_mean"].to_numpy(dtype=float)
+        lo, hi = g[f"{metric}_ci_low"].to_numpy(dtype=float), g[f"{metric}_ci_high"].to_numpy(dtype=float)
+        has = np.isfinite(lo) & np.isfinite(hi)
+        color = color_for(structure)
+        label = structure
+        if structure in eff.index and np.isfinite(eff.loc[structure, "n_needed"]):
+            at_most = bool(eff.loc[structure, "at_most"]) if "at_most" in eff else False
+            label += (f": reaches the target at n {'≤' if at_most else chr(0x2248)} "
+                      f"{eff.loc[structure, 'n_needed']:.0f}")
+            if ratio_col and np.isfinite(eff.loc[structure, ratio_col]) and eff.loc[structure, ratio_col] != 1:
+                label += f" (ratio {eff.loc[structure, ratio_col]:.2f})"
+            left.plot([eff.loc[structure, "n_needed"]], [eff.loc[structure, "target"]], "v", color=color, ms=6)
+        handles[label], = left.plot(g["n"], mean, "-", color=color)
+        if has.any():
+            left.errorbar(g["n"][has], mean[has], yerr=np.vstack([mean[has] - lo[has], hi[has] - mean[has]]).clip(min=0),
+                          fmt="o", ms=3, capsize=2, color=color, lw=0.9)
+        left.plot(g["n"][~has], mean[~has], "o", ms=3.5, color=color, mfc="white")
+    if len(efficiency):
+        target = float(efficiency.target.iloc[0])
+        left.axhline(target, color="0.4", ls=":", lw=0.9)
+        handles[f"target {target:.3f}"] = Line2D([], [], color="0.4", ls=":")
+    if not len(summary):
+        _no_data(left)
+    _log_n_axis(left, ns)
+    left.set_yscale("linear")
+    left.set_xlabel(r"training examples $n$")
+    left.set_ylabel(f"{'test NLL (nats/token)' if metric == 'test_nll' else metric}")
+    left.set_title("mean over replicates, 95% t interval")
+    left.grid(alpha=0.3)
+    d = paired[paired.metric == metric].sort_values("n") if len(paired) else paired
+    for structure, g in (d.groupby("structure") if len(d) else []):
+        y = g["mean_diff"].to_numpy(dtype=float)
+        lo, hi = g["ci_low"].to_numpy(dtype=float), g["ci_high"].to_numpy(dtype=float)
+        has = np.isfinite(lo) & np.isfinite(hi)
+        color = color_for(structure)
+        right.plot(g["n"], y, "-", color=color, lw=1.0)
+        if has.any():
+            right.errorbar(g["n"][has], y[has], yerr=np.vstack([y[has] - lo[has], hi[has] - y[has]]).clip(min=0),
+                           fmt="o", ms=3, capsize=2, color=color, lw=0.9)
+        right.plot(g["n"][~has], y[~has], "o", ms=3.5, color=color, mfc="white")
+        handles[f"{structure} \N{MINUS SIGN} {g['baseline'].iloc[0]}: paired t interval"] = Line2D(
+            [], [], color=color, marker="o", ms=3)
+    if len(d) and "margin" in d and np.isfinite(d["margin"].astype(float)).any():
+        m = float(d["margin"].dropna().iloc[0])
+        right.axhspan(-m, m, color="0.85", lw=0)
+        handles[f"equivalence margin \N{PLUS-MINUS SIGN}{m:g}"] = Patch(color="0.85", lw=0)
+    if not len(d):
+        _no_data(right)
+    right.axhline(0.0, color="k", lw=0.7)
+    _log_n_axis(right, ns)
+    right.set_yscale("linear")
+    right.set_xlabel(r"training examples $n$")
+    right.set_ylabel(f"\N{GREEK CAPITAL LETTER DELTA} {'test NLL' if metric == 'test_nll' else metric}")
+    right.set_title("paired difference")
+    right.grid(alpha=0.3)
+    handles["hollow: insufficient (< 3 replicates, no interval)"] = Line2D([], [], marker="o", mfc="white",
+                                                                           color="0.3", ls="none")
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=2, fontsize=7)
+    _lm_suptitle(fig, title, width)
+    return fig

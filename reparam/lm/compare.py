@@ -1,12 +1,18 @@
-"""Paired comparison of prefix structures across replicates, with bootstrap intervals, and score summaries.
+"""Paired comparison of prefix structures across replicates, with paired t intervals, and score summaries.
 
 In the low-data protocol every structure is trained on the same subset with the same seed in each
 replicate, so the natural estimate of "structure s against the baseline" at one n is the mean over
-replicates of the paired difference ``score(s) - score(baseline)``; its 95% interval is a percentile
-bootstrap over replicates (`scipy.stats.bootstrap`). With fewer than `min_replicates` (3) pairs there is
-NO interval (NaN) and the verdict is "insufficient": a bootstrap of two points only reshuffles them (it
-would print "+0.22 [+0.22, +0.23]" as if it were an interval). `score_summary` gives each score's mean
-over replicates with a Student-t interval of the mean, under the same rule.
+replicates of the paired difference ``score(s) - score(baseline)``. Its 95% interval is the PAIRED t interval
+over replicates (`INTERVAL_METHOD`: mean +- t_{r-1} sd / sqrt(r) with r - 1 degrees of freedom), whose coverage
+is right at a handful of replicates when the differences are roughly normal. (A percentile bootstrap over 3
+replicates is no 95% interval: it is [min, max] of the three differences, and it excludes 0 whenever the three
+share a sign, a quarter of the time when there is no effect.) With fewer than `min_replicates` (3) pairs there is
+NO interval (NaN) and the verdict is "insufficient".
+
+Verdicts (`_verdict`): "<structure> better" / "<baseline> better" only when the interval excludes 0;
+"equivalent within +-m" when the whole interval lies inside the metric's equivalence margin m
+(`EQUIVALENCE_MARGINS`, the one place the margins live); "no clear difference" otherwise. `score_summary` gives
+each score's mean over replicates with a Student-t interval of the mean, under the same rule.
 """
 
 from __future__ import annotations
@@ -16,18 +22,39 @@ import pandas as pd
 
 #: Metrics where lower is better; every other metric is higher-is-better.
 LOWER_IS_BETTER = {"test_nll", "best_dev"}
+#: Equivalence margins: a paired difference whose whole interval lies within +-margin is "equivalent"; metrics not
+#: listed get no equivalence verdict. Test NLL in nats/token, BLEU in points (0-100).
+EQUIVALENCE_MARGINS = {"test_nll": 0.02, "bleu": 1.5}
+#: How every paired interval is computed (stated in every table header that shows one).
+INTERVAL_METHOD = "95% paired t interval over replicates (df = replicates - 1)"
+#: Fewer paired replicates than this give no interval and the verdict "insufficient".
+MIN_REPLICATES = 3
+
+
+def paired_t_interval(d, level: float = 0.95) -> tuple[float, float]:
+    """(low, high): the paired t interval of the mean of the differences `d` (len(d) - 1 degrees of freedom);
+    NaN for fewer than 2 values; [mean, mean] when every difference is the same."""
+    from scipy import stats
+
+    d = np.asarray(d, dtype=float)
+    if len(d) < 2:
+        return np.nan, np.nan
+    mean = float(d.mean())
+    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return mean - half, mean + half
 
 
 def paired_differences(df: pd.DataFrame, metrics: list[str], baseline: str = "independent",
-                       by: tuple[str, ...] = ("init", "n"), pair_on: str = "replicate", n_boot: int = 2000,
-                       level: float = 0.95, min_replicates: int = 3, seed: int = 0) -> pd.DataFrame:
-    """One row per (by..., structure != baseline, metric): mean paired difference, interval and verdict.
+                       by: tuple[str, ...] = ("init", "n"), pair_on: str = "replicate", n_boot: int | None = None,
+                       level: float = 0.95, min_replicates: int = MIN_REPLICATES,
+                       margins: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per (by..., structure != baseline, metric): mean paired difference, paired t interval and verdict.
 
-    df: one row per (by..., structure, pair_on) with the metric columns. A structure's verdict says which
-    side the interval lies on ("<structure> better", "<baseline> better", "no clear difference").
+    df: one row per (by..., structure, pair_on) with the metric columns. Columns: replicates, mean_diff, sd_diff,
+    ci_low, ci_high, margin (the metric's equivalence margin, NaN if none), method and verdict (`_verdict`).
+    n_boot: ignored (the interval is no longer a bootstrap); accepted so callers written for it keep working.
     """
-    from scipy import stats
-
+    margins = EQUIVALENCE_MARGINS if margins is None else margins
     missing = [c for c in [*by, "structure", pair_on, *metrics] if c not in df.columns]
     if missing:
         raise ValueError(f"paired_differences: columns {missing} are missing from the table")
@@ -42,14 +69,10 @@ def paired_differences(df: pd.DataFrame, metrics: list[str], baseline: str = "in
                 d = (gs.loc[common, metric] - base.loc[common, metric]).dropna().to_numpy(dtype=float)
                 row = {**dict(zip(by, keys)), "structure": structure, "baseline": baseline, "metric": metric,
                        "replicates": len(d), "mean_diff": float(d.mean()) if len(d) else np.nan,
-                       "sd_diff": float(d.std(ddof=1)) if len(d) > 1 else np.nan, "ci_low": np.nan, "ci_high": np.nan}
-                if len(d) >= min_replicates:  # fewer: no interval (a bootstrap of 2 points is no interval)
-                    if np.ptp(d) == 0:
-                        row["ci_low"] = row["ci_high"] = float(d[0])
-                    else:
-                        ci = stats.bootstrap((d,), np.mean, n_resamples=n_boot, confidence_level=level,
-                                             method="percentile", random_state=seed).confidence_interval
-                        row["ci_low"], row["ci_high"] = float(ci.low), float(ci.high)
+                       "sd_diff": float(d.std(ddof=1)) if len(d) > 1 else np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                       "margin": float(margins[metric]) if metric in margins else np.nan, "method": INTERVAL_METHOD}
+                if len(d) >= min_replicates:  # fewer: no interval
+                    row["ci_low"], row["ci_high"] = paired_t_interval(d, level)
                 row["verdict"] = _verdict(row, structure, baseline, metric, min_replicates)
                 rows.append(row)
     return pd.DataFrame(rows)
@@ -60,11 +83,20 @@ def _verdict(row: dict, structure: str, baseline: str, metric: str, min_replicat
         return f"insufficient ({row['replicates']} < {min_replicates} replicates)"
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # +1: a positive difference favours `structure`
     lo, hi = sorted((sign * row["ci_low"], sign * row["ci_high"]))
-    if lo > 0:
-        return f"{structure} better"
-    if hi < 0:
-        return f"{baseline} better"
+    margin = row.get("margin", np.nan)
+    within = bool(np.isfinite(margin) and -margin <= lo and hi <= margin)
+    if lo > 0 or hi < 0:
+        winner = structure if lo > 0 else baseline
+        return f"{winner} better (by less than the {equivalence_label(metric, margin)} margin)" if within else f"{winner} better"
+    if within:
+        return f"equivalent within {equivalence_label(metric, margin)}"
     return "no clear difference"
+
+
+def equivalence_label(metric: str, margin: float) -> str:
+    """'+-0.02 nats/token' / '+-1.5 BLEU': a margin as the verdicts write it."""
+    unit = {"test_nll": " nats/token", "bleu": " BLEU"}.get(metric, "")
+    return f"\u00b1{margin:g}{unit}"
 
 
 def format_difference(row) -> str:
@@ -84,7 +116,8 @@ def format_difference(row) -> str:
 
 
 def paired_markdown(paired: pd.DataFrame, labels: dict[str, str] | None = None) -> str:
-    """The paired table as markdown, one row per (init, n, structure, metric), intervals by `format_difference`."""
+    """The paired table as markdown, one row per (init, n, structure, metric), intervals by `format_difference`
+    (the caller's header states `INTERVAL_METHOD` and the margins: `method_note`)."""
     lines = ["| init | n | structure - baseline | metric | replicates | difference [95% CI] | verdict |",
              "|---|---|---|---|---|---|---|"]
     for _, r in paired.sort_values(["metric", "init", "n", "structure"]).iterrows():
@@ -92,6 +125,16 @@ def paired_markdown(paired: pd.DataFrame, labels: dict[str, str] | None = None) 
                      f"{(labels or {}).get(r['metric'], r['metric'])} | {int(r['replicates'])} | "
                      f"{format_difference(r)} | {r['verdict']} |")
     return "\n".join(lines)
+
+
+def method_note(metrics=None) -> str:
+    """The sentence every table header with paired intervals carries: the method, the minimum replicates, the
+    verdict rule and the equivalence margins (of `metrics`, default all)."""
+    shown = [m for m in (metrics or EQUIVALENCE_MARGINS) if m in EQUIVALENCE_MARGINS]
+    margins = ", ".join(equivalence_label(m, EQUIVALENCE_MARGINS[m]) for m in shown)
+    return (f"{INTERVAL_METHOD}; no interval from fewer than {MIN_REPLICATES} replicates (\"insufficient\"); "
+            f"\"better\" only when the interval excludes 0" +
+            (f"; \"equivalent\" when it lies within the margin ({margins})" if margins else ""))
 
 
 def mean_interval(values, level: float = 0.95, min_replicates: int = 3) -> tuple[float, float, float]:
@@ -127,13 +170,14 @@ def score_summary(df: pd.DataFrame, metrics: list[str], by: tuple[str, ...] = ("
 
 
 def variant_agreement(variants: dict[str, pd.DataFrame], metrics: list[str], structure: str = "shared",
-                      baseline: str = "independent", n_boot: int = 2000, min_replicates: int = 3) -> pd.DataFrame:
+                      baseline: str = "independent", n_boot: int | None = None,
+                      min_replicates: int = MIN_REPLICATES) -> pd.DataFrame:
     """The paired difference `structure - baseline` under each variant of a protocol, on common cells only.
 
     variants: {label: table with columns init, n, replicate, structure, metrics...} (e.g. prefixes in the top
     K layers vs in every layer). Only the (init, n, replicate) cells that every variant recorded for both
     structures enter, so the variants are compared on the same training subsets and seeds. One row per
-    (variant, init, n, metric) with the columns of `paired_differences`.
+    (variant, init, n, metric) with the columns of `paired_differences`. n_boot: ignored, as there.
     """
     keys = ["init", "n", "replicate"]
     common = None
@@ -148,7 +192,7 @@ def variant_agreement(variants: dict[str, pd.DataFrame], metrics: list[str], str
         sub = sub[[tuple(k) in (common or set()) for k in sub[keys].itertuples(index=False)]]
         if sub.empty:
             continue
-        paired = paired_differences(sub, metrics, baseline=baseline, n_boot=n_boot, min_replicates=min_replicates)
+        paired = paired_differences(sub, metrics, baseline=baseline, min_replicates=min_replicates)
         rows.append(paired.assign(variant=label))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 

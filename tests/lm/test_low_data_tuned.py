@@ -129,6 +129,14 @@ def test_tiny_model_edge_extension_reuse_and_resume(tmp_path):
     pd.testing.assert_series_equal(again.sort_index().test_nll, res.sort_index().test_nll)
     low_data.score_stage(_tiny(tmp_path))
     assert len(low_data.table(_tiny(tmp_path))) == 4
+    low_data.report_stage(_tiny(tmp_path))  # the study's tables, figure and paragraph, from the rows only
+    fig = tmp_path / "fig"
+    study = pd.read_csv(fig / "low_data_e2e_study.csv")
+    assert len(study) == 4 and {"lr_interior", "lr_extensions", "status", "converged", "best_step", "cap"} <= set(study)
+    assert (fig / "low_data_e2e_efficiency.png").is_file() and (fig / "low_data_e2e_efficiency.csv").is_file()
+    answer = (fig / "low_data_e2e_answer.md").read_text()
+    assert "insufficient (2 paired replicates" in answer and "a tiny random GPT-2" in answer  # 2 < 3 replicates
+    assert "95% paired t" in (fig / "low_data_e2e_paired.md").read_text()
 
 
 def test_top_layers_beyond_the_model_is_refused_before_any_work(tmp_path):
@@ -143,3 +151,12 @@ def test_top_layers_beyond_the_model_is_refused_before_any_work(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 2 and "low_data.top_layers=5" in out.stderr and "2 layers" in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_setting_the_schema_does_not_know_is_refused():
+    from reparam.lm.low_data.settings import LowDataSettings, read_settings, validate
+
+    with pytest.raises(ConfigError, match=r"low_data\.fit\.patiense is not a known setting"):
+        validate(_cfg(["setting=smoke", "+low_data.fit.patiense=3"]))
+    typed = read_settings(_cfg(["setting=cpu_all_layers", "stage=report"]))
+    assert isinstance(typed, LowDataSettings) and typed.fit.schedule == "constant" and typed.tuning.max_extensions == 3

@@ -13,12 +13,14 @@ the value every earlier run had is left out of the fingerprint (so the committed
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from reparam.validation import (ConfigError, check_choice, check_int, check_list, check_number, fingerprint, require)
+from reparam.validation import (ConfigError, check_choice, check_int, check_list, check_number, check_unknown_keys,
+                                fingerprint, require)
 
 #: the recorded cell key of a result row
 KEY = ["dataset", "n", "replicate", "structure", "init"]
@@ -34,6 +36,83 @@ NOT_RESULT = ("datasets", "ns", "replicates", "replicates_by_n", "structures", "
 #: settings added after rows were recorded, with the value every earlier run had: left out of the fingerprint
 #: while they hold it, so earlier rows keep their setting id
 LEGACY_DEFAULTS = {"lr_selection": "per_cell", "fit.schedule": "linear", "test.references": "all"}
+
+
+# ----------------------------------------------------------------------------- the typed schema of the low_data block
+
+
+@dataclass
+class TuningSettings:
+    """lr_selection=per_n: the replicate each n is tuned on, and how many edge extensions a tuning may add."""
+
+    replicate: int = 0
+    max_extensions: int = 3
+
+
+@dataclass
+class FitSettings:
+    """The optimisation of every run (reparam.lm.multiprefix.FitConfig, whose seed is the replicate)."""
+
+    max_steps: int = 500
+    batch_size: int = 8
+    warmup: int = 0
+    schedule: str = "linear"
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eval_every: int = 25
+    patience: int = 4
+    train_rows: int = 160
+    eval_rows: int = 512
+
+
+@dataclass
+class TestSettings:
+    """Test NLL and decoding of the selected configurations."""
+
+    num_beams: int = 5
+    length_penalty: float = 1.0
+    max_new_tokens: int = 100
+    gen_rows: int = 2048
+    nll_rows: int = 512
+    references: str = "all"
+
+
+@dataclass
+class LowDataSettings:
+    """The `low_data` block (experiments/conf/low_data.yaml documents every field), typed; built by `read_settings`
+    after `validate`, so code that takes it never re-checks a value."""
+
+    datasets: list = field(default_factory=lambda: ["e2e"])
+    ns: list = field(default_factory=lambda: [50])
+    replicates: list = field(default_factory=lambda: [0])
+    replicates_by_n: Optional[dict] = None
+    structures: list = field(default_factory=lambda: ["independent", "shared"])
+    inits: list = field(default_factory=lambda: ["words"])
+    init_text: dict = field(default_factory=dict)
+    prefix_len: int = 10
+    top_layers: Optional[int] = None
+    hidden: int = 512
+    embed_dim: Optional[int] = None
+    lr_selection: str = "per_cell"
+    tuning: TuningSettings = field(default_factory=TuningSettings)
+    lr_grid: dict = field(default_factory=dict)
+    n_dev: int = 128
+    n_test: Optional[int] = None
+    max_len: int = 256
+    fit: FitSettings = field(default_factory=FitSettings)
+    test: TestSettings = field(default_factory=TestSettings)
+    metrics: list = field(default_factory=lambda: ["bleu"])
+
+
+def read_settings(cfg: DictConfig) -> LowDataSettings:
+    """The validated `low_data` block as a LowDataSettings (runs `validate` first)."""
+    validate(cfg)
+    block = OmegaConf.to_container(cfg.low_data, resolve=True)
+    nested = {"tuning": TuningSettings, "fit": FitSettings, "test": TestSettings}
+    return LowDataSettings(**{k: nested[k](**v) if k in nested and v is not None else v for k, v in block.items()})
+
+
+# ----------------------------------------------------------------------------- fingerprint, cells, paths
 
 
 def _get(block: dict, dotted: str):
@@ -154,6 +233,8 @@ def validate(cfg: DictConfig) -> None:
     from reparam.lm.validation import check_prefix_positions, validate_common, validate_model
 
     check_choice("stage", cfg.stage, STAGES)
+    require(cfg.get("low_data") is not None, "low_data", None, "the protocol's block of settings")
+    check_unknown_keys(cfg.low_data, LowDataSettings, prefix="low_data.")  # a typo is refused, never ignored
     validate_common(cfg)  # data_root, device (cuda needs a GPU), threads, n_boot, run_dir/out_dir, progress
     p = cfg.low_data
     if p.top_layers is not None:
