@@ -235,6 +235,27 @@ def low_data_answer(paired: pd.DataFrame, structure: str = "shared") -> str:
     return text + "."
 
 
+def low_data_all_layer_blocks(low: Path) -> dict[str, str]:
+    """The all-layer study's blocks: its answer (README, followed by the top-K edition's diagnosis as a variant)
+    and its per-cell and paired tables (the low-data tutorial), from the report of `setting=cpu_all_layers`; and
+    the top-K edition's diagnosis table (is it optimisation-limited?)."""
+    from reparam.lm.low_data.report import answer_paragraph, variant_paragraph
+
+    report = low / "cpu_all_layers" / "report"
+    answer = answer_paragraph(report) or ("The all-layer study (`setting=cpu_all_layers`) has no reported cells "
+                                          "yet: there is no low-data answer.")
+    blocks = {"low-data-answer": "\n\n".join(p for p in (answer, variant_paragraph(low)) if p)}
+    tables = [report / f"low_data_e2e_{name}.md" for name in ("study", "paired")]
+    if all(t.is_file() for t in tables):
+        blocks["low-data-all-layers"] = "\n\n".join(
+            "\n".join(line for line in t.read_text().splitlines() if not line.startswith("# ")).strip() for t in tables)
+    diagnosis = low / "low_data_e2e_diagnosis.md"
+    if diagnosis.is_file():
+        blocks["low-data-diagnosis"] = "\n".join(line for line in diagnosis.read_text().splitlines()
+                                                 if not line.startswith("# ")).strip()
+    return blocks
+
+
 def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.DataFrame,
                    variant: pd.DataFrame | None = None, variant_chunks: pd.DataFrame | None = None,
                    every: pd.DataFrame | None = None) -> str:
@@ -247,7 +268,8 @@ def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.
     labels = {"test_nll": "test NLL [nats/token]", "bleu": "BLEU"}
     p = paired[paired.metric.isin(list(labels))].sort_values(["metric", "structure", "n"], ascending=[False, True, True])
     answer = low_data_answer(paired)
-    lines = ([f"**Answer.** {answer}", ""] if answer else []) + [
+    lines = ([f"**Top-{int(cells.top_layers.iloc[0])} edition.** {answer}", ""] if answer and "top_layers" in cells
+             else [answer, ""] if answer else []) + [
              "| metric | structure - independent | n | replicates | difference [95% CI] | verdict |",
              "|---|---|---|---|---|---|"]
     for _, r in p.iterrows():
@@ -575,7 +597,7 @@ def tables(figures: Path) -> dict[str, str]:
         out["low-data-cpu"] = low_data_table(paired, optional["chunks"],
                                              pd.read_csv(low / "low_data_e2e.csv"), optional["variant"],
                                              optional["variant_chunks"], optional["every_layer"])
-        out["low-data-answer"] = low_data_answer(paired)
+    out.update(low_data_all_layer_blocks(low))
     if (low / "low_data_e2e_budget_check.csv").is_file():
         lr = low / "low_data_e2e_budget_check_lr.csv"
         out["low-data-budget-check"] = low_data_budget_check_table(pd.read_csv(low / "low_data_e2e_budget_check.csv"),
@@ -609,7 +631,7 @@ HOMES = {
     "inverse-ratio": "docs/tutorials/identifiability.md",
     "head-like-separation": "docs/tutorials/head-like.md", "head-like-verdicts": "docs/tutorials/head-like.md",
     "planted-asymptotic": "docs/tutorials/planted-prefix.md", "planted-inverse": "docs/tutorials/planted-prefix.md",
-    "low-data-cpu": "docs/tutorials/low-data.md", "low-data-budget": "docs/tutorials/low-data.md",
+    "low-data-all-layers": "docs/tutorials/low-data.md", "low-data-diagnosis": "docs/tutorials/low-data.md", "low-data-cpu": "docs/tutorials/low-data.md", "low-data-budget": "docs/tutorials/low-data.md",
     "low-data-budget-check": "docs/tutorials/low-data.md",
     "wall-times": "docs/how-to/regenerate.md",
     "theory_table": "docs/theory.md",
