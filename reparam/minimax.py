@@ -510,13 +510,22 @@ def minimax_report(verdicts: pd.DataFrame, needed: pd.DataFrame, comparison: pd.
         md.append(f"| {r.study} | {r.base} | {r.structure} | {r.regime} | {dim} | {r.target:g} | "
                   f"{_fmt(r.n_lower_bound)} | {_fmt(r.n_lower_bound_proven)} | {_fmt(r.ratio_to_reference)} | "
                   f"{_fmt(r.n_measured)} |")
+    unmeasured = sorted({f"{r.study} {r.structure} {r.regime}" + ("" if pd.isna(r.latent_dim) else f" r={int(r.latent_dim)}")
+                         + (f" ({r.base} base)" if isinstance(r.base, str) and r.base else "")
+                         for r in verdicts.itertuples()
+                         if not ((comparison["study"] == r.study) & (comparison["structure"] == r.structure)
+                                 & (comparison["regime"] == r.regime)
+                                 & ((comparison["latent_dim"] == r.latent_dim) | (r.study == "planted"))
+                                 & ((r.study == "synthetic") | (r.base == "random_init"))).any()})
     flagged = comparison[comparison["below_bound"] | comparison["below_proven"]]
     md += ["", "## The estimator against the bound", "",
            f"{len(comparison)} (structure, regime, n) cells measured; the upper end of the estimator's "
            f"{int(100 * config.level)}% interval lies below the C = 1 bound in {int(comparison['below_bound'].sum())} "
            f"and below the proven bound in {int(comparison['below_proven'].sum())}. The estimator's error is measured "
            "at G* only, and the bound is on the worse of G* and G_delta: a cell below the bound is allowed only if the "
-           "estimator does worse at G_delta (not measured here)."]
+           "estimator does worse at G_delta (not measured here).",
+           "", "Cells with a bound but no measured error (the estimator was not run there): " +
+           (", ".join(unmeasured) if unmeasured else "none") + "."]
     if len(flagged):
         md += ["", "| study | structure | regime | n | mean | upper end | LB (C = 1) | proven LB |", "|---|---|---|---|---|---|---|---|"]
         for r in flagged.itertuples():
