@@ -22,12 +22,11 @@ per cell:
 
 * `lower_bound`: C = 1 over every delta: the largest value the two-point method can give, i.e. the bound up to
   the pair's constant C (which is >= 1 always);
-* `lower_bound_proven`: with the constant that docs/theory_minimax.md proves, on the range of delta where the
-  proof holds: C = 8 for split pairs (two atoms sharing one true atom's weight, barycentre on the true atom,
-  split width H <= min(2, rho / 2), rho half the smallest distance between true atoms in prefix space: the
-  witness, whose psi is round-off), C = 2 for exact-specified pairs whose every atom stays in its own cell
-  (estimators with L* atoms). NaN where no constant is established (over-specified cells with psi > 0, the
-  planted study's relative distance).
+* `lower_bound_proven`: from attained pairs only, with the constant that docs/theory_minimax.md proves: C = 8 for
+  split pairs (one true atom's weight shared by two atoms within R <= min(rho / 2, 2 sqrt(min(beta, 1 - beta)))
+  of it, rho half the smallest distance between true atoms in prefix space; the witness is one, with psi at
+  round-off) against any estimator, C = 2 for exact-specified pairs whose every atom stays in its own cell against
+  estimators with L* atoms. NaN for the planted study (no constant is established for its relative distance).
 """
 from __future__ import annotations
 
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 
 from .validation import DataError, check_list, check_number, require
 
@@ -54,17 +54,18 @@ LB_COLUMNS = ["study", "base", "structure", "regime", "latent_dim", "replicate",
 class MinimaxConfig:
     """Settings of the minimax tables (`reparam minimax`).
 
-    n_synthetic: sample sizes of the synthetic bound (sorted, >= 1); the measured sizes are added.
+    n_synthetic: sample sizes of the synthetic bound (> 0); the measured sizes are added.
     n_planted: draws per input position of the planted bound (the asymptotic study's n); measured sizes added.
     delta_points_per_decade: resolution of the sup over delta between the smallest and largest grid delta.
     delta_decades_below: how far below the smallest measured delta the sup extends (slope-1 extrapolation).
     targets_synthetic, targets_planted: target errors for the samples each structure needs.
     reference_synthetic, reference_planted: the structure the sample ratios are taken against.
-    witness_inputs: points of mu on which the witness pairs' psi is evaluated (round-off).
+    witness_inputs: points of mu on which the split pairs' psi is evaluated (as the committed curves: 1000).
+    split_points_per_decade: deltas per decade of the split pairs of the proven over-specified bound.
     level: confidence level of the measured errors' intervals (t interval over replicate streams).
     """
 
-    n_synthetic: list[float] = field(default_factory=lambda: [float(x) for x in np.logspace(1, 10, 37)])
+    n_synthetic: list[float] = field(default_factory=lambda: [float(x) for x in np.logspace(1, 12, 45)])
     n_planted: list[float] = field(default_factory=lambda: [float(x) for x in np.logspace(0, 5, 21)])
     delta_points_per_decade: int = 40
     delta_decades_below: float = 6.0
@@ -73,6 +74,7 @@ class MinimaxConfig:
     reference_synthetic: str = "shared_mlp"
     reference_planted: str = "shared"
     witness_inputs: int = 1000
+    split_points_per_decade: int = 4
     level: float = 0.95
 
     def __post_init__(self):
@@ -83,6 +85,8 @@ class MinimaxConfig:
         check_number("delta_decades_below", self.delta_decades_below, low=0)
         check_number("level", self.level, low=0, high=1, low_open=True, high_open=True)
         require(int(self.witness_inputs) >= 10, "witness_inputs", self.witness_inputs, "an integer >= 10")
+        require(int(self.split_points_per_decade) >= 1, "split_points_per_decade", self.split_points_per_decade,
+                "an integer >= 1")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,49 +205,187 @@ def exact_proven_delta_max(truth) -> float:
     return float(max(ok)) if ok else 0.0
 
 
-def witness_pair(truth, delta: float, n_inputs: int, atom: int = 0) -> dict | None:
-    """The witness G_delta (reparam.identifiability.witness_at_delta) as a split pair: its split width H in
-    prefix space, rho, whether Lemma 3 covers it (H <= min(2, rho / 2)), and its psi on n_inputs points of mu.
-    None where the structure has no witness or its family never reaches delta."""
-    from .identifiability import witness_at_delta
-    from .moe import DTYPE, mixture_output
-    from .structures import NoWitnessError
+class _Psi:
+    """||f_G - f_G*||_{L2(mu)} (the norm of reparam.identifiability) on fixed inputs X, with the pretrained experts'
+    part and f_G* computed once."""
 
-    try:
-        theta = witness_at_delta(truth, delta, atom=atom)
-    except NoWitnessError:
-        return None
-    if theta is None:
-        return None
+    def __init__(self, truth, X: Tensor):
+        self.truth, self.pre, self.f_true = truth, truth.experts.collapse(X), truth.regression(X)
+        self.X = X
+
+    def __call__(self, thetas: Tensor, n_atoms: int) -> np.ndarray:
+        """thetas (K, P) -> psi (K,), all members in one batched pass."""
+        from .moe import mixture_output
+
+        keys, values, biases = self.truth.structure.prefix(thetas, n_atoms)
+        f = mixture_output(self.X, keys, values, biases, *self.pre)  # (K, n, m)
+        return (f - self.f_true).square().sum(-1).mean(-1).sqrt().numpy()
+
+
+def _inputs(truth, n_inputs: int, seed: int) -> Tensor:
+    from .moe import DTYPE
+
+    rng = np.random.default_rng([int(seed), int(n_inputs), 41])
+    return torch.as_tensor(rng.uniform(-truth.x_scale, truth.x_scale, size=(int(n_inputs), truth.d)), dtype=DTYPE)
+
+
+def _at_delta(D, make, delta: float, n_families: int, iterations: int = 50) -> list[Tensor | None]:
+    """For each of n_families one-parameter families make(scales (K,)) -> thetas (K, P): the member whose D
+    (thetas (K, P) -> (K,)) equals delta, by a bisection on the log scale run on all families at once; None for a
+    family that never reaches delta (in the bracket [e^-30, e^6])."""
+    lo, hi = torch.full((n_families,), -30.0, dtype=torch.float64), torch.full((n_families,), 6.0, dtype=torch.float64)
+    reached = D(make(hi.exp())) >= delta
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        below = D(make(mid.exp())) < delta
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    thetas = make(hi.exp())
+    return [thetas[k] if reached[k] else None for k in range(n_families)]
+
+
+def _searched_directions(ratio, dim: int, rng: np.random.Generator, n_directions: int, rounds: int = 6,
+                         keep: int = 4) -> Tensor:
+    """`keep` unit directions with small ratio(directions (K, dim)) -> (K,) (psi / delta of the pair each makes at a
+    fixed small delta): `n_directions` random ones, then `rounds` of random perturbations of the best, shrinking.
+    Any direction gives valid pairs; a better one only makes the proven bound larger."""
+    unit = lambda z: z / z.norm(dim=-1, keepdim=True)  # noqa: E731
+    pool = unit(torch.as_tensor(rng.standard_normal((n_directions, dim)), dtype=torch.float64))
+    score = torch.as_tensor(ratio(pool))
+    for step in np.geomspace(0.5, 0.02, rounds):
+        best = pool[torch.argsort(score)[:keep]]
+        trial = unit(best.repeat(n_directions // keep, 1)
+                     + step * torch.as_tensor(rng.standard_normal((n_directions // keep * keep, dim)), dtype=torch.float64))
+        pool, score = torch.cat([best, trial]), torch.cat([torch.sort(score).values[:keep], torch.as_tensor(ratio(trial))])
+    return pool[torch.argsort(score)[:keep]]
+
+
+def exact_pairs(truth, deltas, n_inputs: int, n_directions: int = 32, seed: int = 0) -> pd.DataFrame:
+    """Exact-specified pairs G_1 = G* + t z (all native parameters, biases included) at every delta (t solved so
+    that the prefix-space D equals delta), along a few directions z with small psi / delta (`_searched_directions`,
+    seeded, scored at the smallest delta): the attained pairs of the proven exact-specified bound below the
+    committed grid (Lemma 2 holds for every G_1 with one atom per cell, whatever its shape). Columns delta, psi (the
+    best direction per delta)."""
+    from .identifiability import prefix_voronoi
+
+    psi = _Psi(truth, _inputs(truth, n_inputs, seed))
+    D = lambda thetas: prefix_voronoi(truth, thetas, truth.n_atoms)  # noqa: E731
+    mover = lambda directions: (lambda t: truth.theta + t.unsqueeze(-1) * directions)  # noqa: E731
+
+    def pairs(directions: Tensor, delta: float) -> list[Tensor | None]:
+        return _at_delta(D, mover(directions), delta, len(directions))
+
+    def ratio(directions: Tensor) -> np.ndarray:
+        found = pairs(directions, float(min(deltas)))
+        out = np.full(len(found), np.inf)
+        ok = [k for k, theta in enumerate(found) if theta is not None]
+        if ok:
+            out[ok] = psi(torch.stack([found[k] for k in ok]), truth.n_atoms) / float(min(deltas))
+        return out
+
+    rng = np.random.default_rng([int(seed), 43])
+    directions = _searched_directions(ratio, truth.theta.shape[-1], rng, n_directions)
+    rows = []
+    for delta in deltas:
+        found = [theta for theta in pairs(directions, float(delta)) if theta is not None]
+        if found:
+            rows.append(dict(delta=float(delta), psi=float(psi(torch.stack(found), truth.n_atoms).min())))
+    return pd.DataFrame(rows, columns=["delta", "psi"])
+
+
+def split_theta(truth, direction: Tensor, scale: float, beta: float = 0.5, atom: int = 0) -> Tensor:
+    """Native parameters (P,) of the split of true atom `atom` along the native `direction` at `scale`: the atoms
+    p* + (1 - beta) scale z and p* - beta scale z with weights beta w and (1 - beta) w (the second appended), every
+    other atom and global parameter unchanged. In prefix space it is a split pair of Lemma 3 (docs/theory_minimax.md)
+    once both atoms lie within R of the true atom; its psi is > 0 unless the split is f-equivalent (the witness)."""
+    s = truth.structure
+    b_true, atoms_true, globals_ = s.split(truth.theta, truth.n_atoms)
+    biases = torch.cat([b_true, b_true[atom:atom + 1]]).clone()
+    biases[atom] = b_true[atom] + math.log(beta)
+    biases[-1] = b_true[atom] + math.log(1 - beta)
+    atoms = torch.cat([atoms_true, atoms_true[atom:atom + 1]]).clone()
+    atoms[atom] = atoms_true[atom] + (1 - beta) * scale * direction
+    atoms[-1] = atoms_true[atom] - beta * scale * direction
+    return s.join(biases, atoms, globals_)
+
+
+def split_pair(truth, theta: Tensor, psi: float, atom: int = 0) -> dict:
+    """A split pair G_1 (native parameters with L* + 1 atoms, the split atoms `atom` and the last) measured in
+    prefix space: delta = D(G_1, G*), the split weight fraction beta, R = the larger distance of a split atom to
+    the true atom, rho, whether Lemma 3 covers it (R <= min(rho / 2, 2 sqrt(min(beta, 1 - beta)))) and its psi
+    (given: `_Psi` evaluates a batch of pairs at once)."""
+    from .identifiability import prefix_voronoi
+
     L = truth.n_atoms + 1
     keys, values, biases = truth.structure.prefix(theta, L)
+    k, v, _ = truth.prefix()
+    centre = torch.cat([k, v], -1)[atom]
     split = torch.cat([keys, values], -1)[[atom, L - 1]]
-    H = float((split[0] - split[1]).norm())
+    w = biases.exp()[[atom, L - 1]]
+    beta = float(w[0] / w.sum())
+    R = float((split - centre).norm(dim=-1).max())
     rho = _min_true_half_distance(truth)
-    rng = np.random.default_rng([int(n_inputs), 29])
-    X = torch.as_tensor(rng.uniform(-truth.x_scale, truth.x_scale, size=(int(n_inputs), truth.d)), dtype=DTYPE)
-    f = mixture_output(X, keys, values, biases, *truth.experts.collapse(X))
-    psi = float((f - truth.regression(X)).square().sum(-1).mean().sqrt())
-    return dict(delta=float(delta), H=H, rho=rho, covered=H <= min(2.0, rho / 2), psi=psi)
+    return dict(delta=float(prefix_voronoi(truth, theta, L)), beta=beta, R=R, rho=rho,
+                covered=R <= min(rho / 2, 2 * math.sqrt(min(beta, 1 - beta))), psi=float(psi))
 
 
-def witness_proven_curve(truth, deltas, n_inputs: int) -> pd.DataFrame:
-    """Witness pairs at `deltas` (plus the largest delta Lemma 3 covers, found by bisection): one row per pair
-    that exists, with its H, psi and whether Lemma 3 covers it."""
-    rows = [p for p in (witness_pair(truth, float(d), n_inputs) for d in deltas) if p is not None]
-    covered = [p["delta"] for p in rows if p["covered"]]
-    uncovered = [p["delta"] for p in rows if not p["covered"]]
-    if covered and uncovered and max(covered) < min(uncovered):
-        lo, hi = math.log(max(covered)), math.log(min(uncovered))
-        for _ in range(20):  # the edge to 2^-20 of the bracket's log width: ample for a bound's delta
-            mid = 0.5 * (lo + hi)
-            p = witness_pair(truth, math.exp(mid), n_inputs)
-            lo, hi = (mid, hi) if p is not None and p["covered"] else (lo, mid)
-        edge = witness_pair(truth, math.exp(lo), n_inputs)
-        if edge is not None:
-            rows.append(edge)
-    return pd.DataFrame(rows).sort_values("delta").reset_index(drop=True) if rows else pd.DataFrame(
-        columns=["delta", "H", "rho", "covered", "psi"])
+def split_pairs(truth, deltas, n_inputs: int, n_directions: int = 32, seed: int = 0) -> pd.DataFrame:
+    """Split pairs at every delta: the witness (reparam.identifiability.witness_at_delta, where the structure has
+    one: psi at round-off) and splits with beta = 1/2 along a few native directions with small psi / delta
+    (`_searched_directions`, seeded, scored at the smallest delta); one row per pair that exists (columns delta,
+    beta, R, rho, covered, psi, kind)."""
+    from .identifiability import prefix_voronoi, witness_at_delta
+    from .structures import NoWitnessError
+
+    psi = _Psi(truth, _inputs(truth, n_inputs, seed))
+    D = lambda thetas: prefix_voronoi(truth, thetas, truth.n_atoms + 1)  # noqa: E731
+
+    def pairs(directions: Tensor, delta: float) -> list[Tensor | None]:
+        splits = lambda scales: torch.stack([split_theta(truth, z, float(sc)) for z, sc in zip(directions, scales)])  # noqa: E731
+        return _at_delta(D, splits, delta, len(directions))
+
+    def ratio(directions: Tensor) -> np.ndarray:
+        found = pairs(directions, float(min(deltas)))
+        out = np.full(len(found), np.inf)
+        ok = [k for k, theta in enumerate(found) if theta is not None]
+        if ok:
+            out[ok] = psi(torch.stack([found[k] for k in ok]), truth.n_atoms + 1) / float(min(deltas))
+        return out
+
+    rng = np.random.default_rng([int(seed), 47])
+    directions = _searched_directions(ratio, truth.structure.atom_dim, rng, n_directions)
+    rows = []
+    for delta in deltas:
+        candidates = []
+        try:
+            candidates.append(("witness", witness_at_delta(truth, float(delta))))
+        except NoWitnessError:
+            pass
+        candidates += [("searched direction", theta) for theta in pairs(directions, float(delta))]
+        candidates = [(kind, theta) for kind, theta in candidates if theta is not None]
+        if candidates:
+            values = psi(torch.stack([theta for _, theta in candidates]), truth.n_atoms + 1)
+            rows += [{**split_pair(truth, theta, value), "kind": kind}
+                     for (kind, theta), value in zip(candidates, values)]
+    return pd.DataFrame(rows, columns=["delta", "beta", "R", "rho", "covered", "psi", "kind"])
+
+
+def split_proven_pairs(truth, delta_min: float, delta_max: float, points_per_decade: int,
+                       n_inputs: int) -> pd.DataFrame:
+    """The best covered split pair (smallest psi) at each delta of a log grid from delta_min to delta_max, refined
+    between the largest delta that Lemma 3 covers and the next: the pairs of the proven over-specified bound (the
+    columns of `split_pairs`; empty when no pair is covered)."""
+    decades = math.log10(delta_max / delta_min)
+    grid = np.logspace(math.log10(delta_min), math.log10(delta_max), max(2, int(round(decades * points_per_decade)) + 1))
+    pairs = split_pairs(truth, grid, n_inputs)
+    covered = pairs[pairs["covered"]]
+    if len(covered) == 0:
+        return covered
+    top = float(covered["delta"].max())
+    uncovered = pairs.loc[~pairs["covered"] & (pairs["delta"] > top), "delta"]
+    if len(uncovered):  # refine between the largest covered delta and the next one
+        more = split_pairs(truth, np.logspace(math.log10(top), math.log10(float(uncovered.min())), 6)[1:-1], n_inputs)
+        covered = pd.concat([covered, more[more["covered"]]], ignore_index=True)
+    return covered.sort_values("psi").groupby("delta", as_index=False).first().sort_values("delta")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -260,19 +402,18 @@ def _with_measured_ns(ns, measured: pd.DataFrame | None, keys: dict) -> np.ndarr
     return np.unique(np.concatenate([np.asarray(ns, float), np.asarray(extra, float)]))
 
 
-def synthetic_lower_bounds(curves: pd.DataFrame, summary: pd.DataFrame, config: MinimaxConfig,
+def synthetic_lower_bounds(curves: pd.DataFrame, config: MinimaxConfig,
                            measured: pd.DataFrame | None = None) -> pd.DataFrame:
     """LB(n) for every (structure, regime, latent_dim) of the committed inverse-bound curve table (columns
-    structure, regime, latent_dim, delta, psi) and its summary (column verdict): the C = 1 bound from the curve, and
-    the proven bound (Lemma 3 witness pairs where the verdict is 'fails: psi = 0'; Lemma 2 in exact cells)."""
+    structure, regime, latent_dim, delta, psi): the C = 1 bound from the curve, and the proven bound from attained
+    pairs only: over-specified, the best covered split pair per delta (Lemma 3, C = 8: the witness where one exists,
+    else splits along random directions); exact-specified, the committed pairs with delta <= the range of Lemma 2
+    (C = 2) and perturbations of the truth below the committed grid."""
     from .truth import canonical_truth
 
-    for name, table, cols in (("curves", curves, ["structure", "regime", "latent_dim", "delta", "psi"]),
-                              ("summary", summary, ["structure", "regime", "latent_dim", "verdict"])):
-        missing = [c for c in cols if c not in table.columns]
-        if missing:
-            raise DataError(f"{name} table lacks the columns {missing}")
-    verdicts = summary.set_index(["structure", "regime", "latent_dim"])["verdict"]
+    missing = [c for c in ["structure", "regime", "latent_dim", "delta", "psi"] if c not in curves.columns]
+    if missing:
+        raise DataError(f"the inverse-bound curve table lacks the columns {missing}")
     out = []
     for (structure, regime, latent_dim), c in curves.groupby(["structure", "regime", "latent_dim"], sort=False):
         truth = canonical_truth(structure, latent_dim=int(latent_dim))
@@ -281,21 +422,24 @@ def synthetic_lower_bounds(curves: pd.DataFrame, summary: pd.DataFrame, config: 
         ns = _with_measured_ns(config.n_synthetic, measured, dict(study="synthetic", structure=structure,
                                                                   regime=regime, latent_dim=latent_dim))
         lb = curve_lower_bound(c["delta"], c["psi"], ns, kl_per_psi2, config)
-        verdict = verdicts.get((structure, regime, latent_dim), "")
         proven, constant, delta_max = None, np.nan, np.nan
-        if regime == "over" and verdict == "fails: psi = 0":
-            pairs = witness_proven_curve(truth, sorted(c["delta"]), config.witness_inputs)
-            pairs = pairs[pairs["covered"]] if len(pairs) else pairs
+        if regime == "over":
+            top = float(c["delta"].max())
+            pairs = split_proven_pairs(truth, top * 10 ** -config.delta_decades_below, top,
+                                       config.split_points_per_decade, config.witness_inputs)
             if len(pairs):
                 constant, delta_max = SPLIT_SEPARATION, float(pairs["delta"].max())
                 proven = two_point_lower_bound(pairs["delta"], pairs["psi"], ns, kl_per_psi2, constant)
         elif regime == "exact":
             delta_max = exact_proven_delta_max(truth)
-            keep = c[c["delta"] <= delta_max]
+            keep = c.loc[c["delta"] <= delta_max, ["delta", "psi"]]
             if len(keep):
                 constant = EXACT_SEPARATION
-                proven = curve_lower_bound(keep["delta"], keep["psi"], ns, kl_per_psi2, config)
-                proven["lower_bound"] = proven["lower_bound"] / constant
+                low = float(keep["delta"].min())
+                below = np.logspace(math.log10(low) - config.delta_decades_below, math.log10(low),
+                                    int(config.delta_decades_below * config.split_points_per_decade) + 1)[:-1]
+                pairs = pd.concat([keep, exact_pairs(truth, below, config.witness_inputs)], ignore_index=True)
+                proven = two_point_lower_bound(pairs["delta"], pairs["psi"], ns, kl_per_psi2, constant)
         lb = lb.assign(study="synthetic", base="", structure=structure, regime=regime, latent_dim=int(latent_dim),
                        replicate=0, kl_per_psi2=kl_per_psi2, separation_constant=constant, proven_delta_max=delta_max,
                        lower_bound_proven=proven["lower_bound"].to_numpy() if proven is not None else np.nan,
@@ -397,8 +541,9 @@ def samples_needed(bounds: pd.DataFrame, measured: pd.DataFrame, study: str, tar
     cannot have reached the target (`n_lower_bound`, C = 1; `n_lower_bound_proven`), the n at which the estimator's
     mean error reached it (`n_measured`, NaN when not within the measured sizes; the smallest size when the mean
     is below the target there). 0: the bound is below the target at every n (it requires nothing) and the ratio of n_lower_bound to
-    the reference structure's in the same regime, latent_dim and base. For the planted study the bound is the
-    smallest over psi replicates."""
+    the reference structure's in the same regime, latent_dim and base (`ratio_to_reference`; and of the proven n,
+    `ratio_proven_to_reference`; inf where only the reference reaches the target, NaN where neither does or the
+    reference requires nothing). For the planted study the bound is the smallest over psi replicates."""
     b = bounds[bounds["study"] == study]
     group = ["base", "structure", "regime", "latent_dim"]
     agg = b.groupby(group + ["n"], dropna=False).agg(lb=("lower_bound", "min"),
@@ -422,10 +567,11 @@ def samples_needed(bounds: pd.DataFrame, measured: pd.DataFrame, study: str, tar
                              n_measured=n_meas if np.isfinite(n_meas) else np.nan))
     out = pd.DataFrame(rows)
     key = lambda r: (r.base, r.regime, str(r.latent_dim), r.target)  # noqa: E731 (str: NaN latent_dim matches)
-    ref = {key(r): r.n_lower_bound for r in out.itertuples() if r.structure == reference}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["ratio_to_reference"] = [np.float64(r.n_lower_bound) / np.float64(ref[key(r)]) if key(r) in ref else np.nan
-                                     for r in out.itertuples()]
+    for column, ratio in (("n_lower_bound", "ratio_to_reference"), ("n_lower_bound_proven", "ratio_proven_to_reference")):
+        ref = {key(r): getattr(r, column) for r in out.itertuples() if r.structure == reference}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[ratio] = [np.float64(getattr(r, column)) / np.float64(ref[key(r)]) if key(r) in ref else np.nan
+                          for r in out.itertuples()]
     return out
 
 
@@ -433,34 +579,40 @@ def samples_needed(bounds: pd.DataFrame, measured: pd.DataFrame, study: str, tar
 # Verdicts and the report
 
 
+def _tail(n: np.ndarray, lb: np.ndarray, tail_decades: float, rate_tol: float) -> tuple[float, str]:
+    """(log-log slope of a bound over its last `tail_decades` of n where it is positive, verdict): 'does not
+    vanish' (slope > -rate_tol), 'falls like n^-1/2' (within rate_tol of -1/2), 'falls with slope s', 'unknown
+    beyond the delta grid' (the bound reaches 0 inside the n range), '' for a bound that was not computed."""
+    if not np.isfinite(lb).any():
+        return np.nan, ""
+    positive = np.isfinite(lb) & (lb > 1e-12 * np.nanmax(np.append(lb, 1e-300)))
+    tail = positive & (n >= n.max() / 10 ** tail_decades)
+    slope = float(np.polyfit(np.log(n[tail]), np.log(lb[tail]), 1)[0]) if tail.sum() >= 2 else np.nan
+    if not positive[-1]:
+        return slope, "unknown beyond the delta grid"
+    if slope > -rate_tol:
+        return slope, "does not vanish"
+    if abs(slope + 0.5) <= rate_tol:
+        return slope, "falls like n^-1/2"
+    return slope, f"falls with slope {slope:.2f}"
+
+
 def bound_verdicts(bounds: pd.DataFrame, tail_decades: float = 2.0, rate_tol: float = 0.05) -> pd.DataFrame:
-    """One row per (study, base, structure, regime, latent_dim): the bound (smallest over truth replicates) at the
-    largest n, its log-log slope over the last `tail_decades` of n where it is positive, and the verdict:
-    'does not vanish' (slope > -rate_tol: a plateau at every n), 'falls like n^-1/2' (slope within rate_tol of
-    -1/2), 'falls with slope s' otherwise, and 'unknown beyond the delta grid' when the bound drops to 0 inside the
-    n range (its sup would need a delta below the smallest computed one)."""
+    """One row per (study, base, structure, regime, latent_dim): each bound (C = 1 and proven; the smallest over
+    truth replicates) at the largest n, its log-log slope over the last `tail_decades` of n and its verdict
+    (`_tail`)."""
     group = ["study", "base", "structure", "regime", "latent_dim"]
     rows = []
     for key, g in bounds.groupby(group, dropna=False, sort=False):
         per_n = g.groupby("n").agg(lb=("lower_bound", "min"), lbp=("lower_bound_proven", "min")).reset_index()
-        n, lb = per_n["n"].to_numpy(float), per_n["lb"].to_numpy(float)
-        positive = lb > 1e-12 * max(lb.max(), 1e-300)
-        last_positive = float(n[positive].max()) if positive.any() else np.nan
-        tail = positive & (n >= n.max() / 10 ** tail_decades)
-        slope = float(np.polyfit(np.log(n[tail]), np.log(lb[tail]), 1)[0]) if tail.sum() >= 2 else np.nan
-        if not positive[-1]:
-            verdict = "unknown beyond the delta grid"
-        elif slope > -rate_tol:
-            verdict = "does not vanish"
-        elif abs(slope + 0.5) <= rate_tol:
-            verdict = "falls like n^-1/2"
-        else:
-            verdict = f"falls with slope {slope:.2f}"
-        lbp = per_n["lbp"].to_numpy(float)
+        n, lb, lbp = (per_n[c].to_numpy(float) for c in ("n", "lb", "lbp"))
+        slope, verdict = _tail(n, lb, tail_decades, rate_tol)
+        slope_p, verdict_p = _tail(n, lbp, tail_decades, rate_tol)
         rows.append(dict(zip(group, key), n_max=float(n.max()), lower_bound_at_n_max=float(lb[-1]),
-                         lower_bound_proven_at_n_max=float(lbp[-1]), separation_constant=float(g["separation_constant"].iloc[0]),
-                         proven_delta_max=float(g["proven_delta_max"].iloc[0]), tail_slope=slope,
-                         last_n_with_bound=last_positive, verdict=verdict))
+                         lower_bound_proven_at_n_max=float(lbp[-1]),
+                         separation_constant=float(g["separation_constant"].iloc[0]),
+                         proven_delta_max=float(g["proven_delta_max"].iloc[0]), tail_slope=slope, verdict=verdict,
+                         tail_slope_proven=slope_p, verdict_proven=verdict_p))
     return pd.DataFrame(rows)
 
 
@@ -479,9 +631,10 @@ def minimax_report(verdicts: pd.DataFrame, needed: pd.DataFrame, comparison: pd.
           "Derivation: docs/theory_minimax.md. For every pair (G*, G_delta) of the inverse-bound curve psi(delta), "
           "no estimator has worst-case expected loss over the pair below (delta / (2C)) (1 - TV), TV <= "
           "min(sqrt(KL/2), sqrt(1 - exp(-KL))); LB(n) is the sup over delta. `C = 1` is the largest value the method "
-          "can give (the bound up to the pair's separation constant C >= 1); `proven` uses the constant the "
-          "derivation proves, on the deltas where it holds (C = 8 for the witness split, C = 2 for exact-specified "
-          "pairs with an L*-atom estimator).",
+          "can give (the bound up to the pair's separation constant C >= 1); `proven` uses attained pairs whose "
+          "constant the derivation proves: C = 8 for split pairs (over-specified: the witness where one exists, "
+          "else splits along random directions), C = 2 for exact-specified pairs with an L*-atom estimator (the "
+          "committed pairs in the range of the lemma, then perturbations of the truth below the grid).",
           "- synthetic: KL = n psi^2 / (2 sigma^2), psi = ||f_G - f_G*||_{L2(mu)} from "
           "figures/inverse-bound/inverse_bound.csv, loss D in prefix space (k, v);",
           f"- planted attention study: KL = n x {_fmt(float(bounds.loc[bounds['study'] == 'planted', 'kl_per_psi2'].iloc[0]) if (bounds['study'] == 'planted').any() else np.nan)}"
@@ -490,26 +643,28 @@ def minimax_report(verdicts: pd.DataFrame, needed: pd.DataFrame, comparison: pd.
           "of the asymptotic study. No separation constant is established for this loss (C = 1 values only).",
           f"- Command: `{command}`", ""]
     md += ["## Verdict per structure", "",
-           "| study | base | structure | regime | r | LB at largest n (C = 1) | proven LB | C | proven for delta <= | "
-           "log-log slope, last 2 decades | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| study | base | structure | regime | r | largest n | LB there, C = 1 | verdict, C = 1 (slope) | proven LB "
+           "there | C | pairs up to delta | verdict, proven (slope) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in verdicts.itertuples():
         dim = "" if pd.isna(r.latent_dim) else str(int(r.latent_dim))
-        md.append(f"| {r.study} | {r.base} | {r.structure} | {r.regime} | {dim} | {_fmt(r.lower_bound_at_n_max)} "
-                  f"(n = {_fmt(r.n_max, 2)}) | {_fmt(r.lower_bound_proven_at_n_max)} | {_fmt(r.separation_constant)} | "
-                  f"{_fmt(r.proven_delta_max)} | {_fmt(r.tail_slope)} | {r.verdict} |")
+        proven = f"{r.verdict_proven} ({_fmt(r.tail_slope_proven)})" if r.verdict_proven else "no constant proven"
+        md.append(f"| {r.study} | {r.base} | {r.structure} | {r.regime} | {dim} | {_fmt(r.n_max, 2)} | "
+                  f"{_fmt(r.lower_bound_at_n_max)} | {r.verdict} ({_fmt(r.tail_slope)}) | "
+                  f"{_fmt(r.lower_bound_proven_at_n_max)} | {_fmt(r.separation_constant)} | "
+                  f"{_fmt(r.proven_delta_max)} | {proven} |")
     md += ["", "## Samples the worst case needs", "",
            "n below which the bound says the worst case over the pair cannot reach the target (0: the bound is below "
            "the target at every n; never: the bound never gets there), the ratio to the reference structure in the "
            "same regime (synthetic: " + config.reference_synthetic + ", planted: " + config.reference_planted +
            "), and the n at which the estimator's mean error reached the target at G* (empty: not within the "
            "measured sizes).", "",
-           "| study | base | structure | regime | r | target | n, bound C = 1 | n, proven bound | ratio to reference "
-           "| n, estimator |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "| study | base | structure | regime | r | target | n, bound C = 1 | ratio to reference | n, proven bound | "
+           "ratio to reference | n, estimator |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in needed.itertuples():
         dim = "" if pd.isna(r.latent_dim) else str(int(r.latent_dim))
         md.append(f"| {r.study} | {r.base} | {r.structure} | {r.regime} | {dim} | {r.target:g} | "
-                  f"{_fmt(r.n_lower_bound)} | {_fmt(r.n_lower_bound_proven)} | {_fmt(r.ratio_to_reference)} | "
-                  f"{_fmt(r.n_measured)} |")
+                  f"{_fmt(r.n_lower_bound)} | {_fmt(r.ratio_to_reference)} | {_fmt(r.n_lower_bound_proven)} | "
+                  f"{_fmt(r.ratio_proven_to_reference)} | {_fmt(r.n_measured)} |")
     unmeasured = sorted({f"{r.study} {r.structure} {r.regime}" + ("" if pd.isna(r.latent_dim) else f" r={int(r.latent_dim)}")
                          + (f" ({r.base} base)" if isinstance(r.base, str) and r.base else "")
                          for r in verdicts.itertuples()
@@ -538,7 +693,6 @@ def minimax_report(verdicts: pd.DataFrame, needed: pd.DataFrame, comparison: pd.
 #: The committed tables the minimax study reads, relative to the figures folder.
 INPUTS = {
     "psi": "inverse-bound/inverse_bound.csv",
-    "psi_summary": "inverse-bound/inverse_bound_summary.csv",
     "results": "results.csv",
     "planted_psi": "lm/planted/inverse/planted_psi.csv",
     "planted_fits": "lm/planted/asymptotic/planted_fits.csv",
@@ -569,7 +723,7 @@ def minimax_study(tables: dict[str, pd.DataFrame], config: MinimaxConfig) -> dic
     chosen = fits[fits["selected"].astype(bool) & fits["valid"].astype(bool)]
     planted = measured_errors(chosen, "planted", "rel_dist", config.level)
     measured = pd.concat([synthetic, planted], ignore_index=True)
-    bounds = pd.concat([synthetic_lower_bounds(tables["psi"], tables["psi_summary"], config, synthetic),
+    bounds = pd.concat([synthetic_lower_bounds(tables["psi"], config, synthetic),
                         planted_lower_bounds(tables["planted_psi"], planted_tokens_per_n(fits), config, planted)],
                        ignore_index=True)
     needed = pd.concat([samples_needed(bounds, measured, "synthetic", config.targets_synthetic,

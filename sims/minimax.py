@@ -83,8 +83,10 @@ def run(cfg: Any) -> int:
              write_table(tables["verdicts"], out / "minimax_verdicts.csv")]
     paths += save_figure(minimax_figure(tables["bounds"], tables["measured"], "synthetic", "n (samples)",
                                         r"$\mathcal{D}(\hat G, G)$, prefix space"), out / "minimax")
+    planted = tables["bounds"][tables["bounds"]["study"] == "planted"]
+    tokens = int(planted["kl_per_psi2"].iloc[0])  # sampled tokens per unit of n (sequences x seq_len)
     paths += save_figure(minimax_figure(tables["bounds"], tables["measured"], "planted",
-                                        "n (draws per position; 512 tokens each)", "relative prefix distance"),
+                                        f"n (draws per position; {tokens} tokens each)", "relative prefix distance"),
                          out / "minimax_planted")
     command = "reparam minimax " + " ".join(f"{k}={v}" for k, v in (("figures", cfg.figures), ("out", cfg.out)))
     paths.append(write_text(out / "report.md", minimax_report(tables["verdicts"], tables["needed"],

@@ -79,34 +79,44 @@ def _pair_sum(est, est_w, a, a_w, b, b_w):
     return float(voronoi_loss(est, est_w, a, a_w) + voronoi_loss(est, est_w, b, b_w))
 
 
-def _split_pair(H: float, beta: float):
-    """G* (two atoms, rho = 1) and the split of its first atom: weights beta w, (1 - beta) w, barycentre on it."""
+def _split_pair(R: float, beta: float, barycentric: bool):
+    """G* (two atoms, rho = 1) and a split of its first atom into weights beta w, (1 - beta) w: on a line through the
+    true atom with the barycentre on it (the witness's shape), or in two unrelated directions; the farther split
+    atom at distance R."""
     true = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
     w = np.array([1.5, 1.2])
     u = np.array([0.0, 0.6, 0.8])
-    split = np.array([true[0] + (1 - beta) * H * u, true[0] - beta * H * u, true[1]])
+    if barycentric:
+        h_a, h_b = (1 - beta) * u, -beta * u
+    else:
+        h_a, h_b = u, 0.4 * np.array([0.6, -0.8, 0.0])
+    scale = R / max(np.linalg.norm(h_a), np.linalg.norm(h_b))
+    split = np.array([true[0] + scale * h_a, true[0] + scale * h_b, true[1]])
     split_w = np.array([beta * w[0], (1 - beta) * w[0], w[1]])
     return true, w, split, split_w
 
 
-@pytest.mark.parametrize("H,beta", [(0.5, 0.5), (0.1, 0.3), (0.02, 0.8)])
-def test_split_pairs_are_separated_by_delta_over_8(H, beta):
-    true, w, split, split_w = _split_pair(H, beta)  # rho = 1, so H <= min(2, rho / 2) = 0.5
+@pytest.mark.parametrize("R,beta,barycentric", [(0.5, 0.5, True), (0.1, 0.3, True), (0.02, 0.8, True),
+                                                (0.5, 0.5, False), (0.05, 0.2, False)])
+def test_split_pairs_are_separated_by_delta_over_8(R, beta, barycentric):
+    true, w, split, split_w = _split_pair(R, beta, barycentric)  # rho = 1: R <= min(rho / 2, 2 sqrt(min(beta, 1-beta)))
     delta = float(voronoi_loss(split, split_w, true, w))
-    assert delta == pytest.approx(beta * (1 - beta) * w[0] * H ** 2)
+    h = np.linalg.norm(split[:2] - true[0], axis=1)
+    assert delta == pytest.approx(w[0] * (beta * h[0] ** 2 + (1 - beta) * h[1] ** 2))
     rng = np.random.default_rng(7)
     worst = np.inf
     for _ in range(3000):
         k = int(rng.integers(1, 5))
         centres = np.concatenate([true, split])[rng.integers(0, 5, size=k)]
-        est = centres + rng.normal(size=(k, 3)) * H * rng.choice([0.01, 0.3, 1.0, 3.0])
+        est = centres + rng.normal(size=(k, 3)) * R * rng.choice([0.01, 0.3, 1.0, 3.0])
         est_w = rng.uniform(0.05, 1.6, size=k)
         worst = min(worst, _pair_sum(est, est_w, true, w, split, split_w) / delta)
-    for t in np.linspace(0, 1, 21):  # the segment between G* and the split: the sum is t^2 delta + O(sqrt(delta))
+    for t in np.linspace(0, 1, 21):  # the segment between G* and the split
         path = split.copy()
         path[:2] = true[0] + t * (split[:2] - true[0])
         worst = min(worst, _pair_sum(path, split_w, true, w, split, split_w) / delta)
-    print(f"H={H} beta={beta}: smallest [D(G_hat, G*) + D(G_hat, G_delta)] / delta = {worst:.3f}")
+    print(f"R={R} beta={beta} barycentric={barycentric}: smallest [D(G_hat, G*) + D(G_hat, G_delta)] / delta = "
+          f"{worst:.3f}")
     assert 1 / 8 <= worst <= 1.0 + 1e-9  # Lemma 3; the estimate G_delta itself gives exactly 1
 
 
@@ -185,6 +195,9 @@ def test_command_writes_every_output_from_the_committed_tables(tmp_path):
     assert witness.verdict == "does not vanish" and witness.lower_bound_proven_at_n_max > 0
     shared = verdicts[(verdicts.study == "synthetic") & (verdicts.structure == "shared_mlp")
                       & (verdicts.regime == "exact")].iloc[0]
-    assert shared.verdict == "falls like n^-1/2"
+    assert shared.verdict == "falls like n^-1/2" and shared.verdict_proven == "falls like n^-1/2"
+    over = verdicts[(verdicts.study == "synthetic") & (verdicts.structure == "shared_mlp") & (verdicts.regime == "over")
+                    & (verdicts.latent_dim == 2)].iloc[0]
+    assert over.verdict_proven == "falls like n^-1/2"  # split pairs along random directions (psi > 0)
     report = (tmp_path / "report.md").read_text()
     assert f"| {witness.verdict} |" in report
