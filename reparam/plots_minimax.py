@@ -44,8 +44,8 @@ def minimax_figure(bounds: pd.DataFrame, measured: pd.DataFrame, study: str, xla
                    title: str | None = None):
     """One panel per (structure, latent_dim) column and regime row: LB(n) with C = 1 (dashed; planted: one line
     per truth replicate and base, the constant-query base dotted), the proven bound (solid) where a constant is
-    established, and the estimator's mean error with its interval (markers). Bounds below 1e-4 of the panel's
-    largest bound are not drawn (the sup is then at a delta whose pair the data already tell apart)."""
+    established, and the estimator's mean error with its interval (markers). Bounds below 1e-8 of the panel's
+    largest bound are not drawn (the two-point method has collapsed there: every computed pair is told apart)."""
     if study not in set(bounds["study"]):
         raise DataError(f"study={study!r} has no rows in the bound table")
     columns = _panels(bounds, study)
@@ -60,7 +60,7 @@ def minimax_figure(bounds: pd.DataFrame, measured: pd.DataFrame, study: str, xla
             color = color_for(structure)
             b = _select(b_all, structure, latent_dim, regime)
             top = float(np.nanmax(b["lower_bound"])) if len(b) and np.isfinite(b["lower_bound"]).any() else 1.0
-            floor = 1e-4 * top
+            floor = 1e-8 * top
             for (base, replicate), g in b.groupby(["base", "replicate"], dropna=False):
                 g = g.sort_values("n")
                 base = "" if pd.isna(base) else str(base)  # synthetic rows have none (empty in the csv)
@@ -70,7 +70,7 @@ def minimax_figure(bounds: pd.DataFrame, measured: pd.DataFrame, study: str, xla
                 label = LABELS["lower_bound"] + (f" ({base} base)" if base else "") if first else None
                 ax.plot(x, y, style, color=color, lw=1.0, alpha=0.9, label=label)
                 if g["lower_bound_proven"].notna().any():
-                    x, y = _positive(g["n"], g["lower_bound_proven"], 0.0)
+                    x, y = _positive(g["n"], g["lower_bound_proven"], floor)
                     ax.plot(x, y, "-", color=color, lw=1.4, label=LABELS["lower_bound_proven"] if first else None)
             m = _select(m_all, structure, latent_dim, regime) if len(m_all) else m_all
             if len(m):
@@ -82,8 +82,6 @@ def minimax_figure(bounds: pd.DataFrame, measured: pd.DataFrame, study: str, xla
             ax.set_yscale("log")
             dim = "" if np.isnan(latent_dim) else f", r = {int(latent_dim)}"
             ax.set_title(f"{structure}{dim}\n{regime}-specified", fontsize=7.5)
-            if i == len(regimes) - 1:
-                ax.set_xlabel(xlabel)
             if j == 0:
                 ax.set_ylabel(ylabel)
             ax.grid(True, which="major", alpha=0.3)
@@ -94,7 +92,8 @@ def minimax_figure(bounds: pd.DataFrame, measured: pd.DataFrame, study: str, xla
                 handles.append(h)
                 labels.append(lab)
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), bbox_to_anchor=(0.5, -0.02))
+    fig.supxlabel(xlabel, y=0.07, fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig

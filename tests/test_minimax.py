@@ -198,6 +198,6 @@ def test_command_writes_every_output_from_the_committed_tables(tmp_path):
     assert shared.verdict == "falls like n^-1/2" and shared.verdict_proven == "falls like n^-1/2"
     over = verdicts[(verdicts.study == "synthetic") & (verdicts.structure == "shared_mlp") & (verdicts.regime == "over")
                     & (verdicts.latent_dim == 2)].iloc[0]
-    assert over.verdict_proven == "falls like n^-1/2"  # split pairs along random directions (psi > 0)
+    assert over.verdict_proven == "falls like n^-1/2"  # split pairs along searched directions (psi > 0)
     report = (tmp_path / "report.md").read_text()
-    assert f"| {witness.verdict} |" in report
+    assert f"| {witness.verdict} (" in report and f"| {witness.verdict_proven} (" in report
