@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "readme-tables": ("reparam.sims.readme_tables", "refresh the generated blocks of README.md and docs/ from figures/"),
     "canonical": ("reparam.sims.canonical", "regenerate every committed result, table and figure"),
     "bench": ("reparam.sims.bench", "the solver benchmarks behind BENCHMARKS.md"),
+    "minimax": ("reparam.sims.minimax", "the local minimax lower bound from psi(delta), beside the measured error"),
     "planted-prefix": ("reparam.experiments.planted_prefix", "planted-prefix rate study in a real attention layer"),
     "low-data": ("reparam.experiments.low_data", "low-data table-to-text prefix-tuning protocol"),
     "low-data-timing": ("reparam.experiments.low_data_timing", "time the low-data protocol's training steps"),
