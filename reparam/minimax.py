@@ -6,7 +6,7 @@ has max over the pair of E D(G_hat, G) below
     (delta / (2 C)) * (1 - TV(P_{G*}^n, P_{G_delta}^n)),      TV <= min(sqrt(KL / 2), sqrt(1 - exp(-KL))),
 
 where C = delta / inf_{G_hat} [D(G_hat, G*) + D(G_hat, G_delta)] >= 1 is the pair's separation constant (the
-Voronoi loss is not symmetric and has no uniform weak triangle inequality; docs/theory_minimax.md) and KL is the
+Voronoi loss is not symmetric and has no uniform weak triangle inequality; THEORY section 8 (docs/theory.md)) and KL is the
 n-sample Kullback-Leibler divergence:
 
 * synthetic model (Y = f_G(X) + N(0, sigma^2 I_m), X ~ mu under both): KL = n psi^2 / (2 sigma^2), psi the
@@ -22,7 +22,7 @@ per cell:
 
 * `lower_bound`: C = 1 over every delta: the largest value the two-point method can give, i.e. the bound up to
   the pair's constant C (which is >= 1 always);
-* `lower_bound_proven`: from attained pairs only, with the constant that docs/theory_minimax.md proves: C = 8 for
+* `lower_bound_proven`: from attained pairs only, with the constant that THEORY section 8 (docs/theory.md) proves: C = 8 for
   split pairs (one true atom's weight shared by two atoms within R <= min(rho / 2, 2 sqrt(min(beta, 1 - beta)))
   of it, rho half the smallest distance between true atoms in prefix space; the witness is one, with psi at
   round-off) against any estimator, C = 2 for exact-specified pairs whose every atom stays in its own cell against
@@ -40,7 +40,7 @@ from torch import Tensor
 
 from .validation import DataError, check_list, check_number, require
 
-#: Separation constants that docs/theory_minimax.md proves (Lemma 2 and Lemma 3).
+#: Separation constants that THEORY section 8 (docs/theory.md) proves (Lemma 2 and Lemma 3).
 SPLIT_SEPARATION = 8.0
 EXACT_SEPARATION = 2.0
 
@@ -173,7 +173,7 @@ def curve_lower_bound(delta, psi, ns, kl_per_psi2: float, config: MinimaxConfig)
 
 
 # --------------------------------------------------------------------------------------------------
-# Proven separation constants (docs/theory_minimax.md, Lemmas 2 and 3) on the synthetic canonical truth
+# Proven separation constants (THEORY section 8 (docs/theory.md), Lemmas 2 and 3) on the synthetic canonical truth
 
 
 def _min_true_half_distance(truth) -> float:
@@ -295,7 +295,7 @@ def exact_pairs(truth, deltas, n_inputs: int, n_directions: int = 32, seed: int 
 def split_theta(truth, direction: Tensor, scale: float, beta: float = 0.5, atom: int = 0) -> Tensor:
     """Native parameters (P,) of the split of true atom `atom` along the native `direction` at `scale`: the atoms
     p* + (1 - beta) scale z and p* - beta scale z with weights beta w and (1 - beta) w (the second appended), every
-    other atom and global parameter unchanged. In prefix space it is a split pair of Lemma 3 (docs/theory_minimax.md)
+    other atom and global parameter unchanged. In prefix space it is a split pair of Lemma 3 (THEORY section 8 (docs/theory.md))
     once both atoms lie within R of the true atom; its psi is > 0 unless the split is f-equivalent (the witness)."""
     s = truth.structure
     b_true, atoms_true, globals_ = s.split(truth.theta, truth.n_atoms)
@@ -463,7 +463,7 @@ def planted_lower_bounds(psi: pd.DataFrame, tokens_per_n: float, config: Minimax
     """LB(n) (C = 1) for every (base, structure, regime, replicate) of the planted inverse mode's table (columns
     base, structure, regime, replicate, delta, psi; psi = sqrt of the per-token KL, delta = relative prefix
     distance), with KL = n tokens_per_n psi^2. No separation constant is established for the relative distance
-    (docs/theory_minimax.md): the proven columns are NaN."""
+    (THEORY section 8 (docs/theory.md)): the proven columns are NaN."""
     missing = [c for c in ["base", "structure", "regime", "replicate", "delta", "psi"] if c not in psi.columns]
     if missing:
         raise DataError(f"planted psi table lacks the columns {missing}")
@@ -503,7 +503,7 @@ def compare_measured(bounds: pd.DataFrame, measured: pd.DataFrame) -> pd.DataFra
     replicates of the study's base (random_init: the base the estimator was fitted on). `below_bound` (C = 1) and
     `below_proven`: the interval's upper end lies below the bound. The estimator's error is measured at G* only and
     the bound is about the worst of G* and G_delta, so a flag is not a contradiction by itself
-    (docs/theory_minimax.md)."""
+    (THEORY section 8 (docs/theory.md))."""
     b = bounds[(bounds["study"] == "synthetic") | (bounds["base"] == "random_init")]
     keys = ["study", "structure", "regime", "n"]
     agg = b.groupby(keys + ["latent_dim"], dropna=False).agg(
@@ -628,7 +628,7 @@ def minimax_report(verdicts: pd.DataFrame, needed: pd.DataFrame, comparison: pd.
                    config: MinimaxConfig, command: str) -> str:
     """The markdown report of `reparam minimax` (figures/minimax/report.md): every number read from the tables."""
     md = ["# Local minimax lower bound (Le Cam's two-point method)", "",
-          "Derivation: docs/theory_minimax.md. For every pair (G*, G_delta) of the inverse-bound curve psi(delta), "
+          "Derivation: THEORY section 8 (docs/theory.md). For every pair (G*, G_delta) of the inverse-bound curve psi(delta), "
           "no estimator has worst-case expected loss over the pair below (delta / (2C)) (1 - TV), TV <= "
           "min(sqrt(KL/2), sqrt(1 - exp(-KL))); LB(n) is the sup over delta. `C = 1` is the largest value the method "
           "can give (the bound up to the pair's separation constant C >= 1); `proven` uses attained pairs whose "

@@ -12,7 +12,7 @@ figures/lm/planted/asymptotic/planted_fits.csv), and writes to OUT
     report.md, provenance.json
 
 The only computation beyond the tables is the witness pairs of the over-specified cells whose psi is 0 (seconds).
-Derivation: docs/theory_minimax.md. `run(cfg)` does the work in-process.
+Derivation: THEORY section 8 (docs/theory.md). `run(cfg)` does the work in-process.
 """
 from __future__ import annotations
 

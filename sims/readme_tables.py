@@ -235,6 +235,41 @@ def low_data_answer(paired: pd.DataFrame, structure: str = "shared") -> str:
     return text + "."
 
 
+def minimax_answer(verdicts: pd.DataFrame, targets: pd.DataFrame, measured: pd.DataFrame, latent_dim: int = 2,
+                   target: float = 0.03) -> str:
+    """One paragraph: the local minimax lower bound (Le Cam's two-point method on psi(delta), THEORY section 8) of
+    the synthetic canonical truth at `latent_dim` per structure and regime, the worst-case sample ratio at `target`,
+    and how many measured cells of the estimator fall below the bound ('' without synthetic rows)."""
+    v = verdicts[(verdicts.study == "synthetic") & (verdicts.latent_dim == latent_dim)]
+    if v.empty:
+        return ""
+    stay = v[v.verdict == "does not vanish"]
+    fall = v[v.verdict == "falls like n^-1/2"]
+    name = lambda r: f"{r.regime}-specified `{r.structure}`"  # noqa: E731
+    parts = []
+    if len(stay):
+        parts.append("does not vanish at any n for " + ", ".join(
+            f"{name(r)} (at least {r.lower_bound_proven_at_n_max:.3g} in D with the proven constant C = "
+            f"{r.separation_constant:g}, {r.lower_bound_at_n_max:.3g} up to C)" for r in stay.itertuples()))
+    if len(fall):
+        parts.append("falls like n^-1/2 for " + ", ".join(name(r) for r in fall.itertuples()))
+    text = (f"On the canonical truth (r = {latent_dim}), the local minimax lower bound on the prefix error D "
+            f"(Le Cam's two-point method on psi(delta)) " + "; it ".join(parts) + ".")
+    t = targets[(targets.study == "synthetic") & (targets.latent_dim == latent_dim) & (targets.target == target)
+                & (targets.structure == "independent")].set_index("regime")
+    ratios = [f"{regime}-specified, {t.loc[regime, 'ratio_to_reference']:.3g}x as many samples"
+              if np.isfinite(t.loc[regime, "n_lower_bound"]) else f"{regime}-specified, no n suffices"
+              for regime in ("exact", "over") if regime in t.index]
+    if ratios:
+        text += (f" To be guaranteed D = {target:g} in the worst case, `independent` needs, against `shared_mlp`: "
+                 + "; ".join(ratios) + ".")
+    m = measured[measured.study == "synthetic"]
+    if len(m):
+        below = int(m.below_bound.fillna(False).astype(bool).sum())
+        text += f" The package's estimator is below the bound (beyond its 95% interval) in {below} of {len(m)} measured cells."
+    return text
+
+
 def low_data_all_layer_blocks(low: Path) -> dict[str, str]:
     """The all-layer study's blocks: its answer (README, followed by the top-K edition's diagnosis as a variant)
     and its per-cell and paired tables (the low-data tutorial), from the report of `setting=cpu_all_layers`; and
@@ -268,8 +303,9 @@ def low_data_table(paired: pd.DataFrame, chunks: pd.DataFrame | None, cells: pd.
     labels = {"test_nll": "test NLL [nats/token]", "bleu": "BLEU"}
     p = paired[paired.metric.isin(list(labels))].sort_values(["metric", "structure", "n"], ascending=[False, True, True])
     answer = low_data_answer(paired)
-    lines = ([f"**Top-{int(cells.top_layers.iloc[0])} edition.** {answer}", ""] if answer and "top_layers" in cells
-             else [answer, ""] if answer else []) + [
+    top = cells.top_layers.dropna() if "top_layers" in cells else pd.Series(dtype=float)
+    label = f"Top-{int(top.iloc[0])} edition" if len(top) else "Summary"
+    lines = ([f"**{label}.** {answer}", ""] if answer else []) + [
              "| metric | structure - independent | n | replicates | difference [95% CI] | verdict |",
              "|---|---|---|---|---|---|"]
     for _, r in p.iterrows():
@@ -597,6 +633,10 @@ def tables(figures: Path) -> dict[str, str]:
         out["low-data-cpu"] = low_data_table(paired, optional["chunks"],
                                              pd.read_csv(low / "low_data_e2e.csv"), optional["variant"],
                                              optional["variant_chunks"], optional["every_layer"])
+    minimax = figures / "minimax"
+    if all((minimax / f"minimax_{x}.csv").is_file() for x in ("verdicts", "targets", "measured")):
+        out["answer-minimax"] = minimax_answer(*(pd.read_csv(minimax / f"minimax_{x}.csv")
+                                                 for x in ("verdicts", "targets", "measured")))
     out.update(low_data_all_layer_blocks(low))
     if (low / "low_data_e2e_budget_check.csv").is_file():
         lr = low / "low_data_e2e_budget_check_lr.csv"
@@ -624,7 +664,7 @@ def tables(figures: Path) -> dict[str, str]:
 HOMES = {
     "answer-convergence": "README.md", "answer-checks": "README.md", "answer-robustness": "README.md",
     "answer-identifiability": "README.md", "answer-head-like": "README.md", "answer-planted": "README.md",
-    "low-data-answer": "README.md",
+    "low-data-answer": "README.md", "answer-minimax": "README.md",
     "canonical-summary": "docs/tutorials/convergence.md", "canonical-largest-n": "docs/tutorials/convergence.md",
     "sensitivity": "docs/tutorials/convergence.md",
     "robustness": "docs/tutorials/robustness.md", "robustness-large-n": "docs/tutorials/robustness.md",

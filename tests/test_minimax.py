@@ -1,4 +1,4 @@
-"""The local minimax lower bound (reparam.minimax, docs/theory_minimax.md): the two-point bound's behaviour on
+"""The local minimax lower bound (reparam.minimax, THEORY section 8 (docs/theory.md)): the two-point bound's behaviour on
 synthetic psi curves, the separation lemmas on random estimates, and the figure drawn from the tables only."""
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def test_exact_pairs_are_separated_by_delta_over_2():
 
 def test_no_uniform_weak_triangle_inequality_with_more_atoms():
     """An estimate with one atom more than G_1 doubles an atom: D(G_hat, .) then weighs that cell's distances
-    squared, so D(G_1, G*) / [D(G_hat, G*) + D(G_hat, G_1)] = 1 / eps grows without bound (docs/theory_minimax.md)."""
+    squared, so D(G_1, G*) / [D(G_hat, G*) + D(G_hat, G_1)] = 1 / eps grows without bound (THEORY section 8 (docs/theory.md))."""
     true, w = np.array([[0.0, 0.0], [10.0, 0.0]]), np.array([1.0, 1.0])
     ratios = []
     for eps in (1e-1, 1e-2, 1e-3):

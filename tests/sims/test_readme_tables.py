@@ -102,7 +102,7 @@ def test_low_data_block_says_insufficient_below_three_replicates_and_sums_the_ch
     assert "| test NLL [nats/token] | shared | 50 | 3 | -0.1" in text and "| shared better |" in text
     assert "n = 50: 3 of 3, n = 100: 2 of 3" in text
     # the one-sentence answer never claims more than the verdicts: mixed here (n = 100 is insufficient)
-    assert ("**Answer.** `shared` - `independent` in test NLL: n = 50: shared better; n = 100: insufficient (2 < 3 "
+    assert ("**Summary.** `shared` - `independent` in test NLL: n = 50: shared better; n = 100: insufficient (2 < 3 "
             "replicates): the difference is -0.1") in text and "at n = 100 (2 paired replicates); in BLEU, " in text
     from reparam.sims.readme_tables import low_data_answer
 
