@@ -162,7 +162,7 @@ def _say_pass_change(folder: Path, records: list[dict], record: dict) -> None:
 
     say(logging.getLogger(__name__), f"reparam: the rows already in {folder} were fitted with the "
         f"{earlier[-1]['solver_pass'].get('pass')} solver pass, this run uses the {mine['pass']} pass "
-        f"({mine['why']}); the two agree to rounding, not in the last digits", fallback="stderr")
+        f"({mine['why']}); the two agree to rounding, not in the last digits", stream=sys.stderr)
 
 
 def write_provenance(out_dir: str | Path, started: float | None = None) -> Path:

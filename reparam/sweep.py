@@ -251,6 +251,15 @@ def _cell_results(todo, plan: StudyPlan, workers: int):
     pool.shutdown(wait=True)
 
 
+def _pass_in_use(plan: StudyPlan) -> str:
+    """The sample-space pass of the plan's fits, in words (the record's solver_pass says why)."""
+    from . import kernels
+
+    if plan.setting.device != "cpu":
+        return f"tensor ({plan.setting.device})"
+    return "fused (compiled kernel)" if kernels.kernel_status()["pass"] == "fused" else "tensor"
+
+
 def run_plan(plan: StudyPlan, log_path: str | os.PathLike, progress: bool = True, stream=None,
              workers: int = 1) -> pd.DataFrame:
     """Run every missing (cell, replicate) of `plan`, persisting each finished cell; return the plan's rows.
@@ -277,7 +286,8 @@ def run_plan(plan: StudyPlan, log_path: str | os.PathLike, progress: bool = True
     note_kept(log.path.parent, f"{n_total - n_missing} of {n_total} fits are kept in {log.path}")
     if progress:
         say(logger, f"[sweep] {len(cells)} cells x {plan.replicates} replicates = {n_total} fits; "
-            f"{n_total - n_missing} already in {log.path}, {n_missing} to run", stream, fallback="stderr")
+            f"{n_total - n_missing} already in {log.path}, {n_missing} to run; solver pass: {_pass_in_use(plan)}",
+            stream, fallback="stderr")
     tic = time.perf_counter()
     ran = 0
     for i, rows, seconds in _cell_results(todo, plan, workers):

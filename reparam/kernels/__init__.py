@@ -35,6 +35,7 @@ import platform
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -254,8 +255,8 @@ def pass_kernel():
     import multiprocessing
 
     if multiprocessing.parent_process() is None:  # a worker process's parent resolved the pass and said it
-        for note in notes:
-            say(logger, f"reparam: {note}", fallback="stderr")
+        for note in notes:  # on stderr: mostly said by the preflight, before the run's log exists
+            say(logger, f"reparam: {note}", stream=sys.stderr)
     return lib
 
 
