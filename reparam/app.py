@@ -111,7 +111,8 @@ def _in_main_thread() -> bool:
 
 def resume_command(folders: list[str]) -> str:
     """The command line that resumes this run: the one typed, plus hydra.run.dir (hydra.sweep.dir for a multirun)
-    where the outputs were written into Hydra's dated folder (a rerun without it would start a new folder)."""
+    where the outputs were written into a folder the command line does not name (Hydra's dated folder: a rerun
+    without it would start a new one)."""
     args = list(sys.argv[1:])
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -122,7 +123,8 @@ def resume_command(folders: list[str]) -> str:
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         folder = os.path.realpath(str(hc.sweep.dir if multirun else hc.runtime.output_dir))
         inside = any(f == folder or os.path.dirname(f) == folder for f in folders)
-        if inside and not any(a.lstrip("+").split("=", 1)[0] == key for a in args):
+        named = [a.split("=", 1)[1] for a in args if "=" in a]  # a folder the user typed (out=, dir=) is kept
+        if inside and not any(os.path.realpath(os.path.expanduser(v)) == folder for v in named if v):
             args.append(f"{key}={folder}")
         if multirun and "-m" not in args and "--multirun" not in args:
             args.insert(0, "-m")
@@ -137,9 +139,9 @@ def interrupt_line() -> str:
     and the command that resumes it."""
     from .provenance import open_folders
 
-    opened = open_folders()
-    if not opened:
-        return "interrupted before any result was written: nothing to resume, rerun the command to start again"
+    opened = open_folders(completed=True)
+    if not opened:  # an app that keeps no provenance record of its own: its result logs are what it wrote
+        return f"interrupted: the results written so far are kept; `{resume_command([])}` resumes the run"
     kept = "; ".join(note or f"what {folder} holds is kept" for folder, note in opened)
     return f"interrupted: {kept}; `{resume_command([f for f, _ in opened])}` resumes the run"
 

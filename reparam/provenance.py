@@ -193,24 +193,27 @@ def note_kept(folder: str | os.PathLike, text: str) -> None:
     _KEPT[os.path.realpath(folder)] = text
 
 
-def open_folders() -> list[tuple[str, str | None]]:
-    """(folder, what is kept there or None) of every folder whose record this process opened and has not ended."""
+def open_folders(completed: bool = False) -> list[tuple[str, str | None]]:
+    """(folder, what is kept there or None) of every folder whose record this process opened and has not ended;
+    with `completed`, also those whose record it completed (an app that writes its provenance before its last
+    step, e.g. `reparam check`, which writes it before its checks run)."""
     out = []
     for key, run_id in _OPEN.items():
         try:
             records = read_records(key)
         except FolderError:
             continue
-        if records and records[-1].get("run_id") == run_id and records[-1].get("status") == "running":
+        if records and records[-1].get("run_id") == run_id and (completed or records[-1].get("status") == "running"):
             out.append((key, _KEPT.get(key)))
     return out
 
 
 def end_open_records(status: str, reason: str = "") -> list[str]:
     """Close every record this process opened and has not completed with `status` ('interrupted' or 'failed') and
-    `reason`; returns the folders. Never raises for a folder it cannot write (the run is ending anyway)."""
+    `reason` (an interrupt also closes a record its run completed early: the run did not end); returns the
+    folders. Never raises for a folder it cannot write (the run is ending anyway)."""
     ended = []
-    for key, _ in open_folders():
+    for key, _ in open_folders(completed=status == "interrupted"):
         path = Path(key) / "provenance.json"
         try:
             records = _records(path)

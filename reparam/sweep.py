@@ -135,9 +135,10 @@ def validate_plan(plan: StudyPlan, allow_large: bool = False, flag: str = "allow
     kernels.check_requested_pass()
     kernels.pass_kernel()  # the pass the fits will use, chosen (and any fallback said) before the run folder
     shape = truth_shape(plan)
-    need = shape_memory_bytes(plan, shape)
     field = size_field(plan, shape, n_field)
-    check_memory(field, _sizes(plan, shape, n_field)[field], need, flag, allow_large)
+    value = _sizes(plan, shape, n_field)[field]
+    check_memory(field, value, shape_memory_bytes(plan, shape), flag, allow_large)
+    check_time(field, value, shape_seconds(plan, shape), TIME_LIMIT_SECONDS, flag, allow_large)
     from .study import build_truth, n_fitted_atoms
     truths = []
     for setting in plan.settings():  # builds the truths: catches inconsistent dimensions and bad truth settings
@@ -448,7 +449,27 @@ def shape_memory_bytes(plan: StudyPlan, shape: dict) -> float:
     hidden = d + m
     build = 8.0 * (4 * N * d * d + 2 * N * d * m + 3 * (d + m + L) * r + 3 * (hidden * r + hidden * hidden + 2 * hidden))
     samples = max(plan.replicates * max(plan.n_grid), plan.setting.n_eval)
-    return build + 8.0 * samples * N * (d + m + 2) * 2
+    width = _widest_fit(plan, shape)  # the fits' P x P matrices, P >= the prefix width
+    matrices = 8.0 * plan.replicates * plan.setting.init.n_starts * width * width * 8
+    return build + max(8.0 * samples * N * (d + m + 2) * 2, matrices)
+
+
+def _widest_fit(plan: StudyPlan, shape: dict) -> int:
+    """The prefix width L' (d + 1 + m) of the plan's largest fit (L' = L* + extra_atoms when over-specified)."""
+    extra = plan.setting.extra_atoms if "over" in plan.regimes else 0
+    return (shape["n_atoms"] + extra) * (shape["d"] + 1 + shape["m"])
+
+
+def shape_seconds(plan: StudyPlan, shape: dict) -> float:
+    """A lower estimate of the plan's wall time from the shape alone (estimate_resources' formula with the native
+    parameter count P at its least, the prefix width), and the random truth's draw (its L*^2 / 2 atom distances,
+    about 2e-6 s each): enough to refuse, before a truth is built, a shape whose fits could not end in time."""
+    width = _widest_fit(plan, shape)
+    s = plan.setting
+    fits = plan.replicates * s.init.n_starts * len(plan.structures) * len(plan.regimes)
+    per_sample = 1e-8 * width + 3e-10 * width * width
+    seconds = sum(fits * s.solver.max_iter * (n * per_sample + 1e-9 * width ** 3) for n in plan.n_grid)
+    return seconds + (2e-6 * shape["n_atoms"] ** 2 / 2 if s.truth.kind == "random" else 0.0)
 
 
 #: the sizes a study's cost grows with, at their defaults (a refusal names the one furthest above its default)

@@ -15,7 +15,7 @@ import pytest
 
 from reparam import kernels
 from reparam.sweep import without_timing
-from reparam.validation import ConfigError, PreflightCallback
+from reparam.validation import PreflightCallback
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals and file modes of a POSIX system")
 needs_compiler = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v ${CC:-cc}"], capture_output=True).returncode,
