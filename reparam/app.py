@@ -24,6 +24,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from .console import INTERRUPTED_STATUS, NOTHING_WRITTEN
 from .validation import ConfigError, check_output_dir, exit_on_input_error
 
 
@@ -77,11 +78,19 @@ def hydra_main(run: Callable, config_name: str, app_file: str) -> Callable[[], N
             end_open_records("failed", f"exit status {code}")
             sys.exit(code)
 
-    return hydra.main(version_base="1.3", config_path=config_dir, config_name=config_name)(task)
+    hydra_app = hydra.main(version_base="1.3", config_path=config_dir, config_name=config_name)(task)
+
+    @functools.wraps(hydra_app)
+    def main() -> None:
+        try:
+            hydra_app()
+        except KeyboardInterrupt:  # while Hydra composes the config, before the preflight or the run
+            print(NOTHING_WRITTEN, file=sys.stderr, flush=True)
+            sys.exit(INTERRUPTED_STATUS)
+
+    return main
 
 
-#: the exit status of a run ended by Ctrl-C or SIGTERM (128 + SIGINT, the shell's convention)
-INTERRUPTED_STATUS = 130
 
 
 class _sigterm_interrupts:

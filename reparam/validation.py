@@ -436,9 +436,10 @@ class PreflightCallback(_HydraCallback):
 
     @staticmethod
     def _interrupted() -> None:
-        print("interrupted before any result was written: nothing to resume, rerun the command to start again",
-              file=sys.stderr, flush=True)
-        sys.exit(130)
+        from .console import INTERRUPTED_STATUS, NOTHING_WRITTEN
+
+        print(NOTHING_WRITTEN, file=sys.stderr, flush=True)
+        sys.exit(INTERRUPTED_STATUS)
 
     @staticmethod
     def check_environment() -> None:
