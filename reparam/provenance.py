@@ -203,7 +203,9 @@ def open_folders(completed: bool = False) -> list[tuple[str, str | None]]:
             records = read_records(key)
         except FolderError:
             continue
-        if records and records[-1].get("run_id") == run_id and (completed or records[-1].get("status") == "running"):
+        status = records[-1].get("status") if records else None
+        if records and records[-1].get("run_id") == run_id and (status == "running" or
+                                                                 (completed and status == "finished")):
             out.append((key, _KEPT.get(key)))
     return out
 

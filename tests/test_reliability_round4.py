@@ -222,3 +222,44 @@ def test_ctrl_c_says_what_was_kept_and_the_command_that_resumes(tmp_path, env, w
     assert resumed.returncode == 0, resumed.stderr
     assert "2 already in" in resumed.stdout
     assert [r["status"] for r in records(folder)] == ["interrupted", "finished"]
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_as_ctrl_c_does(tmp_path, env):
+    folder = tmp_path / "run"
+    args = ["convergence", "n_grid=[300,100000]", "replicates=2", "n_eval=1000", "structure=independent",
+            "regime=over", "figures=false", "workers=1", f"hydra.run.dir={folder}"]
+    code, _, err = _interrupt_after_first_cell(args, env, signal.SIGTERM)
+    assert code == 130, err
+    (line,) = lines(err)
+    assert line.startswith("interrupted: 2 of 4 fits are kept in ") and records(folder)[-1]["status"] == "interrupted"
+
+
+def test_ctrl_c_before_the_run_writes_nothing_and_says_so(tmp_path, env):
+    folder = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "reparam.cli", "convergence", *SMALL, f"hydra.run.dir={folder}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, **env))
+    time.sleep(0.3)  # the command's libraries are still loading
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and lines(err) == [
+        "interrupted before any result was written: nothing to resume, rerun the command to start again"], err
+    assert not folder.exists()
+
+
+def test_a_record_is_closed_as_failed_or_interrupted_with_its_reason(tmp_path):
+    from reparam import provenance
+
+    provenance.begin_record(tmp_path, "convergence", {"n": 1})
+    provenance.note_kept(tmp_path, "3 of 9 fits are kept in results.jsonl")
+    mine = os.path.realpath(tmp_path)  # (other tests of this process may have opened records elsewhere)
+    assert (mine, "3 of 9 fits are kept in results.jsonl") in provenance.open_folders()
+    assert mine in provenance.end_open_records("failed", "WriteError: disk full")
+    record = records(tmp_path)[-1]
+    assert record["status"] == "failed" and record["reason"] == "WriteError: disk full" and "ended_utc" in record
+    assert mine not in [f for f, _ in provenance.open_folders(completed=True)]
+    assert mine not in provenance.end_open_records("interrupted")  # an ended record stays as it ended
+    provenance.begin_record(tmp_path, "convergence", {"n": 1})
+    provenance.write_provenance(tmp_path)
+    assert mine not in provenance.end_open_records("failed")  # a finished run is never marked failed afterwards
+    assert [r["status"] for r in records(tmp_path)] == ["failed", "finished"]
