@@ -247,7 +247,7 @@ def _cell_results(todo, plan: StudyPlan, workers: int):
         # once this process ends), so the workers are stopped rather than joined
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)  # quick once the workers are gone; leaves no pipe open at exit
         raise
     pool.shutdown(wait=True)
 
