@@ -55,7 +55,13 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         print(f"error: command={command!r} is invalid: must be one of {list(COMMANDS) + list(TOOLS)}", file=sys.stderr)
         sys.exit(2)
-    module = importlib.import_module(COMMANDS[command][0])
+    try:  # Ctrl-C while the command's libraries load: one line, as later (reparam.app)
+        module = importlib.import_module(COMMANDS[command][0])
+    except KeyboardInterrupt:
+        from .console import INTERRUPTED_STATUS, NOTHING_WRITTEN
+
+        print(NOTHING_WRITTEN, file=sys.stderr, flush=True)
+        sys.exit(INTERRUPTED_STATUS)
     sys.argv = [f"reparam {command}", *rest]  # Hydra parses sys.argv
     module.main()
 

@@ -9,6 +9,11 @@ import logging
 import sys
 from typing import TextIO
 
+#: the exit status of a run ended by Ctrl-C or SIGTERM (128 + SIGINT, the shell's convention)
+INTERRUPTED_STATUS = 130
+#: the line of a command interrupted before its run began (reparam.cli, reparam.app, the preflight)
+NOTHING_WRITTEN = "interrupted before any result was written: nothing to resume, rerun the command to start again"
+
 
 def say(logger: logging.Logger, text: str, stream: TextIO | None = None, fallback: str = "stdout") -> None:
     """Write `text` to `stream` when one is given; else log it at INFO through `logger` when a handler would

@@ -5,6 +5,11 @@ exact code and libraries that made it (README, "Citing"). provenance.json is a h
 latest run's record (command, setting, code, libraries, cost) and `history` lists the records of the earlier runs
 that wrote into the folder, oldest first; a run adds its record and never replaces another's
 (reparam.runfolder opens the record when a run starts, `write_provenance` completes it when the work is done).
+
+A record's `status` is 'running' while its run works, then 'finished' (`write_provenance`), 'interrupted' (Ctrl-C,
+SIGTERM) or 'failed' (an error ended the run; `reason` says which), set by `end_open_records`. A record of a run
+that fitted with the synthetic study's solver holds `solver_pass`: which sample-space pass ran on the CPU (the
+compiled kernel or the tensor pass, reparam.kernels), why, and the kernel's file and SHA-256.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import STARTED, __version__
-from .validation import FolderError, writing
+from .validation import FolderError, InputError, writing
 
 LIBRARIES = ("torch", "numpy", "scipy", "pandas", "transformers")
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -46,11 +51,23 @@ def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None
     return versions
 
 
+def solver_pass() -> dict | None:
+    """The solver's sample-space pass this process resolved (reparam.kernels.resolved_status: 'fused' or
+    'tensor', why, the kernel's file and checksum), or None when it ran no fit and its preflight chose none."""
+    kernels = sys.modules.get("reparam.kernels")
+    return None if kernels is None else kernels.resolved_status()
+
+
 def provenance() -> dict:
-    """Package version, git commit (None outside git), python and library versions, platform and UTC time."""
-    return {"package": "reparam", "version": __version__, "git_commit": git_commit(),
-            "python": platform.python_version(), "libraries": library_versions(), "platform": platform.platform(),
-            "argv": list(sys.argv), "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    """Package version, git commit (None outside git), python and library versions, platform and UTC time, and
+    the solver pass when this process resolved one."""
+    record = {"package": "reparam", "version": __version__, "git_commit": git_commit(),
+              "python": platform.python_version(), "libraries": library_versions(), "platform": platform.platform(),
+              "argv": list(sys.argv), "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    chosen = solver_pass()
+    if chosen is not None:
+        record["solver_pass"] = chosen
+    return record
 
 
 def resources(started: float | None = None) -> dict:
@@ -124,9 +141,28 @@ def begin_record(out_dir: str | Path, command: str, setting: dict | None = None)
     record = {**provenance(), "command": command, "setting_id": None if setting is None else fingerprint(setting),
               "setting": setting, "status": "running"}
     record["run_id"] = f"{os.getpid()}-{record['created_utc']}"
-    _write(path, _records(path) + [record])
+    records = _records(path)
+    _say_pass_change(path.parent, records, record)
+    _write(path, records + [record])
     _OPEN[os.path.realpath(path.parent)] = record["run_id"]
     return path
+
+
+def _say_pass_change(folder: Path, records: list[dict], record: dict) -> None:
+    """One line when this run resumes rows that an earlier run of the same command and setting fitted with the
+    other solver pass (the two agree to rounding, not to the last digit)."""
+    mine = record.get("solver_pass")
+    earlier = [r for r in records if r.get("command") == record["command"] and r.get("setting_id") ==
+               record["setting_id"] and isinstance(r.get("solver_pass"), dict)]
+    if mine is None or not earlier or earlier[-1]["solver_pass"].get("pass") == mine["pass"]:
+        return
+    import logging
+
+    from .console import say
+
+    say(logging.getLogger(__name__), f"reparam: the rows already in {folder} were fitted with the "
+        f"{earlier[-1]['solver_pass'].get('pass')} solver pass, this run uses the {mine['pass']} pass "
+        f"({mine['why']}); the two agree to rounding, not in the last digits", stream=sys.stderr)
 
 
 def write_provenance(out_dir: str | Path, started: float | None = None) -> Path:
@@ -145,3 +181,54 @@ def write_provenance(out_dir: str | Path, started: float | None = None) -> Path:
     record.update(status="finished", resources=resources(started))
     _write(path, records + [record])
     return path
+
+
+#: folder (resolved) -> what of its outputs is kept if the run stops now (note_kept), for the interrupt's line
+_KEPT: dict[str, str] = {}
+
+
+def note_kept(folder: str | os.PathLike, text: str) -> None:
+    """Say what of `folder`'s outputs is on disk so far (e.g. '4 of 12 fits are kept in DIR/results.jsonl'): the line of an
+    interrupted run names it (reparam.app)."""
+    _KEPT[os.path.realpath(folder)] = text
+
+
+def open_folders(completed: bool = False) -> list[tuple[str, str | None]]:
+    """(folder, what is kept there or None) of every folder whose record this process opened and has not ended;
+    with `completed`, also those whose record it completed (an app that writes its provenance before its last
+    step, e.g. `reparam check`, which writes it before its checks run)."""
+    out = []
+    for key, run_id in _OPEN.items():
+        try:
+            records = read_records(key)
+        except FolderError:
+            continue
+        status = records[-1].get("status") if records else None
+        if records and records[-1].get("run_id") == run_id and (status == "running" or
+                                                                 (completed and status == "finished")):
+            out.append((key, _KEPT.get(key)))
+    return out
+
+
+def end_open_records(status: str, reason: str = "") -> list[str]:
+    """Close every record this process opened and has not completed with `status` ('interrupted' or 'failed') and
+    `reason` (an interrupt also closes a record its run completed early: the run did not end); returns the
+    folders. Never raises for a folder it cannot write (the run is ending anyway)."""
+    ended = []
+    for key, _ in open_folders(completed=status == "interrupted"):
+        path = Path(key) / "provenance.json"
+        try:
+            records = _records(path)
+            record = records.pop()
+            record.update(status=status, ended_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                          resources=resources())
+            if reason:
+                record["reason"] = reason
+            chosen = solver_pass()
+            if chosen is not None:
+                record["solver_pass"] = chosen
+            _write(path, records + [record])
+            ended.append(key)
+        except (OSError, InputError, IndexError):
+            continue
+    return ended

@@ -187,10 +187,11 @@ def plan_from_cfg(cfg: Any) -> tuple[StudyPlan, int]:
                       n_eval=cfg.n_eval, device=cfg.device)
     plan = StudyPlan(structures=list(cfg.structure.names), regimes=list(cfg.regime.names), n_grid=grid,
                      replicates=cfg.replicates, seed=cfg.seed, setting=setting)
-    validate_plan(plan)
+    allow_large, n_field = bool(cfg.get("allow_large", False)), "n" if cfg.n is not None else "n_grid"
+    validate_plan(plan, allow_large, n_field=n_field)  # the truth's shape is sized before the truth is built
     check_int("threads", cfg.threads, low=1)
     check_int("workers", cfg.workers, low=1)
-    check_resources(plan, bool(cfg.get("allow_large", False)), n_field="n" if cfg.n is not None else "n_grid")
+    check_resources(plan, allow_large, n_field=n_field)
     return plan, int(cfg.threads)
 
 

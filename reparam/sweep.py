@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from .console import say
+from .provenance import note_kept
 from .results import ResultLog, RowSchema, write_table
 from .validation import (ConfigError, DataError, check_choice, check_int, check_list, check_memory, check_number,
                          check_time, fingerprint, is_int, require)
@@ -103,9 +104,13 @@ def plan_key(plan: StudyPlan) -> str:
     return fingerprint(plan)
 
 
-def validate_plan(plan: StudyPlan) -> None:
-    """Type and range checks of a whole study, then its truths built (inconsistent dimensions, bad truth settings);
-    ConfigError naming the field as the main job's config spells it, before any work. Once per plan and process."""
+def validate_plan(plan: StudyPlan, allow_large: bool = False, flag: str = "allow_large=true",
+                  n_field: str = "n_grid") -> None:
+    """Type and range checks of a whole study, the solver pass (REPARAM_PASS, reparam.kernels: resolved here, so
+    the run's record names it), the memory its truth's shape needs (before the truth is built: a shape too large
+    for this machine is refused unless `allow_large`, naming the field), then its truths built (inconsistent
+    dimensions, bad truth settings); ConfigError naming the field as the main job's config spells it, before any
+    work. Once per plan and process."""
     if plan_key(plan) in _VALIDATED:
         return
     check_list("structures", plan.structures, item_check=lambda f, v: check_choice(f, v, sorted(STRUCTURES)),
@@ -125,6 +130,15 @@ def validate_plan(plan: StudyPlan) -> None:
     check_int("n_eval", s.n_eval, low=1)
     for setting in plan.settings():
         validate_setting(setting)
+    from . import kernels
+
+    kernels.check_requested_pass()
+    kernels.pass_kernel()  # the pass the fits will use, chosen (and any fallback said) before the run folder
+    shape = truth_shape(plan)
+    field = size_field(plan, shape, n_field)
+    value = _sizes(plan, shape, n_field)[field]
+    check_memory(field, value, shape_memory_bytes(plan, shape), flag, allow_large)
+    check_time(field, value, shape_seconds(plan, shape), TIME_LIMIT_SECONDS, flag, allow_large)
     from .study import build_truth, n_fitted_atoms
     truths = []
     for setting in plan.settings():  # builds the truths: catches inconsistent dimensions and bad truth settings
@@ -185,8 +199,13 @@ def _run_cell_job(setting: Setting, n: int, missing: list[int], seed: int, threa
 
 def _exit_with_parent(parent_pid: int) -> None:
     """Worker initializer: a killed study (SIGKILL, preemption) must not leave its workers fitting orphaned
-    cells whose results nobody records; a daemon thread ends the worker once its parent is gone."""
+    cells whose results nobody records; a daemon thread ends the worker once its parent is gone. Ctrl-C reaches
+    every process of the terminal's group: a worker ignores it (no traceback per worker), the parent ends the run
+    and its workers (_cell_results)."""
+    import signal
     import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch():
         while os.getppid() == parent_pid:
@@ -216,12 +235,30 @@ def _cell_results(todo, plan: StudyPlan, workers: int):
 
     threads = max(1, torch.get_num_threads() // workers)
     jobs.sort(key=lambda job: -job[2] * len(job[3]) * (2 if job[1].regime == "over" else 1))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+    try:
         futures = {pool.submit(_run_cell_job, s, n, m, plan.seed, threads): i for i, s, n, m in jobs}
         for future in as_completed(futures):
             rows, seconds = future.result()
             yield futures[future], rows, seconds
+    except BaseException:
+        # an interrupt or a failed cell: the cells in flight are not waited for (their rows could not be recorded
+        # once this process ends), so the workers are stopped rather than joined
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)  # quick once the workers are gone; leaves no pipe open at exit
+        raise
+    pool.shutdown(wait=True)
+
+
+def _pass_in_use(plan: StudyPlan) -> str:
+    """The sample-space pass of the plan's fits, in words (the record's solver_pass says why)."""
+    from . import kernels
+
+    if plan.setting.device != "cpu":
+        return f"tensor ({plan.setting.device})"
+    return "fused (compiled kernel)" if kernels.kernel_status()["pass"] == "fused" else "tensor"
 
 
 def run_plan(plan: StudyPlan, log_path: str | os.PathLike, progress: bool = True, stream=None,
@@ -247,9 +284,11 @@ def run_plan(plan: StudyPlan, log_path: str | os.PathLike, progress: bool = True
         todo.append((setting, n, missing))
     n_missing = sum(len(m) for *_, m in todo)
     n_total = len(cells) * plan.replicates
+    note_kept(log.path.parent, f"{n_total - n_missing} of {n_total} fits are kept in {log.path}")
     if progress:
         say(logger, f"[sweep] {len(cells)} cells x {plan.replicates} replicates = {n_total} fits; "
-            f"{n_total - n_missing} already in {log.path}, {n_missing} to run", stream, fallback="stderr")
+            f"{n_total - n_missing} already in {log.path}, {n_missing} to run; solver pass: {_pass_in_use(plan)}",
+            stream, fallback="stderr")
     tic = time.perf_counter()
     ran = 0
     for i, rows, seconds in _cell_results(todo, plan, workers):
@@ -260,6 +299,7 @@ def run_plan(plan: StudyPlan, log_path: str | os.PathLike, progress: bool = True
             row["setting_id"] = sid
         log.extend(rows)
         ran += len(missing)
+        note_kept(log.path.parent, f"{n_total - n_missing + ran} of {n_total} fits are kept in {log.path}")
         if progress:
             ok = sum(r["valid"] for r in rows)
             elapsed = time.perf_counter() - tic
@@ -338,18 +378,20 @@ def set_threads(threads: int) -> None:
 TIME_LIMIT_SECONDS = 24 * 3600
 
 
-def estimate_resources(plan: StudyPlan) -> dict:
+def estimate_resources(plan: StudyPlan, allow_large: bool = False) -> dict:
     """Order-of-magnitude peak memory (bytes, the largest cell) and wall time (seconds, all cells, one thread)
     of `plan`, from the array sizes the solver allocates and the per-iteration cost measured in BENCHMARKS.md
     (about 1.6e-7 s per fit, sample and iteration at prefix width 12; every fit assumed to run max_iter
     iterations, so the time is an upper estimate). Used to refuse what cannot fit the machine before any work.
     The shape enters through the truths: the prefix width L (d + 1 + m) of the sample-space pass (whose J J^T
     term grows with width^2) and the native parameter count P of the fitted structure (P x P matrices, P^3
-    eigendecompositions; P exceeds the width for shared_learned, whose globals grow with (d + m) r).
+    eigendecompositions; P exceeds the width for shared_learned, whose globals grow with (d + m) r), and the
+    pretrained experts' pass over the data (shape_memory_bytes: N experts per sample).
     Validates `plan` first (once per process: validate_plan) and reads the truths built there."""
     from .study import n_fitted_atoms
 
-    validate_plan(plan)
+    validate_plan(plan, allow_large)
+    experts_peak = shape_memory_bytes(plan, truth_shape(plan))
     peak, seconds, worst = 0.0, 0.0, None
     for setting, truth in zip(plan.settings(), _VALIDATED[plan_key(plan)]):
         d, m = truth.d, truth.m
@@ -363,10 +405,13 @@ def estimate_resources(plan: StudyPlan) -> dict:
             chunks = 8.0 * setting.solver.chunk_elements * 12  # bounded temporaries of one chunk
             matrices = 8.0 * fits * P * P * 8  # Hessian, J^T J, eigendecomposition per fit
             evaluation = 8.0 * plan.replicates * setting.n_eval * (L + 1 + 2 * m + d) * 4  # l2_error on n_eval points
-            cell = data + chunks + matrices + evaluation
+            cell = max(data + chunks + matrices + evaluation, experts_peak)
             if cell > peak:
                 peak, worst = cell, (setting.structure, setting.regime, n)
             seconds += fits * iters * (n * (1e-8 * width + 3e-10 * width * width) + 1e-9 * P ** 3)
+            # the experts' pass (N scores per sample) over the cell's data and the l2_error sample: about 1e-7 s per
+            # (sample, expert) pair at d + m = 3 (measured: N = 1000, n_eval = 1e5, one thread), growing with d + m
+            seconds += (3 * plan.replicates * n + 2 * setting.n_eval) * truth.experts.n_experts * 1e-7 * (d + m) / 3
     return dict(memory_bytes=peak, seconds=seconds, largest_cell=worst)
 
 
@@ -374,17 +419,74 @@ def check_resources(plan: StudyPlan, allow_large: bool = False, flag: str = "all
                     n_field: str = "n_grid") -> dict:
     """Raise ConfigError when `plan` needs more memory than this machine has or more than TIME_LIMIT_SECONDS,
     unless `allow_large`. The message names the setting that drives the size (`n_field`: how the caller's
-    user spells the sample-size setting, e.g. 'n' or '--n-grid')."""
-    est = estimate_resources(plan)
-    s = plan.setting
-    truth = _VALIDATED[plan_key(plan)][0]  # the shape of every setting's truth is the same
-    sizes = {n_field: max(plan.n_grid), "replicates": plan.replicates, "n_eval": s.n_eval,
-             "regime.extra_atoms": s.extra_atoms, "init.n_starts": s.init.n_starts,
-             "truth.d": truth.d, "truth.m": truth.m, "truth.n_atoms": truth.n_atoms}
-    # the field named in the message: the one furthest above its default (the truth's shape: the d = 2 truth's)
-    defaults = {n_field: 100_000, "replicates": 10, "n_eval": 100_000, "regime.extra_atoms": 1, "init.n_starts": 1,
-                "truth.d": 2, "truth.m": 1, "truth.n_atoms": 2}
-    field = max(sizes, key=lambda k: sizes[k] / defaults[k])
-    check_memory(field, sizes[field], est["memory_bytes"], flag, allow_large)
-    check_time(field, sizes[field], est["seconds"], TIME_LIMIT_SECONDS, flag, allow_large)
+    user spells the sample-size setting, e.g. 'n' or '--n-grid'). The truth's shape is checked before the truth
+    is built (validate_plan), so a shape that cannot fit is refused without trying."""
+    validate_plan(plan, allow_large, flag, n_field)
+    est = estimate_resources(plan, allow_large)
+    shape = truth_shape(plan)
+    field = size_field(plan, shape, n_field)
+    value = _sizes(plan, shape, n_field)[field]
+    check_memory(field, value, est["memory_bytes"], flag, allow_large)
+    check_time(field, value, est["seconds"], TIME_LIMIT_SECONDS, flag, allow_large)
     return est
+
+
+def truth_shape(plan: StudyPlan) -> dict:
+    """The resolved shape {d, m, n_atoms, n_experts, latent_dim} of the plan's truth (the same for every
+    setting), without building it."""
+    from .truth import resolved_shape
+
+    t = plan.setting.truth
+    return resolved_shape(t.kind, **t.shape())
+
+
+def shape_memory_bytes(plan: StudyPlan, shape: dict) -> float:
+    """Order-of-magnitude peak memory (bytes) that the truth's shape alone implies, known before the truth is
+    built: its parameters as drawn (the N experts' (d, d) and (d, m) matrices, the tie maps and latent atoms, and
+    shared_learned's globals, with their working copies) and the experts' pass over the largest sample (every
+    sample scored by all N experts: (samples, N, d + m) temporaries, for the replicates' data and n_eval)."""
+    d, m, L, N, r = (shape[k] for k in ("d", "m", "n_atoms", "n_experts", "latent_dim"))
+    hidden = d + m
+    build = 8.0 * (4 * N * d * d + 2 * N * d * m + 3 * (d + m + L) * r + 3 * (hidden * r + hidden * hidden + 2 * hidden))
+    samples = max(plan.replicates * max(plan.n_grid), plan.setting.n_eval)
+    width = _widest_fit(plan, shape)  # the fits' P x P matrices, P >= the prefix width
+    matrices = 8.0 * plan.replicates * plan.setting.init.n_starts * width * width * 8
+    return build + max(8.0 * samples * N * (d + m + 2) * 2, matrices)
+
+
+def _widest_fit(plan: StudyPlan, shape: dict) -> int:
+    """The prefix width L' (d + 1 + m) of the plan's largest fit (L' = L* + extra_atoms when over-specified)."""
+    extra = plan.setting.extra_atoms if "over" in plan.regimes else 0
+    return (shape["n_atoms"] + extra) * (shape["d"] + 1 + shape["m"])
+
+
+def shape_seconds(plan: StudyPlan, shape: dict) -> float:
+    """A lower estimate of the plan's wall time from the shape alone (estimate_resources' formula with the native
+    parameter count P at its least, the prefix width), and the random truth's draw (its L*^2 / 2 atom distances,
+    about 2e-6 s each): enough to refuse, before a truth is built, a shape whose fits could not end in time."""
+    width = _widest_fit(plan, shape)
+    s = plan.setting
+    fits = plan.replicates * s.init.n_starts * len(plan.structures) * len(plan.regimes)
+    per_sample = 1e-8 * width + 3e-10 * width * width
+    seconds = sum(fits * s.solver.max_iter * (n * per_sample + 1e-9 * width ** 3) for n in plan.n_grid)
+    return seconds + (2e-6 * shape["n_atoms"] ** 2 / 2 if s.truth.kind == "random" else 0.0)
+
+
+#: the sizes a study's cost grows with, at their defaults (a refusal names the one furthest above its default)
+SIZE_DEFAULTS = {"replicates": 10, "n_eval": 100_000, "regime.extra_atoms": 1, "init.n_starts": 1,
+                 "truth.d": 2, "truth.m": 1, "truth.n_atoms": 2, "truth.n_experts": 2, "truth.latent_dim": 2}
+SAMPLE_SIZE_DEFAULT = 100_000
+
+
+def _sizes(plan: StudyPlan, shape: dict, n_field: str) -> dict:
+    s = plan.setting
+    return {n_field: max(plan.n_grid), "replicates": plan.replicates, "n_eval": s.n_eval,
+            "regime.extra_atoms": s.extra_atoms, "init.n_starts": s.init.n_starts,
+            **{f"truth.{k}": v for k, v in shape.items()}}
+
+
+def size_field(plan: StudyPlan, shape: dict, n_field: str = "n_grid") -> str:
+    """The setting that drives the plan's size: the one furthest above its default."""
+    sizes = _sizes(plan, shape, n_field)
+    defaults = dict(SIZE_DEFAULTS, **{n_field: SAMPLE_SIZE_DEFAULT})
+    return max(sizes, key=lambda k: sizes[k] / defaults[k])

@@ -238,6 +238,21 @@ def canonical_shape(d: int | None = None, m: int | None = None, n_atoms: int | N
     return shape
 
 
+def resolved_shape(kind: str, d: int | None = None, m: int | None = None, n_atoms: int | None = None,
+                   n_experts: int | None = None, latent_dim: int | None = None) -> dict | None:
+    """The full shape {d, m, n_atoms, n_experts, latent_dim} a truth of `kind` gets from the given fields (None:
+    the kind's default), without building it (the preflight sizes a truth from it); None for an unknown kind.
+    ConfigError for a canonical shape that does not exist (canonical_shape)."""
+    given = dict(d=d, m=m, n_atoms=n_atoms, n_experts=n_experts, latent_dim=latent_dim)
+    if kind == "canonical":
+        return canonical_shape(**given)
+    if kind == "random":
+        shape = default_shape("random", d)
+        shape.update({k: int(v) for k, v in given.items() if v is not None})
+        return shape
+    return None
+
+
 def _cas(x: np.ndarray) -> np.ndarray:
     return np.cos(x) + np.sin(x)
 

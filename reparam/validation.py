@@ -403,12 +403,15 @@ class PreflightCallback(_HydraCallback):
               _target_: reparam.validation.PreflightCallback
               validator: reparam.sims.convergence.validate_cfg # callable(cfg) raising InputError
 
-    on_run_start: runs the validator, then checks that hydra.run.dir can be created, before Hydra creates
+    on_run_start: checks the environment variables that choose a code path (REPARAM_PASS), runs the validator,
+    then checks that hydra.run.dir can be created, before Hydra creates
     the run folder; with `folder` (a callable(cfg), e.g. reparam.sims.convergence.check_folder), locks the run
     folder and refuses one that holds another command's or setting's outputs (reparam.runfolder). on_multirun_start: checks hydra.sweep.dir, then composes EVERY job of the sweep from its
     overrides (the config's `hydra.sweeper.params` and the command line's) and validates each, so one bad value
     stops the sweep before its first job (and no job of a
-    sweep is left unrun because an earlier one was rejected). A failure prints one line and exits with 2.
+    sweep is left unrun because an earlier one was rejected). A failure prints one line and exits with 2; any
+    other exception escaping a check (a bug, MemoryError) ends the command with its traceback and exit status 1,
+    never a warning (Hydra warns about a callback's exception and goes on).
     """
 
     def __init__(self, validator: str, folder: str | None = None):
@@ -419,14 +422,45 @@ class PreflightCallback(_HydraCallback):
         report_input_error(f"{where}{err}" if where else err, input_error_prefix(err))
         sys.exit(exit_status(err))
 
+    @staticmethod
+    def _crash(err: BaseException) -> None:
+        """An exception that is not a user's mistake escaped a check: a bug or the machine (MemoryError). Hydra
+        would turn it into a warning and run the job anyway; it ends the command instead, with its traceback
+        (exit status 1)."""
+        import traceback
+
+        traceback.print_exception(err)
+        print(f"error: the checks before the run failed ({type(err).__name__}); nothing was run", file=sys.stderr,
+              flush=True)
+        sys.exit(1)
+
+    @staticmethod
+    def _interrupted() -> None:
+        from .console import INTERRUPTED_STATUS, NOTHING_WRITTEN
+
+        print(NOTHING_WRITTEN, file=sys.stderr, flush=True)
+        sys.exit(INTERRUPTED_STATUS)
+
+    @staticmethod
+    def check_environment() -> None:
+        """The environment variables that choose a code path (REPARAM_PASS, reparam.kernels)."""
+        from .kernels import check_requested_pass
+
+        check_requested_pass()
+
     def on_run_start(self, config, **kwargs) -> None:
         try:  # the validator first: where hydra.run.dir is the app's `out=`, it names the field the user typed
+            self.check_environment()
             _import(self.validator)(config)
             check_output_dir("hydra.run.dir", str(config.hydra.run.dir))
             if self.folder is not None:  # before Hydra writes its .hydra record into a folder that is not ours
                 _import(self.folder)(config)
         except InputError as err:
             self._fail(err)
+        except KeyboardInterrupt:
+            self._interrupted()
+        except Exception as err:  # noqa: BLE001 - see _crash
+            self._crash(err)
 
     def check_sweep(self, config, parsed: list, jobs: list[list[str]]) -> None:
         """A subclass's checks of the sweep as a whole (raise InputError): `parsed`, the overrides of the config's
@@ -440,6 +474,15 @@ class PreflightCallback(_HydraCallback):
         from hydra.types import RunMode
 
         try:
+            self._check_sweep(config, BasicSweeper, GlobalHydra, OverridesParser, RunMode)
+        except KeyboardInterrupt:
+            self._interrupted()
+        except Exception as err:  # noqa: BLE001 - see _crash
+            self._crash(err)
+
+    def _check_sweep(self, config, BasicSweeper, GlobalHydra, OverridesParser, RunMode) -> None:
+        try:
+            self.check_environment()
             check_output_dir("hydra.sweep.dir", str(config.hydra.sweep.dir))
         except InputError as err:
             self._fail(err)

@@ -24,12 +24,12 @@ from types import SimpleNamespace
 from typing import Any, List, Optional
 
 import numpy as np
-import pandas as pd
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from reparam.app import as_dictconfig, hydra_main
+from reparam.cache import cached
 from reparam import bench, kernels
 from reparam.console import say
 from reparam.study import STUDY_INIT
@@ -224,15 +224,13 @@ def run(cfg: Any) -> int:
     os.makedirs(logs, exist_ok=True)
     L = []  # lines of the generated section
 
+    # what a saved section depends on: every setting but where things are written and whether to reuse
+    section_settings = {k: v for k, v in vars(a).items() if k not in ("reuse", "logs", "out", "figure")}
+
     def section(name, compute):
-        """Run one section, or load it from `logs` with reuse=true; save it either way."""
-        path = os.path.join(logs, f"{name}.pkl")
-        if a.reuse and os.path.exists(path):
-            log(f"{name}: reused {path}")
-            return pd.read_pickle(path)
-        value = compute()
-        pd.to_pickle(value, path)
-        return value
+        """Run one section, or load it from `logs` with reuse=true (only a file whose checksum and settings match:
+        reparam.cache); save it either way."""
+        return cached(os.path.join(logs, f"{name}.pkl"), section_settings, compute, log, reuse=a.reuse)
 
     # 1. the pass against the compute and memory rooflines
     kernel = kernels.kernel_status()

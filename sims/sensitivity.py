@@ -84,7 +84,7 @@ def validate_cfg(cfg: Any) -> dict[str, StudyPlan]:
             raise ConfigError(f"{name}={cfg[name]!r} is invalid: must be a list")
     plans = plans_of(cfg)
     for plan in plans.values():
-        validate_plan(plan)
+        validate_plan(plan, bool(cfg.allow_large))  # sizes the truth's shape before building it
         check_resources(plan, bool(cfg.allow_large))
     check_int("threads", cfg.threads, low=1)
     check_int("workers", cfg.workers, low=1)

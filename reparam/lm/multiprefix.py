@@ -202,32 +202,81 @@ class LowerStates:
         if self.cache_dir is None or self.model_key is None:
             return self._compute(rows)
         import hashlib
-        import os
         from pathlib import Path
-
-        from safetensors.torch import load_file, save_file
 
         ids = [r["input_ids"] for r in rows]
         key = hashlib.sha256(repr((self.model_key, self.first, self.prefix_len, str(self.base.dtype), ids)).encode())
         path = Path(self.cache_dir) / f"{key.hexdigest()[:24]}.safetensors"
         if path.is_file():
-            try:
-                flat = load_file(str(path))["states"]  # (sum of row lengths, hidden)
-                if flat.shape[0] == sum(map(len, ids)):
-                    parts = flat.split([len(i) for i in ids])
-                    dev = next(self.base.parameters()).device
-                    return [{**r, "lower": p.to(dev)} for r, p in zip(rows, parts)]
-            except Exception:  # a damaged cache file is recomputed and rewritten, never trusted
-                pass
+            flat = self._read(path, sum(map(len, ids)))
+            if flat is not None:
+                dev = next(self.base.parameters()).device
+                return [{**r, "lower": p.to(dev)} for r, p in zip(rows, flat.split([len(i) for i in ids]))]
         out = self._compute(rows)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._write(path, torch.cat([r["lower"] for r in out]).cpu().contiguous())
+        return out
+
+    #: the cache file's record of its own content (safetensors metadata): the SHA-256 of the states' bytes
+    CHECKSUM_KEY = "reparam_sha256"
+
+    @staticmethod
+    def _digest(flat: torch.Tensor) -> str:
+        import hashlib
+
+        return hashlib.sha256(flat.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+
+    def _say(self, text: str) -> None:
+        import logging
+
+        from ..console import say
+
+        say(logging.getLogger(__name__), f"reparam: {text}", fallback="stderr")
+
+    def _read(self, path, total: int) -> torch.Tensor | None:
+        """The states of a cache file, (sum of row lengths, hidden), or None (said in one line) when the file
+        fails a check: unreadable, no checksum (written before files carried one), another size, or bytes that
+        differ from the checksum stored with them. Such a file is recomputed and rewritten, never trusted."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                recorded = (handle.metadata() or {}).get(self.CHECKSUM_KEY)
+                flat = handle.get_tensor("states")
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own errors for a damaged header
+            problem = f"cannot be read ({type(err).__name__})"
+        else:
+            if recorded is None:
+                problem = "has no checksum (written by an older version)"
+            elif flat.ndim != 2 or flat.shape[0] != total:
+                problem = f"holds {tuple(flat.shape)} states for {total} tokens"
+            elif self._digest(flat) != recorded:
+                problem = "fails its checksum (damaged)"
+            else:
+                return flat
+        self._say(f"the cached lower-layer states {path} {problem}; they are recomputed")
+        return None
+
+    def _write(self, path, flat: torch.Tensor) -> None:
+        """Store the states with their checksum, atomically; a cache that cannot be written costs the next run a
+        recomputation (said once per run), never this run."""
+        import os
+
+        from safetensors.torch import save_file
+
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         try:
-            save_file({"states": torch.cat([r["lower"] for r in out]).cpu().contiguous()}, str(tmp))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"states": flat}, str(tmp), metadata={self.CHECKSUM_KEY: self._digest(flat)})
             os.replace(tmp, path)
-        except OSError:  # a full or read-only disk costs the next run a recomputation, nothing else
-            tmp.unlink(missing_ok=True)
-        return out
+        except OSError as err:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            if not getattr(self, "_said_unwritable", False):
+                self._said_unwritable = True
+                self._say(f"the lower-layer state cache {path.parent} cannot be written ({err.strerror or err}); "
+                          f"the states are recomputed when needed")
 
     @torch.no_grad()
     def _compute(self, rows: list[dict]) -> list[dict]:
