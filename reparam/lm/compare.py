@@ -45,14 +45,13 @@ def paired_t_interval(d, level: float = 0.95) -> tuple[float, float]:
 
 
 def paired_differences(df: pd.DataFrame, metrics: list[str], baseline: str = "independent",
-                       by: tuple[str, ...] = ("init", "n"), pair_on: str = "replicate", n_boot: int | None = None,
+                       by: tuple[str, ...] = ("init", "n"), pair_on: str = "replicate",
                        level: float = 0.95, min_replicates: int = MIN_REPLICATES,
                        margins: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per (by..., structure != baseline, metric): mean paired difference, paired t interval and verdict.
 
     df: one row per (by..., structure, pair_on) with the metric columns. Columns: replicates, mean_diff, sd_diff,
     ci_low, ci_high, margin (the metric's equivalence margin, NaN if none), method and verdict (`_verdict`).
-    n_boot: ignored (the interval is no longer a bootstrap); accepted so callers written for it keep working.
     """
     margins = EQUIVALENCE_MARGINS if margins is None else margins
     missing = [c for c in [*by, "structure", pair_on, *metrics] if c not in df.columns]
@@ -170,14 +169,14 @@ def score_summary(df: pd.DataFrame, metrics: list[str], by: tuple[str, ...] = ("
 
 
 def variant_agreement(variants: dict[str, pd.DataFrame], metrics: list[str], structure: str = "shared",
-                      baseline: str = "independent", n_boot: int | None = None,
+                      baseline: str = "independent",
                       min_replicates: int = MIN_REPLICATES) -> pd.DataFrame:
     """The paired difference `structure - baseline` under each variant of a protocol, on common cells only.
 
     variants: {label: table with columns init, n, replicate, structure, metrics...} (e.g. prefixes in the top
     K layers vs in every layer). Only the (init, n, replicate) cells that every variant recorded for both
     structures enter, so the variants are compared on the same training subsets and seeds. One row per
-    (variant, init, n, metric) with the columns of `paired_differences`. n_boot: ignored, as there.
+    (variant, init, n, metric) with the columns of `paired_differences`.
     """
     keys = ["init", "n", "replicate"]
     common = None

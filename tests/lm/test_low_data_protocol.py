@@ -192,12 +192,12 @@ def test_paired_differences_on_a_known_truth():
         rows += [{"init": "random", "n": 50, "replicate": r, "structure": "independent", "bleu": base, "test_nll": 2.0},
                  {"init": "random", "n": 50, "replicate": r, "structure": "shared", "bleu": base + 2.0,
                   "test_nll": 2.0 + rng.normal(0, 0.1)}]
-    p = paired_differences(pd.DataFrame(rows), ["bleu", "test_nll"], n_boot=500).set_index("metric")
+    p = paired_differences(pd.DataFrame(rows), ["bleu", "test_nll"]).set_index("metric")
     assert p.loc["bleu", "mean_diff"] == pytest.approx(2.0) and p.loc["bleu", "ci_low"] == pytest.approx(2.0)
     assert p.loc["bleu", "verdict"] == "shared better"
     assert p.loc["test_nll", "ci_low"] < 0 < p.loc["test_nll", "ci_high"]
     assert p.loc["test_nll", "verdict"] == "no clear difference"
-    p2 = paired_differences(pd.DataFrame(rows[:4]), ["bleu"], n_boot=100)
+    p2 = paired_differences(pd.DataFrame(rows[:4]), ["bleu"])
     assert p2.verdict.iloc[0].startswith("insufficient")
 
 
@@ -252,11 +252,11 @@ def test_two_replicates_give_no_interval():
     interval either: below 3 replicates both the paired difference and the score mean get none, and say so."""
     from scipy import stats
 
-    p = paired_differences(_scores(2), ["bleu"], n_boot=200)
+    p = paired_differences(_scores(2), ["bleu"])
     assert p[["ci_low", "ci_high"]].isna().all().all() and p.verdict.str.startswith("insufficient").all()
     text = format_difference(p.iloc[0])
     assert "insufficient" in text and "[" not in text
-    p3 = paired_differences(_scores(3), ["bleu"], n_boot=200)
+    p3 = paired_differences(_scores(3), ["bleu"])
     assert p3[["ci_low", "ci_high"]].notna().all().all() and "[" in format_difference(p3.iloc[0])
     assert np.isnan(mean_interval([1.0, 2.0])[1])
     mean, lo, hi = mean_interval([1.0, 2.0, 4.0])
@@ -299,7 +299,7 @@ def test_score_figures_are_linear_with_ticks_at_the_measured_n(width):
         fig.canvas.draw()
         assert fig.get_tightbbox(fig.canvas.get_renderer()).width <= width + 0.05
         plt.close(fig)
-        paired = paired_differences(d, ["bleu", "test_nll"], n_boot=200)
+        paired = paired_differences(d, ["bleu", "test_nll"])
         fig = low_data_paired_figure(paired, ["bleu", "test_nll"], title="paired", width=width)
         assert all(ax.get_yscale() == "linear" for ax in fig.axes)
         assert bool(fig.axes[0].containers) == (replicates >= 3)  # error bars only from >= 3 replicates

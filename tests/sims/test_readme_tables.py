@@ -91,7 +91,7 @@ def test_low_data_block_says_insufficient_below_three_replicates_and_sums_the_ch
     low = tmp_path / "lm" / "low_data"
     low.mkdir(parents=True)
     table.to_csv(low / "low_data_e2e.csv", index=False)
-    paired_differences(table, ["test_nll", "bleu"], n_boot=200).to_csv(low / "low_data_e2e_paired.csv", index=False)
+    paired_differences(table, ["test_nll", "bleu"]).to_csv(low / "low_data_e2e_paired.csv", index=False)
     pd.DataFrame({"wall_s": [1800.0, 3600.0], "cpu_s": [3600.0, 5400.0], "cpu_count": [2, 2],
                   "load_avg_end": ["[2.0, 1.0, 1.0]", "[3.5, 2.0, 1.0]"]}).to_csv(low / "low_data_e2e_chunks.csv", index=False)
     readme = tmp_path / "README.md"
@@ -115,8 +115,8 @@ def test_low_data_block_says_insufficient_below_three_replicates_and_sums_the_ch
     from reparam.lm.compare import variant_agreement
 
     every = table[table.n == 50].assign(test_nll=lambda d: d.test_nll + 0.3 * (d.structure == "shared"))
-    variant_agreement({"top 6 layers": table, "every layer": every}, ["test_nll", "bleu"],
-                      n_boot=200).to_csv(low / "low_data_e2e_variant.csv", index=False)
+    variant_agreement({"top 6 layers": table, "every layer": every}, ["test_nll", "bleu"]).to_csv(
+        low / "low_data_e2e_variant.csv", index=False)
     pd.DataFrame({"wall_s": [7200.0], "cpu_s": [9000.0], "cpu_count": [2],
                   "load_avg_end": ["[1.9, 1.0, 1.0]"]}).to_csv(low / "low_data_e2e_variant_chunks.csv", index=False)
     every.assign(top_layers=30).to_csv(low / "low_data_e2e_every_layer.csv", index=False)
@@ -148,8 +148,8 @@ def test_budget_check_block_sets_shared_against_both_budgets(tmp_path):
     larger = own.assign(test_nll=lambda d: d.test_nll - 0.3 * (d.structure == "independent"))
     low = tmp_path / "lm" / "low_data"
     low.mkdir(parents=True)
-    variant_agreement({"independent: 100 steps": own, "independent: 300 steps": larger}, ["test_nll", "bleu"],
-                      n_boot=200).to_csv(low / "low_data_e2e_budget_check.csv", index=False)
+    variant_agreement({"independent: 100 steps": own, "independent: 300 steps": larger}, ["test_nll", "bleu"]).to_csv(
+        low / "low_data_e2e_budget_check.csv", index=False)
     budget_diagnostics(pd.DataFrame(sel), 300).to_csv(low / "low_data_e2e_budget_check_lr.csv", index=False)
     readme = tmp_path / "README.md"
     readme.write_text("<!-- generated:low-data-budget-check -->\n<!-- /generated:low-data-budget-check -->\n")
