@@ -31,7 +31,7 @@ from reparam.app import as_dictconfig, hydra_main
 from reparam.console import say
 from reparam.lm import planted as pl
 from reparam.lm.runner import repo_path
-from reparam.provenance import write_provenance
+from reparam.provenance import note_kept, write_provenance
 from reparam.results import ResultLog, write_table
 from reparam.validation import DataError, status_on_input_error
 
@@ -57,13 +57,18 @@ def fit_all(cfg: DictConfig, settings: dict) -> None:
     base_cfg, pc, fc, sc, sid = (settings[k] for k in ("base", "planted", "fit", "study", "setting_id"))
     torch.set_num_threads(cfg.threads)
     run_dir = repo_path(cfg.run_dir)
+    ns = sorted(sc.ns)
+    left = {}
+    for r in sc.replicates:
+        done = _log(run_dir, r).completed_keys(FIT_KEY)
+        left[r] = [(n, s, g) for n in ns for s in pc.structures for g in pc.regimes if (sid, s, g, n, r) not in done]
+    total = len(sc.replicates) * len(ns) * len(pc.structures) * len(pc.regimes)
+    kept = total - sum(len(todo) for todo in left.values())
+    note_kept(run_dir, f"{kept} of {total} fits are kept in {run_dir}")  # said by an interrupt's line (reparam.app)
     base = pl.make_base(base_cfg)
     t_all = time.time()
-    ns = sorted(sc.ns)
     for r in sc.replicates:
-        log = _log(run_dir, r)
-        done = log.completed_keys(FIT_KEY)
-        todo = [(n, s, g) for n in ns for s in pc.structures for g in pc.regimes if (sid, s, g, n, r) not in done]
+        log, todo = _log(run_dir, r), left[r]
         if not todo:
             continue
         n_max = sc.sequences if sc.axis == "draws" else max(ns)
@@ -83,6 +88,8 @@ def fit_all(cfg: DictConfig, settings: dict) -> None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(state, path)
             log.extend([{**row, "setting_id": sid} for row in rows])  # all starts of a fit in one append
+            kept += 1
+            note_kept(run_dir, f"{kept} of {total} fits are kept in {run_dir}")
             if cfg.progress:
                 best = next(row for row in rows if row["selected"])
                 say(logger, f"[planted] r={r} n={n:4d} {structure:14s} {regime:5s} valid={best['valid']!s:5s} "
