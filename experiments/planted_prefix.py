@@ -18,6 +18,7 @@ processes) and a rerun only fits what is missing; the job log is <run_dir>/plant
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,35 @@ def _state_path(run_dir: Path, sid: str, r: int, structure: str, regime: str, n:
     return run_dir / "states" / sid / f"replicate_{r}" / f"{structure}_{regime}_n{n}.pt"
 
 
+def _state_key(sid: str, r: int, structure: str, regime: str, n: int) -> dict:
+    return {"setting_id": sid, "replicate": int(r), "structure": structure, "regime": regime, "n": int(n)}
+
+
+def _save_state(path: Path, key: dict, state: dict) -> None:
+    """The kept estimate of a fit, with the SHA-256 of its bytes and its fit's key (reparam.cache)."""
+    from reparam.cache import write_checked
+
+    why = write_checked(path, key, state)
+    if why:
+        say(logger, f"reparam: {why}: the next size starts from its random starts only", stream=sys.stderr)
+
+
+def _load_state(path: Path, key: dict, otherwise: str) -> dict | None:
+    """The kept estimate saved by _save_state when its bytes and key match its record, else None with one line
+    (`otherwise`: what the caller does without it); a damaged, replaced or unrecorded file is never loaded."""
+    from reparam.cache import read_checked
+
+    ok, state, why = read_checked(path, key)
+    if why:
+        say(logger, f"reparam: {why}: {otherwise}", stream=sys.stderr)
+    return state if ok else None
+
+
 def fit_all(cfg: DictConfig, settings: dict) -> None:
     """Fit every (replicate, n, structure, regime) of the configured study that its log does not hold yet.
 
-    With fit.warm_start the kept estimate of every fit is saved under <run_dir>/states/<setting>/ and the next
+    With fit.warm_start the kept estimate of every fit is saved under <run_dir>/states/<setting>/ (with the SHA-256 of
+    its bytes: a damaged state is never loaded, the next size then has its random starts only) and the next
     larger size of the same (replicate, structure, regime) starts from it too (a resumed run continues the chain;
     a size whose smaller neighbour has no saved estimate gets the random starts only)."""
     base_cfg, pc, fc, sc, sid = (settings[k] for k in ("base", "planted", "fit", "study", "setting_id"))
@@ -76,17 +102,18 @@ def fit_all(cfg: DictConfig, settings: dict) -> None:
         for n, structure, regime in todo:
             warm = None
             if fc.warm_start and ns.index(n) > 0:
-                prev = _state_path(run_dir, sid, r, structure, regime, ns[ns.index(n) - 1])
-                warm = torch.load(prev) if prev.is_file() else None
+                smaller = ns[ns.index(n) - 1]
+                warm = _load_state(_state_path(run_dir, sid, r, structure, regime, smaller),
+                                   _state_key(sid, r, structure, regime, smaller),
+                                   f"the fit at n={n} starts from its random starts only")
             if sc.axis == "draws":
                 rows, state = study.fit(structure, regime, sc.sequences, draws=n, warm=warm)
             else:
                 rows, state = study.fit(structure, regime, n, warm=warm)
             rows = [{**row, "n": int(n)} for row in rows]  # n: the study's size axis (sequences or draws)
             if fc.warm_start:
-                path = _state_path(run_dir, sid, r, structure, regime, n)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(state, path)
+                _save_state(_state_path(run_dir, sid, r, structure, regime, n), _state_key(sid, r, structure, regime, n),
+                            state)
             log.extend([{**row, "setting_id": sid} for row in rows])  # all starts of a fit in one append
             kept += 1
             note_kept(run_dir, f"{kept} of {total} fits are kept in {run_dir}")
@@ -128,21 +155,24 @@ def polish(cfg: DictConfig, settings: dict) -> None:
             kept = part.loc[part["train_nll"].astype(float).idxmin()]
             if bool(kept.get("converged", False)):
                 continue
-            path = _state_path(run_dir, sid, r, structure, regime, n)
+            path, key = _state_path(run_dir, sid, r, structure, regime, n), _state_key(sid, r, structure, regime, n)
             if not path.is_file():
+                continue
+            kept_state = _load_state(path, key, "this fit is not polished")
+            if kept_state is None:
                 continue
             if r not in studies:
                 studies[r] = pl.PlantedStudy(base, pc, fc, r, sc.sequences if sc.axis == "draws" else max(sc.ns))
             study = studies[r]
             seqs, draws = (sc.sequences, n) if sc.axis == "draws" else (n, None)
-            row, state = study.continue_fit(structure, regime, seqs, draws, torch.load(path), more,
+            row, state = study.continue_fit(structure, regime, seqs, draws, kept_state, more,
                                             start=int(part["start"].max()) + 1)
             row.update({"n": int(n), "iterations": int(kept["iterations"]) + row["iterations"],
                         "max_iter": int(kept["max_iter"]) + more.max_iter, "polished_from": int(kept["start"]),
                         "selected": False, "setting_id": sid})
             log.extend([row])
             if row["train_nll"] < float(kept["train_nll"]):
-                torch.save(state, path)
+                _save_state(path, key, state)
             if cfg.progress:
                 say(logger, f"[polish] r={r} n={n:4d} {structure:14s} {regime:5s} valid={row['valid']!s:5s} "
                             f"gap={row['rel_gap']:+.1e} it={row['iterations']:4d} |g|={row['grad_max']:.0e} "

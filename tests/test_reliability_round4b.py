@@ -116,6 +116,30 @@ def test_an_interrupted_planted_study_says_how_many_fits_are_kept(tmp_path, monk
     assert line.endswith("` resumes the run")
 
 
+def test_a_damaged_warm_start_state_is_never_loaded(tmp_path, capsys):
+    from reparam.experiments import planted_prefix
+    from reparam.lm import planted as pl
+    from reparam.results import ResultLog
+
+    def study(folder, ns):
+        cfg = planted_cfg(["study=smoke", f"study.ns={ns}", "study.replicates=[0]", "planted.structures=[independent]",
+                           "planted.regimes=[exact]", "fit.warm_start=true", f"run_dir={folder}", f"out_dir={folder}/f"])
+        planted_prefix.fit_all(cfg, pl.validate_study(cfg))
+        return {row["n"]: row for row in ResultLog(folder / "replicate_0.jsonl").rows() if row["start_kind"] == "warm"}
+
+    intact, damaged = tmp_path / "intact", tmp_path / "damaged"
+    for folder in (intact, damaged):
+        study(folder, "[4]")
+    (state,) = damaged.glob("states/*/replicate_0/independent_exact_n4.pt")
+    state.write_bytes(bytes(state.stat().st_size))  # zeroed, size unchanged: torch.load raised before the fix
+    capsys.readouterr()
+    assert 8 in study(intact, "[4,8]")  # the intact state is the warm start of the next size
+    assert "fails its checksum" not in capsys.readouterr().err
+    assert study(damaged, "[4,8]") == {}  # the damaged one is not loaded: random starts only
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "fails its checksum" in ln]
+    assert str(state) in line and line.endswith("the fit at n=8 starts from its random starts only")
+
+
 # ------------------------------------------------------------------ reparam check: provenance at the end
 
 def test_check_records_running_until_its_checks_end_and_failed_when_they_fail(tmp_path, monkeypatch):
@@ -176,6 +200,14 @@ def test_check_refuses_a_damaged_results_table_before_its_folder(tables, name, n
     (line,) = lines(run.stderr)
     assert line.startswith(f"error: {tables / name}") and needle in line, line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name,needle", [("foreign.csv", "lacks the columns"), ("binary.csv", "not a readable CSV")])
+def test_planted_prefix_refuses_a_damaged_check_table_in_one_line(tables, name, needle):
+    run = reparam(["planted-prefix", "mode=check", f"check_table={tables / name}"], timeout=120)
+    assert run.returncode == 2, run.stderr  # a UnicodeDecodeError traceback, or 'no recorded fits', before the fix
+    (line,) = lines(run.stderr)
+    assert line.startswith(f"error: {tables / name}") and needle in line, line
 
 
 def _minimax_inputs(folder: Path) -> Path:

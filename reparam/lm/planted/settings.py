@@ -12,6 +12,9 @@ from .inverse import PsiConfig
 from .model import BaseConfig
 from .truth import PlantedConfig
 
+#: the columns of a fits table (planted_fits.csv, check_table=) that the verdicts and figures read
+TABLE_LABELS = ["setting_id", "structure", "regime", "valid", "finite"]
+TABLE_NUMBERS = ["n", "replicate", "train_nll", "voronoi", "rel_dist", "kl"]
 SECTIONS = {"base": BaseConfig, "planted": PlantedConfig, "fit": LBFGSConfig, "study": StudyConfig,
             "inverse": PsiConfig}
 MODES = ("run", "draw", "check", "inverse", "polish")
@@ -102,6 +105,11 @@ def validate_study(cfg) -> dict:
     table = plain.get("check_table")
     if table is not None:
         require(repo_path(table).is_file(), "check_table", table, "an existing CSV written by this experiment")
+        from reparam.validation import read_csv_table
+
+        # read in full now: a damaged or foreign table is refused in one line before any work
+        read_csv_table(repo_path(table), TABLE_LABELS + TABLE_NUMBERS, "the planted study's verdicts and figures",
+                       numeric=TABLE_NUMBERS)
     out = {}
     for section, schema in SECTIONS.items():
         block = plain.get(section) or {}
