@@ -333,9 +333,8 @@ def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     """The inverse bound inside attention (reparam.lm.planted.inverse): query constancy per head, the attention
     witness on the constant-query base, psi(delta) per (base, structure, regime). Every case is cached under
     <run_dir>/inverse/ (a rerun computes what is missing; two processes may split `inverse.bases`); the tables,
-    the report and the figure are drawn from every cached case of this setting."""
-    import json
-
+    the report and the figure are drawn from every cached case of this setting; a cached case is used only when
+    its checksum matches (a damaged one is recomputed, with one line)."""
     from reparam.lm.planted import inverse as inv
     from reparam.lm.planted.headline import psi_figure
     from reparam.plots import save_figure
@@ -376,7 +375,7 @@ def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
         for structure in structures:
             for regime in ic.regimes:
                 path = run_dir / f"{name}__{structure}__{regime}.json"
-                if path.is_file():
+                if path.is_file() and _read_case(path, settings["setting_id"], "it is recomputed") is not None:
                     continue
                 truth = pl.plant_truth(b, pc.family(structure), pc, ic.replicate, kv_rms)
                 witness = None
@@ -387,12 +386,13 @@ def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
                                       replicate=ic.replicate)
                 for r in curve:
                     r["base"], r["seconds"] = name, time.time() - t0
-                path.write_text(json.dumps(curve))
+                _write_case(path, settings["setting_id"], curve)
                 if cfg.progress:
                     say(logger, f"[inverse] {name} {structure} {regime}: " + ", ".join(
                         f"psi({r['delta']:g})={r['psi']:.2e}" for r in curve) + f" ({time.time() - t0:.0f}s)")
     for path in sorted(cache.glob("replicate_*/*.json")):  # every truth replicate computed so far
-        rows += json.loads(path.read_text())
+        rows += _read_case(path, settings["setting_id"], "it is left out (rerun mode=inverse with its "
+                           "inverse.replicate to recompute it)") or []
     curves = pd.DataFrame(rows)
     verdicts = inv.psi_verdicts(curves, ic)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -427,6 +427,44 @@ def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     say(logger, "\n".join(lines))
     say(logger, "\n".join(wl))
     return verdicts
+
+
+def _case_digest(rows: list) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def _write_case(path: Path, sid: str, rows: list) -> None:
+    """One cached case of mode=inverse: its rows with their setting and the SHA-256 of their text (atomic)."""
+    import json
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"setting_id": sid, "sha256": _case_digest(rows), "rows": rows}))
+    os.replace(tmp, path)
+
+
+def _read_case(path: Path, sid: str, otherwise: str) -> list | None:
+    """The rows of a cached case written by _write_case for setting `sid` whose digest matches, else None with one
+    line (`otherwise`: what happens to the case): a damaged, foreign or unrecorded file is never used."""
+    import json
+
+    try:
+        case = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        case = None
+    if not isinstance(case, dict) or not isinstance(case.get("rows"), list):
+        why = "is not a checked case of this study (damaged, or written without its checksum)"
+    elif case.get("setting_id") != sid:
+        why = f"was computed under another setting ({case.get('setting_id')})"
+    elif case.get("sha256") != _case_digest(case["rows"]):
+        why = "fails its checksum (damaged or edited)"
+    else:
+        return case["rows"]
+    say(logger, f"reparam: the cached case {path} {why}: {otherwise}", stream=sys.stderr)
+    return None
 
 
 def pl_fixed(base, kv):

@@ -140,6 +140,36 @@ def test_a_damaged_warm_start_state_is_never_loaded(tmp_path, capsys):
     assert str(state) in line and line.endswith("the fit at n=8 starts from its random starts only")
 
 
+def same_rows(case, other):
+    """The rows of two cached inverse cases agree except their wall times (NaN where both are NaN)."""
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(pd.DataFrame(case["rows"]).drop(columns="seconds"),
+                                  pd.DataFrame(other["rows"]).drop(columns="seconds"))
+
+
+def test_a_damaged_inverse_case_is_recomputed_not_drawn(tmp_path, capsys):
+    from reparam.experiments import planted_prefix
+
+    cfg = planted_cfg(["study=smoke", f"run_dir={tmp_path}/runs", f"out_dir={tmp_path}/fig", "mode=inverse",
+                       "inverse.deltas=[3.0,0.1]", "inverse.max_iter=3", "inverse.sequences=4",
+                       "inverse.random_starts=0", "inverse.structures=[independent]", "inverse.regimes=[over]",
+                       "base.d_model=32", "base.vocab=48", "progress=false"])
+    assert planted_prefix.run(cfg) == 0
+    (case,) = (tmp_path / "runs" / "inverse").rglob("constant_query__*.json")  # its psi are finite
+    good = json.loads(case.read_text())
+    damaged = dict(good, rows=[dict(row, psi=row["psi"] + 1.0) for row in good["rows"]])  # an edited value
+    case.write_text(json.dumps(damaged))
+    capsys.readouterr()
+    assert planted_prefix.run(cfg) == 0  # before: the edited psi was drawn into the tables as computed
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "fails its checksum" in ln]
+    assert str(case) in line and line.endswith("it is recomputed")
+    same_rows(json.loads(case.read_text()), good)  # recomputed: the rows of the first run
+    case.write_bytes(b"\x00" * 64)  # zeroed
+    assert planted_prefix.run(cfg) == 0
+    same_rows(json.loads(case.read_text()), good)
+
+
 # ------------------------------------------------------------------ reparam check: provenance at the end
 
 def test_check_records_running_until_its_checks_end_and_failed_when_they_fail(tmp_path, monkeypatch):
