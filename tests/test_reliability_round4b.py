@@ -274,3 +274,18 @@ def test_figures_refuses_a_damaged_table_in_one_line(tables, where):
     (line,) = lines(run.stderr)
     assert line.startswith(f"error: {folder / where}"), line
     assert not list(folder.glob("*.png"))
+
+
+def test_readme_tables_refuses_an_unreadable_table_in_one_line(tmp_path):
+    figures = tmp_path / "figures"
+    for name in ("results.csv", "summary.csv"):
+        (figures / name).parent.mkdir(parents=True, exist_ok=True)
+        (figures / name).write_bytes((FIGURES / name).read_bytes())
+    (figures / "sensitivity.csv").write_bytes(b"\xff\xfe\x00")
+    page = tmp_path / "page.md"
+    page.write_text("<!-- generated:sensitivity -->\nold\n<!-- /generated:sensitivity -->\n")
+    run = reparam(["readme-tables", f"figures={figures}", f"readme={page}"], timeout=120)
+    assert run.returncode == 2, run.stderr  # a UnicodeDecodeError traceback before the fix
+    (line,) = lines(run.stderr)
+    assert line.startswith(f"error: {figures / 'sensitivity.csv'} is not a readable CSV table"), line
+    assert "old" in page.read_text()
