@@ -132,8 +132,6 @@ def polish(cfg: DictConfig, settings: dict) -> None:
     import dataclasses
 
     base_cfg, pc, fc, sc, sid = (settings[k] for k in ("base", "planted", "fit", "study", "setting_id"))
-    if not fc.warm_start:
-        raise DataError("mode=polish needs the kept estimates saved by fit.warm_start=true")
     torch.set_num_threads(cfg.threads)
     run_dir = repo_path(cfg.run_dir)
     base = pl.make_base(base_cfg)

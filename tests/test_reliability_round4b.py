@@ -65,7 +65,8 @@ def test_the_documented_planted_studies_pass_the_size_preflight(study, mode):
     from reparam.lm.planted import validate_study
     from reparam.lm.planted.settings import resource_estimate
 
-    settings = validate_study(planted_cfg([f"study={study}", f"mode={mode}"]))
+    polish = ["fit.warm_start=true"] if mode == "polish" else []  # polish continues the kept estimates
+    settings = validate_study(planted_cfg([f"study={study}", f"mode={mode}", *polish]))
     estimate = resource_estimate(settings, mode)
     assert estimate["memory_bytes"] < 2 ** 30 and estimate["seconds"] < 3600  # MiB and minutes, not the limits
 
@@ -289,3 +290,12 @@ def test_readme_tables_refuses_an_unreadable_table_in_one_line(tmp_path):
     (line,) = lines(run.stderr)
     assert line.startswith(f"error: {figures / 'sensitivity.csv'} is not a readable CSV table"), line
     assert "old" in page.read_text()
+
+
+def test_planted_polish_without_kept_estimates_is_refused_before_its_folder(tmp_path):
+    run = reparam(["planted-prefix", "study=smoke", "mode=polish", f"run_dir={tmp_path}/run",
+                   f"out_dir={tmp_path}/out"], timeout=120)
+    assert run.returncode == 2, run.stderr
+    (line,) = lines(run.stderr)
+    assert line.startswith("config error: mode=polish is invalid with fit.warm_start=false"), line
+    assert not (tmp_path / "run").exists()  # Hydra made the run folder before the check, in run()

@@ -129,6 +129,9 @@ def validate_study(cfg) -> dict:
     if sc.axis == "draws" and max(sc.ns) > out["planted"].draws:
         raise ConfigError(f"study.ns={sc.ns} is invalid with study.axis=draws: the largest must be <= planted.draws="
                           f"{out['planted'].draws} (the sizes are the first n draws of every position)")
+    if plain.get("mode") == "polish" and not out["fit"].warm_start:
+        raise ConfigError("mode=polish is invalid with fit.warm_start=false: it continues the kept estimates that "
+                          "fit.warm_start=true saves (pass the settings of the recorded run)")
     check_size(out, plain.get("mode", "run"), plain.get("allow_large", False))
     out["setting_id"] = setting_id(out["base"], out["planted"], out["fit"], sc)
     return out
