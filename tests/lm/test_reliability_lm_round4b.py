@@ -48,6 +48,33 @@ def test_an_interrupted_low_data_chunk_says_how_many_runs_are_kept(tmp_path, mon
     assert line.endswith("` resumes the run")
 
 
+@needs_data
+def test_an_interrupted_per_cell_chunk_says_how_many_cells_are_kept(tmp_path, monkeypatch):
+    from reparam import provenance
+    from reparam.app import interrupt_line
+    from reparam.lm.low_data import protocol
+
+    from .test_low_data_tuned import _cfg
+
+    monkeypatch.setattr(provenance, "_KEPT", {})
+    run_cell, calls = protocol.run_cell, []
+
+    def cell_then_interrupt(*args, **kwargs):
+        calls.append(args)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return run_cell(*args, **kwargs)
+
+    monkeypatch.setattr(protocol, "run_cell", cell_then_interrupt)
+    cfg = _cfg(["setting=smoke", f"run_dir={tmp_path}/runs", f"out_dir={tmp_path}/fig", "low_data.datasets=[e2e]",
+                "low_data.structures=[independent]", "low_data.lr_grid.independent=[0.01]", "low_data.metrics=[bleu]"])
+    with pytest.raises(KeyboardInterrupt):
+        protocol.train_stage(cfg)
+    results = tmp_path / "runs" / "low_data" / "results.jsonl"
+    line = interrupt_line()
+    assert line.startswith(f"interrupted: 1 of 2 cells are kept in {results}; `"), line
+
+
 # ------------------------------------------------------------------ the SmolLM2 GGUF file
 
 @pytest.fixture
