@@ -18,6 +18,7 @@ processes) and a rerun only fits what is missing; the job log is <run_dir>/plant
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from reparam.app import as_dictconfig, hydra_main
 from reparam.console import say
 from reparam.lm import planted as pl
 from reparam.lm.runner import repo_path
-from reparam.provenance import write_provenance
+from reparam.provenance import note_kept, write_provenance
 from reparam.results import ResultLog, write_table
 from reparam.validation import DataError, status_on_input_error
 
@@ -48,22 +49,52 @@ def _state_path(run_dir: Path, sid: str, r: int, structure: str, regime: str, n:
     return run_dir / "states" / sid / f"replicate_{r}" / f"{structure}_{regime}_n{n}.pt"
 
 
+def _state_key(sid: str, r: int, structure: str, regime: str, n: int) -> dict:
+    return {"setting_id": sid, "replicate": int(r), "structure": structure, "regime": regime, "n": int(n)}
+
+
+def _save_state(path: Path, key: dict, state: dict) -> None:
+    """The kept estimate of a fit, with the SHA-256 of its bytes and its fit's key (reparam.cache)."""
+    from reparam.cache import write_checked
+
+    why = write_checked(path, key, state)
+    if why:
+        say(logger, f"reparam: {why}: the next size starts from its random starts only", stream=sys.stderr)
+
+
+def _load_state(path: Path, key: dict, otherwise: str) -> dict | None:
+    """The kept estimate saved by _save_state when its bytes and key match its record, else None with one line
+    (`otherwise`: what the caller does without it); a damaged, replaced or unrecorded file is never loaded."""
+    from reparam.cache import read_checked
+
+    ok, state, why = read_checked(path, key)
+    if why:
+        say(logger, f"reparam: {why}: {otherwise}", stream=sys.stderr)
+    return state if ok else None
+
+
 def fit_all(cfg: DictConfig, settings: dict) -> None:
     """Fit every (replicate, n, structure, regime) of the configured study that its log does not hold yet.
 
-    With fit.warm_start the kept estimate of every fit is saved under <run_dir>/states/<setting>/ and the next
+    With fit.warm_start the kept estimate of every fit is saved under <run_dir>/states/<setting>/ (with the SHA-256 of
+    its bytes: a damaged state is never loaded, the next size then has its random starts only) and the next
     larger size of the same (replicate, structure, regime) starts from it too (a resumed run continues the chain;
     a size whose smaller neighbour has no saved estimate gets the random starts only)."""
     base_cfg, pc, fc, sc, sid = (settings[k] for k in ("base", "planted", "fit", "study", "setting_id"))
     torch.set_num_threads(cfg.threads)
     run_dir = repo_path(cfg.run_dir)
+    ns = sorted(sc.ns)
+    left = {}
+    for r in sc.replicates:
+        done = _log(run_dir, r).completed_keys(FIT_KEY)
+        left[r] = [(n, s, g) for n in ns for s in pc.structures for g in pc.regimes if (sid, s, g, n, r) not in done]
+    total = len(sc.replicates) * len(ns) * len(pc.structures) * len(pc.regimes)
+    kept = total - sum(len(todo) for todo in left.values())
+    note_kept(run_dir, f"{kept} of {total} fits are kept in {run_dir}")  # said by an interrupt's line (reparam.app)
     base = pl.make_base(base_cfg)
     t_all = time.time()
-    ns = sorted(sc.ns)
     for r in sc.replicates:
-        log = _log(run_dir, r)
-        done = log.completed_keys(FIT_KEY)
-        todo = [(n, s, g) for n in ns for s in pc.structures for g in pc.regimes if (sid, s, g, n, r) not in done]
+        log, todo = _log(run_dir, r), left[r]
         if not todo:
             continue
         n_max = sc.sequences if sc.axis == "draws" else max(ns)
@@ -71,18 +102,21 @@ def fit_all(cfg: DictConfig, settings: dict) -> None:
         for n, structure, regime in todo:
             warm = None
             if fc.warm_start and ns.index(n) > 0:
-                prev = _state_path(run_dir, sid, r, structure, regime, ns[ns.index(n) - 1])
-                warm = torch.load(prev) if prev.is_file() else None
+                smaller = ns[ns.index(n) - 1]
+                warm = _load_state(_state_path(run_dir, sid, r, structure, regime, smaller),
+                                   _state_key(sid, r, structure, regime, smaller),
+                                   f"the fit at n={n} starts from its random starts only")
             if sc.axis == "draws":
                 rows, state = study.fit(structure, regime, sc.sequences, draws=n, warm=warm)
             else:
                 rows, state = study.fit(structure, regime, n, warm=warm)
             rows = [{**row, "n": int(n)} for row in rows]  # n: the study's size axis (sequences or draws)
             if fc.warm_start:
-                path = _state_path(run_dir, sid, r, structure, regime, n)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(state, path)
+                _save_state(_state_path(run_dir, sid, r, structure, regime, n), _state_key(sid, r, structure, regime, n),
+                            state)
             log.extend([{**row, "setting_id": sid} for row in rows])  # all starts of a fit in one append
+            kept += 1
+            note_kept(run_dir, f"{kept} of {total} fits are kept in {run_dir}")
             if cfg.progress:
                 best = next(row for row in rows if row["selected"])
                 say(logger, f"[planted] r={r} n={n:4d} {structure:14s} {regime:5s} valid={best['valid']!s:5s} "
@@ -98,8 +132,6 @@ def polish(cfg: DictConfig, settings: dict) -> None:
     import dataclasses
 
     base_cfg, pc, fc, sc, sid = (settings[k] for k in ("base", "planted", "fit", "study", "setting_id"))
-    if not fc.warm_start:
-        raise DataError("mode=polish needs the kept estimates saved by fit.warm_start=true")
     torch.set_num_threads(cfg.threads)
     run_dir = repo_path(cfg.run_dir)
     base = pl.make_base(base_cfg)
@@ -121,21 +153,24 @@ def polish(cfg: DictConfig, settings: dict) -> None:
             kept = part.loc[part["train_nll"].astype(float).idxmin()]
             if bool(kept.get("converged", False)):
                 continue
-            path = _state_path(run_dir, sid, r, structure, regime, n)
+            path, key = _state_path(run_dir, sid, r, structure, regime, n), _state_key(sid, r, structure, regime, n)
             if not path.is_file():
+                continue
+            kept_state = _load_state(path, key, "this fit is not polished")
+            if kept_state is None:
                 continue
             if r not in studies:
                 studies[r] = pl.PlantedStudy(base, pc, fc, r, sc.sequences if sc.axis == "draws" else max(sc.ns))
             study = studies[r]
             seqs, draws = (sc.sequences, n) if sc.axis == "draws" else (n, None)
-            row, state = study.continue_fit(structure, regime, seqs, draws, torch.load(path), more,
+            row, state = study.continue_fit(structure, regime, seqs, draws, kept_state, more,
                                             start=int(part["start"].max()) + 1)
             row.update({"n": int(n), "iterations": int(kept["iterations"]) + row["iterations"],
                         "max_iter": int(kept["max_iter"]) + more.max_iter, "polished_from": int(kept["start"]),
                         "selected": False, "setting_id": sid})
             log.extend([row])
             if row["train_nll"] < float(kept["train_nll"]):
-                torch.save(state, path)
+                _save_state(path, key, state)
             if cfg.progress:
                 say(logger, f"[polish] r={r} n={n:4d} {structure:14s} {regime:5s} valid={row['valid']!s:5s} "
                             f"gap={row['rel_gap']:+.1e} it={row['iterations']:4d} |g|={row['grad_max']:.0e} "
@@ -296,9 +331,8 @@ def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     """The inverse bound inside attention (reparam.lm.planted.inverse): query constancy per head, the attention
     witness on the constant-query base, psi(delta) per (base, structure, regime). Every case is cached under
     <run_dir>/inverse/ (a rerun computes what is missing; two processes may split `inverse.bases`); the tables,
-    the report and the figure are drawn from every cached case of this setting."""
-    import json
-
+    the report and the figure are drawn from every cached case of this setting; a cached case is used only when
+    its checksum matches (a damaged one is recomputed, with one line)."""
     from reparam.lm.planted import inverse as inv
     from reparam.lm.planted.headline import psi_figure
     from reparam.plots import save_figure
@@ -339,7 +373,7 @@ def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
         for structure in structures:
             for regime in ic.regimes:
                 path = run_dir / f"{name}__{structure}__{regime}.json"
-                if path.is_file():
+                if path.is_file() and _read_case(path, settings["setting_id"], "it is recomputed") is not None:
                     continue
                 truth = pl.plant_truth(b, pc.family(structure), pc, ic.replicate, kv_rms)
                 witness = None
@@ -350,12 +384,13 @@ def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
                                       replicate=ic.replicate)
                 for r in curve:
                     r["base"], r["seconds"] = name, time.time() - t0
-                path.write_text(json.dumps(curve))
+                _write_case(path, settings["setting_id"], curve)
                 if cfg.progress:
                     say(logger, f"[inverse] {name} {structure} {regime}: " + ", ".join(
                         f"psi({r['delta']:g})={r['psi']:.2e}" for r in curve) + f" ({time.time() - t0:.0f}s)")
     for path in sorted(cache.glob("replicate_*/*.json")):  # every truth replicate computed so far
-        rows += json.loads(path.read_text())
+        rows += _read_case(path, settings["setting_id"], "it is left out (rerun mode=inverse with its "
+                           "inverse.replicate to recompute it)") or []
     curves = pd.DataFrame(rows)
     verdicts = inv.psi_verdicts(curves, ic)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -390,6 +425,44 @@ def inverse(cfg: DictConfig, settings: dict) -> pd.DataFrame:
     say(logger, "\n".join(lines))
     say(logger, "\n".join(wl))
     return verdicts
+
+
+def _case_digest(rows: list) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def _write_case(path: Path, sid: str, rows: list) -> None:
+    """One cached case of mode=inverse: its rows with their setting and the SHA-256 of their text (atomic)."""
+    import json
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"setting_id": sid, "sha256": _case_digest(rows), "rows": rows}))
+    os.replace(tmp, path)
+
+
+def _read_case(path: Path, sid: str, otherwise: str) -> list | None:
+    """The rows of a cached case written by _write_case for setting `sid` whose digest matches, else None with one
+    line (`otherwise`: what happens to the case): a damaged, foreign or unrecorded file is never used."""
+    import json
+
+    try:
+        case = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        case = None
+    if not isinstance(case, dict) or not isinstance(case.get("rows"), list):
+        why = "is not a checked case of this study (damaged, or written without its checksum)"
+    elif case.get("setting_id") != sid:
+        why = f"was computed under another setting ({case.get('setting_id')})"
+    elif case.get("sha256") != _case_digest(case["rows"]):
+        why = "fails its checksum (damaged or edited)"
+    else:
+        return case["rows"]
+    say(logger, f"reparam: the cached case {path} {why}: {otherwise}", stream=sys.stderr)
+    return None
 
 
 def pl_fixed(base, kv):

@@ -146,9 +146,9 @@ def resume_command(folders: list[str]) -> str:
 def interrupt_line() -> str:
     """The one line of an interrupted run: what it kept (each open run folder's note, reparam.provenance.note_kept)
     and the command that resumes it."""
-    from .provenance import open_folders
+    from .provenance import noted_folders, open_folders
 
-    opened = open_folders(completed=True)
+    opened = open_folders(completed=True) + noted_folders()
     if not opened:  # an app that keeps no provenance record of its own: its result logs are what it wrote
         return f"interrupted: the results written so far are kept; `{resume_command([])}` resumes the run"
     kept = "; ".join(note or f"what {folder} holds is kept" for folder, note in opened)

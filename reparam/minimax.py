@@ -699,16 +699,32 @@ INPUTS = {
 }
 
 
+#: the columns of each input that the bound reads (a damaged or foreign table is refused before any work)
+INPUT_COLUMNS = {
+    "psi": ["structure", "regime", "latent_dim", "delta", "psi"],
+    "results": ["structure", "regime", "n", "valid", "voronoi_prefix"],
+    "planted_psi": ["base", "structure", "regime", "replicate", "delta", "psi"],
+    "planted_fits": ["structure", "regime", "n", "selected", "valid", "rel_dist"],
+}
+
+
+LABELS = ("structure", "regime", "base", "valid", "selected")  # the columns of INPUT_COLUMNS that are not numbers
+
+
 def read_inputs(figures_dir) -> dict[str, pd.DataFrame]:
-    """The committed tables of INPUTS under `figures_dir` (DataError naming the first one missing)."""
+    """The committed tables of INPUTS under `figures_dir` (DataError naming the first one missing, unreadable or
+    lacking a column the bound reads)."""
     from pathlib import Path
+
+    from .validation import read_csv_table
 
     tables = {}
     for name, rel in INPUTS.items():
         path = Path(figures_dir) / rel
         if not path.is_file():
             raise DataError(f"figures={str(figures_dir)!r} lacks {rel} (the minimax bound reads it)")
-        tables[name] = pd.read_csv(path)
+        columns = INPUT_COLUMNS[name]
+        tables[name] = read_csv_table(path, columns, "the minimax bound", numeric=[c for c in columns if c not in LABELS])
     return tables
 
 

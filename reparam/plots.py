@@ -21,7 +21,6 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .validation import DataError  # noqa: E402
 
 COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper
 TEXT_WIDTH = 7.0  # inches: the full text width
@@ -838,30 +837,25 @@ def scaling_figure(df: pd.DataFrame):
 RESULT_COLUMNS = ["structure", "regime", "n", "replicate", "truth", "voronoi_prefix"]
 SUMMARY_COLUMNS = ["structure", "regime", "error", "slope", "slope_lo", "slope_hi", "prediction", "predicted"]
 ROBUSTNESS_COLUMNS = ["structure", "regime", "error", "truth", "slope"]
+INVERSE_BOUND_COLUMNS = ["structure", "regime", "latent_dim", "delta", "psi"]
 
 
 def read_table(path: Path, columns: list[str], **kwargs) -> pd.DataFrame:
     """A CSV that must exist, parse and hold `columns`; DataError naming the file otherwise."""
-    if not path.is_file():
-        raise DataError(f"{path} is missing (run `reparam canonical`, or point dir= at a run folder)")
-    try:
-        table = pd.read_csv(path, **kwargs)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
-        raise DataError(f"{path} is not a readable CSV table ({str(err).splitlines()[0]})") from None
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise DataError(f"{path} lacks the columns {missing} that the figures need (is it a study table?)")
-    return table
+    from .validation import read_csv_table
+
+    return read_csv_table(path, columns, "the figures", "run `reparam canonical`, or point dir= at a run folder",
+                          **kwargs)
 
 
 def read_tables(directory: Path) -> dict[str, pd.DataFrame]:
     """Every table of `directory` that a figure is drawn from (DataError naming a file that cannot be drawn)."""
-    tables = {"results": read_table(directory / "results.csv", RESULT_COLUMNS),
+    tables = {"results": read_table(directory / "results.csv", RESULT_COLUMNS, numeric=["n", "replicate", "voronoi_prefix"]),
               "summary": read_table(directory / "summary.csv", SUMMARY_COLUMNS, keep_default_na=False,
                                     na_values=[""])}
     tables["summary"]["prediction"] = tables["summary"]["prediction"].fillna("")
     if (directory / "inverse-bound" / "inverse_bound.csv").exists():  # written by `reparam check names=[inverse-bound]`
-        tables["inverse_bound"] = pd.read_csv(directory / "inverse-bound" / "inverse_bound.csv")
+        tables["inverse_bound"] = read_table(directory / "inverse-bound" / "inverse_bound.csv", INVERSE_BOUND_COLUMNS)
     if (directory / "robustness.csv").exists():
         tables["robustness"] = read_table(directory / "robustness.csv", ROBUSTNESS_COLUMNS)
     ratio = directory / "inverse-ratio"  # written by `reparam check names=[inverse-ratio]`

@@ -193,6 +193,13 @@ def note_kept(folder: str | os.PathLike, text: str) -> None:
     _KEPT[os.path.realpath(folder)] = text
 
 
+def noted_folders() -> list[tuple[str, str]]:
+    """(folder, what is kept there) of every folder with a note (note_kept) whose record this process did not open:
+    the result logs of a run that keeps no record of its own while it works (low-data's training, planted-prefix's
+    fits), or a log outside the run folder."""
+    return [(key, text) for key, text in _KEPT.items() if key not in _OPEN]
+
+
 def open_folders(completed: bool = False) -> list[tuple[str, str | None]]:
     """(folder, what is kept there or None) of every folder whose record this process opened and has not ended;
     with `completed`, also those whose record it completed (an app that writes its provenance before its last

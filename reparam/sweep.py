@@ -374,8 +374,7 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(int(threads))
 
 
-#: Refuse a study estimated to take longer than this (pass allow_large to run it anyway).
-TIME_LIMIT_SECONDS = 24 * 3600
+from .validation import TIME_LIMIT_SECONDS  # noqa: E402  (refuse a study estimated to take longer; allow_large)
 
 
 def estimate_resources(plan: StudyPlan, allow_large: bool = False) -> dict:

@@ -277,12 +277,46 @@ def check_memory(field: str, value: Any, need_bytes: float, allow_flag: str, all
                           f"of memory, {human_bytes(have)} available; lower it, or pass {allow_flag} to proceed anyway")
 
 
+#: Refuse a study estimated to take longer than this (pass allow_large=true to run it anyway).
+TIME_LIMIT_SECONDS = 24 * 3600
+
+
 def check_time(field: str, value: Any, seconds: float, limit_seconds: float, allow_flag: str,
                allow: bool = False) -> None:
     """Refuse (ConfigError) when the estimated wall time exceeds `limit_seconds`, unless `allow`."""
     if seconds > limit_seconds and not allow:
         raise ConfigError(f"{field}={value!r} is too large: estimated to need about {seconds / 3600:.3g} hours "
                           f"(limit {limit_seconds / 3600:g} h); lower it, or pass {allow_flag} to proceed anyway")
+
+
+# ------------------------------------------------------------------------------------------ input tables
+
+def read_csv_table(path: str | os.PathLike, columns: Iterable[str], needed_by: str, missing: str = "",
+                   numeric: Iterable[str] = (), **kwargs):
+    """The CSV table at `path` (pandas.read_csv's `kwargs`), read in full before any work uses it: DataError in one
+    line naming the file when it is missing (`missing`: how to make it), does not parse (binary, damaged quoting),
+    lacks one of `columns` (`needed_by`: what reads them, e.g. 'the figures') or holds a value that is not a number
+    in one of the `numeric` columns (naming the column and the line)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is missing" + (f" ({missing})" if missing else ""))
+    try:
+        table = pd.read_csv(path, **kwargs)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:  # EmptyDataError is a ValueError
+        raise DataError(f"{path} is not a readable CSV table ({str(err).splitlines()[0]})") from None
+    lacking = [c for c in columns if c not in table.columns]
+    if lacking:
+        raise DataError(f"{path} lacks the columns {lacking}, read from it by {needed_by} (is it the right table?)")
+    for column in numeric:
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = values.isna() & table[column].notna()
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise DataError(f"{path} line {row + 2}: {column}={table[column].iloc[row]!r} is not a number (a damaged "
+                            f"table? {needed_by} read {column} as numbers)")
+    return table
 
 
 # ------------------------------------------------------------------------------------------ fingerprints

@@ -32,7 +32,7 @@ from reparam.plots import inverse_bound_figure, inverse_ratio_figure, save_figur
 from reparam.sweep import check_resources, read_study_log, run_plan, set_threads, write_results
 from reparam.provenance import write_provenance
 from reparam.validation import (ConfigError, check_added_keys, check_int, check_list, check_output_dir,
-                                check_output_file, check_unknown_keys)
+                                check_output_file, check_unknown_keys, read_csv_table)
 from reparam.results import write_table, write_text
 from reparam.runfolder import open_run_folder, release
 
@@ -116,6 +116,10 @@ def prepare(cfg: Any) -> Optional[Prepared]:
         raise ConfigError(f"log={str(cfg.log)!r} is invalid: its directory must exist")
     if cfg.results is not None and not Path(str(cfg.results)).is_file():
         raise ConfigError(f"results={str(cfg.results)!r} is invalid: must be a results.csv file")
+    if cfg.results is not None:  # read in full now: a damaged or foreign table is refused before any folder
+        numbers = sorted({"n", "seed"} | {c for n in names for c in _table_errors(CHECKS[n])})
+        read_csv_table(str(cfg.results), ["structure", "regime", "valid"] + numbers, "the checks' summaries",
+                       numeric=numbers)
     out = Path(str(cfg.out))
     log = Path(str(cfg.log)) if cfg.log is not None else out / "results.jsonl"
     check_output_dir("out", out)
@@ -132,6 +136,11 @@ def prepare(cfg: Any) -> Optional[Prepared]:
             check_resources(check.plan(), bool(cfg.allow_large))
         checks[name] = check
     return Prepared(names=names, checks=checks, out=out, log=log)
+
+
+def _table_errors(check: Check) -> list[str]:
+    """The columns of a results table that `check`'s errors are read from (inverse_ratio is derived from two)."""
+    return [c for e in check.errors for c in (["voronoi_prefix", "l2_error"] if e == "inverse_ratio" else [e])]
 
 
 def validate_cfg(cfg: Any) -> None:
@@ -193,7 +202,6 @@ def run(cfg: Any) -> int:
 
 def _run_checks(cfg: Any, prepared: Prepared, names: list[str], out: Path, log: Path, results_csv: Path | None) -> int:
     sections, verdicts = [], {}
-    write_provenance(out)  # every check writes its outputs under OUT
     for name in names:
         check = prepared.checks[name]
         tic = time.perf_counter()
@@ -243,6 +251,7 @@ def _run_checks(cfg: Any, prepared: Prepared, names: list[str], out: Path, log: 
         say(logger, f"report: {out / 'report.md'}")
     else:
         say(logger, f"report: {out / names[0] / 'report.md'}")
+    write_provenance(out)  # at the end: the record says 'running' until every check has written its outputs
     return 0
 
 

@@ -585,8 +585,15 @@ def planted_answer(slopes: pd.DataFrame, to_target: pd.DataFrame) -> str:
     return text + "."
 
 
+def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    """A committed table, read in full (a binary or unparsable file: DataError in one line naming it)."""
+    from reparam.validation import read_csv_table
+
+    return read_csv_table(path, [], "the generated blocks", **kwargs)
+
+
 def _read_summary(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    df = _read_csv(path, keep_default_na=False, na_values=[""])
     df["prediction"] = df["prediction"].fillna("")
     return df
 
@@ -596,7 +603,7 @@ def tables(figures: Path) -> dict[str, str]:
     out = {}
     if (figures / "summary.csv").is_file() and (figures / "results.csv").is_file():
         summary = _read_summary(figures / "summary.csv")
-        results = pd.read_csv(figures / "results.csv")
+        results = _read_csv(figures / "results.csv")
         out["canonical-summary"] = summary_table(summary)
         out["canonical-largest-n"] = largest_n_table(summary, results)
         out["answer-convergence"] = convergence_answer(summary, results)
@@ -604,46 +611,46 @@ def tables(figures: Path) -> dict[str, str]:
         out["answer-checks"] = checks_answer((figures / "checks_report.md").read_text(encoding="utf-8"))
     head_like = sorted((figures / "head_like").glob("d*/summary.csv"), key=lambda p: int(p.parent.name[1:]))
     if head_like and (figures / "summary.csv").is_file() and (figures / "results.csv").is_file():
-        studies = [(pd.read_csv(figures / "results.csv"), _read_summary(figures / "summary.csv"))]
-        studies += [(pd.read_csv(p.with_name("results.csv")), _read_summary(p)) for p in head_like]
+        studies = [(_read_csv(figures / "results.csv"), _read_summary(figures / "summary.csv"))]
+        studies += [(_read_csv(p.with_name("results.csv")), _read_summary(p)) for p in head_like]
         out["head-like-separation"], out["head-like-verdicts"] = dimension_tables(studies)
         out["answer-head-like"] = head_like_answer(studies[1:])
     large = figures / "robustness_large_n" / "results.csv"
     if large.is_file():
         original = figures / "robustness.csv"
-        out["robustness-large-n"] = large_n_table(pd.read_csv(large),
-                                                  pd.read_csv(original) if original.is_file() else None)
+        out["robustness-large-n"] = large_n_table(_read_csv(large),
+                                                  _read_csv(original) if original.is_file() else None)
     if (figures / "sensitivity.csv").is_file():
-        out["sensitivity"] = sensitivity_table(pd.read_csv(figures / "sensitivity.csv"))
+        out["sensitivity"] = sensitivity_table(_read_csv(figures / "sensitivity.csv"))
     if (figures / "inverse-ratio" / "summary.csv").is_file():
         ratio = _read_summary(figures / "inverse-ratio" / "summary.csv")
         out["inverse-ratio"] = inverse_ratio_table(ratio)
         bound = figures / "inverse-bound" / "inverse_bound_summary.csv"
         if bound.is_file():
-            out["answer-identifiability"] = identifiability_answer(pd.read_csv(bound), ratio)
+            out["answer-identifiability"] = identifiability_answer(_read_csv(bound), ratio)
     if (figures / "robustness_summary.csv").is_file():
         dist = _read_summary(figures / "robustness_summary.csv")
         out["robustness"] = robustness_table(dist)
         out["answer-robustness"] = robustness_answer(dist, out.get("robustness-large-n"))
     low = figures / "lm" / "low_data"
     if (low / "low_data_e2e_paired.csv").is_file() and (low / "low_data_e2e.csv").is_file():
-        optional = {name: pd.read_csv(low / f"low_data_e2e_{name}.csv") if (low / f"low_data_e2e_{name}.csv").is_file()
+        optional = {name: _read_csv(low / f"low_data_e2e_{name}.csv") if (low / f"low_data_e2e_{name}.csv").is_file()
                     else None for name in ("chunks", "variant", "variant_chunks", "every_layer")}
-        paired = pd.read_csv(low / "low_data_e2e_paired.csv")
+        paired = _read_csv(low / "low_data_e2e_paired.csv")
         out["low-data-cpu"] = low_data_table(paired, optional["chunks"],
-                                             pd.read_csv(low / "low_data_e2e.csv"), optional["variant"],
+                                             _read_csv(low / "low_data_e2e.csv"), optional["variant"],
                                              optional["variant_chunks"], optional["every_layer"])
     minimax = figures / "minimax"
     if all((minimax / f"minimax_{x}.csv").is_file() for x in ("verdicts", "targets", "measured")):
-        out["answer-minimax"] = minimax_answer(*(pd.read_csv(minimax / f"minimax_{x}.csv")
+        out["answer-minimax"] = minimax_answer(*(_read_csv(minimax / f"minimax_{x}.csv")
                                                  for x in ("verdicts", "targets", "measured")))
     out.update(low_data_all_layer_blocks(low))
     if (low / "low_data_e2e_budget_check.csv").is_file():
         lr = low / "low_data_e2e_budget_check_lr.csv"
-        out["low-data-budget-check"] = low_data_budget_check_table(pd.read_csv(low / "low_data_e2e_budget_check.csv"),
-                                                                   pd.read_csv(lr) if lr.is_file() else None)
+        out["low-data-budget-check"] = low_data_budget_check_table(_read_csv(low / "low_data_e2e_budget_check.csv"),
+                                                                   _read_csv(lr) if lr.is_file() else None)
     if (low / "low_data_e2e_budget.csv").is_file():
-        out["low-data-budget"] = low_data_budget_table(pd.read_csv(low / "low_data_e2e_budget.csv"))
+        out["low-data-budget"] = low_data_budget_table(_read_csv(low / "low_data_e2e_budget.csv"))
     planted = figures / "lm" / "planted"  # rendered by `reparam planted-prefix` (mode=draw / mode=inverse)
     for name, path in (("planted-asymptotic", planted / "asymptotic" / "planted_report.md"),
                        ("planted-inverse", planted / "inverse" / "planted_psi.md")):
@@ -651,11 +658,11 @@ def tables(figures: Path) -> dict[str, str]:
             out[name] = "\n".join(line for line in path.read_text().splitlines() if not line.startswith("# ")).strip()
     slopes, to_target = (planted / "asymptotic" / f"planted_{x}.csv" for x in ("slopes", "n_to_target"))
     if slopes.is_file() and to_target.is_file():
-        out["answer-planted"] = planted_answer(pd.read_csv(slopes), pd.read_csv(to_target))
+        out["answer-planted"] = planted_answer(_read_csv(slopes), _read_csv(to_target))
     if (figures / "wall_times.csv").is_file():
         robustness = figures / "robustness_results.csv"
-        out["wall-times"] = wall_times_table(pd.read_csv(figures / "wall_times.csv"),
-                                             pd.read_csv(robustness) if robustness.is_file() else None)
+        out["wall-times"] = wall_times_table(_read_csv(figures / "wall_times.csv"),
+                                             _read_csv(robustness) if robustness.is_file() else None)
     return out
 
 

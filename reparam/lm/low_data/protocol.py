@@ -127,6 +127,12 @@ def train_stage(cfg: DictConfig) -> None:
           f"{len(todo)} to run; rows in {paths['run']}")
     if not todo:
         return
+    from reparam.provenance import note_kept
+
+    def note_cells_kept(recorded: int) -> None:  # what an interrupt keeps, said by its one line (reparam.app)
+        note_kept(paths["run"], f"{recorded} of {len(cells(cfg))} cells are kept in {paths['results']}")
+
+    note_cells_kept(len(cells(cfg)) - len(todo))
     chunk = Chunk(paths["chunks"], sid, cfg, cells_total=len(cells(cfg)), cells_left=len(todo))
     base, tok, device = prepare_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.device, cfg.threads)
     pools: dict[str, Pool] = {}
@@ -145,6 +151,7 @@ def train_stage(cfg: DictConfig) -> None:
             w = rows[0]
             longest = max(longest, w["cell_wall_s"])
             chunk.cell_done(w["cell_wall_s"], n)
+            note_cells_kept(len(cells(cfg)) - len(todo) + i + 1)
             say(logger, f"[low_data] cell {dataset} n={n} r={rep} done in {w['cell_wall_s']:.0f}s (train {w['train_s']:.0f}s, "
                   f"{w['cell_steps']} steps, {w['members']} configurations; test NLL {w['test_nll_s']:.0f}s; "
                   f"decoding {w['generate_s']:.0f}s)")

@@ -331,6 +331,15 @@ def progress_line(plan: Plan) -> str:
     return line
 
 
+def note_runs_kept(plan: Plan) -> None:
+    """What an interrupt keeps (reparam.provenance.note_kept, said by its one line): the recorded runs of this
+    setting; the run in progress starts again. The total counts the runs known now (an lr extension adds one)."""
+    from reparam.provenance import note_kept
+
+    done = len(plan.runs)
+    note_kept(plan.paths["run"], f"{done} of {done + len(plan.pending())} runs are kept in {plan.paths['runs']}")
+
+
 def train_stage(cfg: DictConfig, sid: str) -> None:
     """Run the runs left, in order, until none is left or the next would not end within max_minutes."""
     from reparam.lm.runner import Chunk, prepare_model
@@ -339,6 +348,7 @@ def train_stage(cfg: DictConfig, sid: str) -> None:
 
     plan = Plan(cfg, sid)
     write_derived(plan)
+    note_runs_kept(plan)
     say(logger, progress_line(plan) + f"; rows in {plan.paths['run']}")
     if not any(s.runnable for s in plan.pending()):
         return
@@ -373,6 +383,7 @@ def train_stage(cfg: DictConfig, sid: str) -> None:
             ran += 1
             plan = Plan(cfg, sid)
             write_derived(plan)
+            note_runs_kept(plan)
             for _ in range(cells_before - plan.cells_left()):
                 chunk.cell_done(row["run_wall_s"], spec.n)
             say(logger, f"[low_data] run {spec.dataset} n={spec.n} r={spec.replicate} {spec.structure} lr={spec.lr:g} "
