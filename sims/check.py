@@ -31,7 +31,7 @@ from reparam.identifiability import (InverseBoundConfig, add_inverse_ratio, inve
 from reparam.plots import inverse_bound_figure, inverse_ratio_figure, save_figure
 from reparam.sweep import check_resources, read_study_log, run_plan, set_threads, write_results
 from reparam.provenance import write_provenance
-from reparam.validation import (ConfigError, check_added_keys, check_int, check_list, check_output_dir,
+from reparam.validation import (ConfigError, DataError, check_added_keys, check_int, check_list, check_output_dir,
                                 check_output_file, check_unknown_keys, read_csv_table)
 from reparam.results import write_table, write_text
 from reparam.runfolder import open_run_folder, release
@@ -118,8 +118,11 @@ def prepare(cfg: Any) -> Optional[Prepared]:
         raise ConfigError(f"results={str(cfg.results)!r} is invalid: must be a results.csv file")
     if cfg.results is not None:  # read in full now: a damaged or foreign table is refused before any folder
         numbers = sorted({"n", "seed"} | {c for n in names for c in _table_errors(CHECKS[n])})
-        read_csv_table(str(cfg.results), ["structure", "regime", "valid"] + numbers, "the checks' summaries",
-                       numeric=numbers)
+        table = read_csv_table(str(cfg.results), ["structure", "regime"] + numbers, "the checks' summaries",
+                               numeric=numbers)
+        if "valid" not in table.columns and "rel_gap" not in table.columns:  # validity: recorded, or the gap rule
+            raise DataError(f"{cfg.results} has neither a valid nor a rel_gap column: the checks' summaries cannot "
+                            f"tell valid fits (is it the right table?)")
     out = Path(str(cfg.out))
     log = Path(str(cfg.log)) if cfg.log is not None else out / "results.jsonl"
     check_output_dir("out", out)
