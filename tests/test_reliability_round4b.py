@@ -92,11 +92,9 @@ def test_a_planted_sweep_with_one_job_too_large_runs_no_job(tmp_path):
 
 def test_an_interrupted_planted_study_says_how_many_fits_are_kept(tmp_path, monkeypatch):
     from reparam.experiments import planted_prefix
-    from reparam import provenance
     from reparam.app import interrupt_line
     from reparam.lm import planted as pl
 
-    monkeypatch.setattr(provenance, "_KEPT", {})
     fit, calls = pl.PlantedStudy.fit, []
 
     def fit_then_interrupt(self, *args, **kwargs):

@@ -22,12 +22,10 @@ FAKE_SHA256 = hashlib.sha256(FAKE).hexdigest()
 
 @needs_data
 def test_an_interrupted_low_data_chunk_says_how_many_runs_are_kept(tmp_path, monkeypatch):
-    from reparam import provenance
     from reparam.app import interrupt_line
     from reparam.lm.low_data import tuned
     from reparam.results import ResultLog
 
-    monkeypatch.setattr(provenance, "_KEPT", {})
     train_run, calls = tuned.train_run, []
 
     def run_then_interrupt(*args, **kwargs):
@@ -50,13 +48,11 @@ def test_an_interrupted_low_data_chunk_says_how_many_runs_are_kept(tmp_path, mon
 
 @needs_data
 def test_an_interrupted_per_cell_chunk_says_how_many_cells_are_kept(tmp_path, monkeypatch):
-    from reparam import provenance
     from reparam.app import interrupt_line
     from reparam.lm.low_data import protocol
 
     from .test_low_data_tuned import _cfg
 
-    monkeypatch.setattr(provenance, "_KEPT", {})
     run_cell, calls = protocol.run_cell, []
 
     def cell_then_interrupt(*args, **kwargs):
