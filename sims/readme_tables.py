@@ -270,6 +270,22 @@ def minimax_answer(verdicts: pd.DataFrame, targets: pd.DataFrame, measured: pd.D
     return text
 
 
+def low_data_runs_table(path: Path) -> str:
+    """The training runs recorded so far by a per-n tuned study (its checksummed runs.jsonl), before any cell is
+    complete: which learning rates were tried where, where each run's best dev check fell, and its test NLL."""
+    from reparam.results import ResultLog
+
+    rows = ResultLog(path).rows()
+    lines = [f"No paired cell is complete yet; {len(rows)} training run{'s' if len(rows) != 1 else ''} recorded:", "",
+             "| n | replicate | structure | lr | steps | best dev check (first, cap) | status | best dev loss | test NLL |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["n"], r["replicate"], r["structure"], r["lr"])):
+        lines.append(f"| {r['n']} | {r['replicate']} | {r['structure']} | {r['lr']:g} | {r['steps']} | "
+                     f"{r['best_step']} ({r['first_check']}, {r['cap']}) | {r['status']} | {r['best_dev']:.4f} | "
+                     f"{r['test_nll']:.4f} |")
+    return "\n".join(lines)
+
+
 def low_data_all_layer_blocks(low: Path) -> dict[str, str]:
     """The all-layer study's blocks: its answer (README, followed by the top-K edition's diagnosis as a variant)
     and its per-cell and paired tables (the low-data tutorial), from the report of `setting=cpu_all_layers`; and
@@ -284,6 +300,8 @@ def low_data_all_layer_blocks(low: Path) -> dict[str, str]:
     if all(t.is_file() for t in tables):
         blocks["low-data-all-layers"] = "\n\n".join(
             "\n".join(line for line in t.read_text().splitlines() if not line.startswith("# ")).strip() for t in tables)
+    elif (low / "cpu_all_layers" / "low_data" / "runs.jsonl").is_file():
+        blocks["low-data-all-layers"] = low_data_runs_table(low / "cpu_all_layers" / "low_data" / "runs.jsonl")
     diagnosis = low / "low_data_e2e_diagnosis.md"
     if diagnosis.is_file():
         blocks["low-data-diagnosis"] = "\n".join(line for line in diagnosis.read_text().splitlines()
