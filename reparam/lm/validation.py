@@ -136,18 +136,18 @@ def committed_folder(path: str | Path) -> bool:
         return False
 
 
-def max_positions(model: Any) -> int | None:
-    """How many positions the model of the `model` block attends over (prefix + text), read without loading its
-    weights: tiny from model.n_positions, gpt2 from its config.json, smollm2 from the GGUF header. None when the
-    number cannot be read here (a hub name without a local copy, no `gguf` package): the caller then skips the
-    check rather than guess."""
+def _model_size(model: Any, tiny: tuple[str, int], config_keys: tuple[str, str], gguf_key: str) -> int | None:
+    """One size of the model of the `model` block, read without loading its weights: tiny from `tiny` (key, default),
+    gpt2 from its config.json (`config_keys`, first found), smollm2 from the GGUF header's `gguf_key`. None when it
+    cannot be read here (a hub name without a local copy, no `gguf` package): the caller then skips its check
+    rather than guess."""
     from .models import REGISTRY, SMOLLM2_GGUF, ModelConfig, repo_path, smollm2_folder
 
     name = _get(model, "name")
     if name not in REGISTRY:
         return None
     if name == "tiny":
-        value = _get(model, "n_positions", 256)
+        value = _get(model, *tiny)
         return int(value) if isinstance(value, int) else None
     if name == "gpt2":
         path = _get(model, "path")
@@ -160,7 +160,7 @@ def max_positions(model: Any) -> int | None:
             data = json.loads(config.read_text())
         except (OSError, ValueError):
             return None
-        value = data.get("n_positions", data.get("max_position_embeddings"))
+        value = data.get(config_keys[0], data.get(config_keys[1]))
         return int(value) if isinstance(value, int) else None
     if name == "smollm2":
         keys = {k: _get(model, k) for k in ("name", "path", "cache")}
@@ -170,11 +170,23 @@ def max_positions(model: Any) -> int | None:
         try:
             from gguf import GGUFReader
 
-            field = GGUFReader(str(gguf_path)).fields.get("llama.context_length")
+            field = GGUFReader(str(gguf_path)).fields.get(gguf_key)
             return int(field.parts[field.data[0]][0]) if field is not None else None
         except Exception:  # noqa: BLE001 - an unreadable header: the loader reports the file itself
             return None
     return None
+
+
+def max_positions(model: Any) -> int | None:
+    """How many positions the model of the `model` block attends over (prefix + text), read without loading its
+    weights (`_model_size`); None when the number cannot be read here."""
+    return _model_size(model, ("n_positions", 256), ("n_positions", "max_position_embeddings"), "llama.context_length")
+
+
+def model_layers(model: Any) -> int | None:
+    """The number of transformer layers of the `model` block, read without loading its weights (`_model_size`);
+    None when it cannot be read here."""
+    return _model_size(model, ("n_layer", 2), ("n_layer", "num_hidden_layers"), "llama.block_count")
 
 
 def check_prefix_positions(model: Any, prefix_len: Any, max_len: Any, field: str = "low_data") -> None:

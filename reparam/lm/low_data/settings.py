@@ -176,49 +176,12 @@ def paths(cfg: DictConfig, sid: str) -> dict[str, Path]:
             "generations": run / "generations" / sid}
 
 
-def model_layers(model: Any) -> int | None:
-    """The number of transformer layers of the `model` block, read without loading its weights (tiny: n_layer;
-    gpt2: config.json; smollm2: the GGUF header); None when it cannot be read here (the caller skips the check)."""
-    from reparam.lm.models import REGISTRY, SMOLLM2_GGUF, ModelConfig, repo_path, smollm2_folder
-
-    name = model.get("name")
-    if name not in REGISTRY:
-        return None
-    if name == "tiny":
-        value = model.get("n_layer", 2)
-        return int(value) if isinstance(value, int) else None
-    if name == "gpt2":
-        path = model.get("path")
-        config = repo_path(path) / "config.json" if path else None
-        if config is None or not config.is_file():
-            return None
-        import json
-
-        try:
-            data = json.loads(config.read_text())
-        except (OSError, ValueError):
-            return None
-        value = data.get("n_layer", data.get("num_hidden_layers"))
-        return int(value) if isinstance(value, int) else None
-    if name == "smollm2":
-        keys = {k: model.get(k) for k in ("name", "path", "cache")}
-        gguf_path = smollm2_folder(ModelConfig(**{k: v for k, v in keys.items() if v is not None})) / SMOLLM2_GGUF
-        if not gguf_path.is_file():
-            return None
-        try:
-            from gguf import GGUFReader
-
-            field = GGUFReader(str(gguf_path)).fields.get("llama.block_count")
-            return int(field.parts[field.data[0]][0]) if field is not None else None
-        except Exception:  # noqa: BLE001 - an unreadable header: the loader reports the file itself
-            return None
-    return None
-
-
 def check_top_layers(model: Any, top_layers: Any) -> None:
     """low_data.top_layers must be at most the model's layers (refused before the model loads)."""
     if top_layers is None:
         return
+    from reparam.lm.validation import model_layers
+
     layers = model_layers(model)
     if layers is not None and int(top_layers) > layers:
         raise ConfigError(f"low_data.top_layers={top_layers} is invalid: model {model.get('name')!r} has {layers} "
