@@ -276,11 +276,15 @@ def low_data_runs_table(path: Path) -> str:
     from reparam.results import ResultLog
 
     rows = ResultLog(path).rows()
-    lines = [f"No paired cell is complete yet; {len(rows)} training run{'s' if len(rows) != 1 else ''} recorded:", "",
-             "| n | replicate | structure | lr | steps | best dev check (first, cap) | status | best dev loss | test NLL |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["n"], r["replicate"], r["structure"], r["lr"])):
-        lines.append(f"| {r['n']} | {r['replicate']} | {r['structure']} | {r['lr']:g} | {r['steps']} | "
+    order = list(dict.fromkeys(r["setting_id"] for r in rows))  # settings in the order their runs were recorded
+    lines = [f"No paired cell is complete yet; {len(rows)} training run{'s' if len(rows) != 1 else ''} recorded"
+             + (f" under {len(order)} settings (an edited protocol gets a new setting id; earlier runs are kept but "
+                "never pooled with its runs)" if len(order) > 1 else "") + ":", "",
+             "| setting | n | replicate | structure | lr | steps | best dev check (first, cap) | status | best dev loss "
+             "| test NLL |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (order.index(r["setting_id"]), r["n"], r["replicate"], r["structure"], r["lr"])):
+        lines.append(f"| {r['setting_id']} | {r['n']} | {r['replicate']} | {r['structure']} | {r['lr']:g} | {r['steps']} | "
                      f"{r['best_step']} ({r['first_check']}, {r['cap']}) | {r['status']} | {r['best_dev']:.4f} | "
                      f"{r['test_nll']:.4f} |")
     return "\n".join(lines)

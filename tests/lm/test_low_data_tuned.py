@@ -70,6 +70,23 @@ def test_the_recorded_studies_keep_their_setting_ids():
         setting_id(study)
     assert setting_id(_cfg(["setting=cpu_all_layers", "low_data.fit.schedule=linear"])) != setting_id(study)
     assert setting_id(_cfg(["setting=cpu_all_layers", "low_data.test.references=all"])) != setting_id(study)
+    # its first edition checked the dev loss every 20 steps; its 4 runs keep that edition's id
+    assert setting_id(_cfg(["setting=cpu_all_layers", "low_data.fit.eval_every=20", "low_data.fit.eval_unit=steps"])) \
+        == "48d47f3f6e2d"
+
+
+def test_dev_checks_per_epoch_are_whole_steps_of_the_runs_n():
+    """fit.eval_unit=epochs: a check every ceil(eval_every * n / batch) steps, the batch capped at n; the
+    FitConfig of a run gets the steps, and a unit other than steps or epochs is refused by name."""
+    from reparam.lm.low_data.settings import eval_every_steps, fit_config, validate
+
+    fit = _cfg(["setting=cpu_all_layers"]).low_data.fit
+    assert [eval_every_steps(fit, n) for n in (50, 100, 200, 500, 3)] == [7, 13, 25, 63, 1]
+    assert fit_config(fit, 50, seed=2).eval_every == 7 and fit_config(fit, 50, seed=2).seed == 2
+    steps = _cfg(["setting=cpu_all_layers", "low_data.fit.eval_unit=steps", "low_data.fit.eval_every=20"]).low_data.fit
+    assert [eval_every_steps(steps, n) for n in (50, 200)] == [20, 20]
+    with pytest.raises(ConfigError, match="low_data.fit.eval_unit"):
+        validate(_cfg(["setting=cpu_all_layers", "stage=report", "low_data.fit.eval_unit=tokens"]))
 
 
 def test_the_all_layer_study_setting():
@@ -77,7 +94,7 @@ def test_the_all_layer_study_setting():
     assert p.top_layers is None and list(p.structures) == ["independent", "shared"] and list(p.inits) == ["words"]
     assert p.lr_selection == "per_n" and all(len(p.lr_grid[s]) >= 3 for s in p.structures)
     assert p.replicates_by_n[50] >= 5 and all(p.replicates_by_n[n] >= 3 for n in p.ns)
-    assert p.fit.schedule == "constant" and p.test.references == "first"
+    assert p.fit.schedule == "constant" and p.test.references == "first" and p.fit.eval_unit == "epochs"
 
 
 def _tiny(tmp_path, extra=()):

@@ -25,12 +25,12 @@ from omegaconf import DictConfig, OmegaConf
 from reparam.console import say
 from reparam.lm.data import nested_subset
 from reparam.lm.metrics import E2EScorer
-from reparam.lm.multiprefix import FitConfig, Member, MultiPrefix, fit, word_ids
+from reparam.lm.multiprefix import Member, MultiPrefix, fit, word_ids
 from reparam.results import ResultLog
 from reparam.validation import fingerprint
 
 from .pool import Pool
-from .settings import KEY, cells, paths as _paths, setting_id
+from .settings import KEY, cells, fit_config, paths as _paths, setting_id
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def run_cell(cfg: DictConfig, base, tok, device, pool: Pool, dataset: str, n: in
     model = MultiPrefix(base, members, prefix_len=p.prefix_len, hidden=p.hidden, embed_dim=p.embed_dim, init_ids=init_ids,
                         top_layers=p.top_layers)
     log = (lambda msg: say(logger, f"[low_data] {dataset} n={n} r={rep} {msg}")) if cfg.progress else None
-    fits, timing = fit(model, train_rows, pool.dev_rows, FitConfig(**OmegaConf.to_container(p.fit), seed=rep),
+    fits, timing = fit(model, train_rows, pool.dev_rows, fit_config(p.fit, n, seed=rep),
                        tok.pad_token_id, log=log)
 
     chosen: dict[tuple[str, str], int] = {}

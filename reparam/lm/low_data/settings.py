@@ -13,6 +13,7 @@ the value every earlier run had is left out of the fingerprint (so the committed
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -29,13 +30,16 @@ STAGES = ("train", "score", "report", "all")
 LR_SELECTIONS = ("per_cell", "per_n")
 #: which references of a test table enter the test NLL (low_data.test.references)
 TEST_REFERENCES = ("all", "first")
+#: what low_data.fit.eval_every counts: optimiser steps, or epochs of the run's n training examples
+EVAL_UNITS = ("steps", "epochs")
 #: low_data settings that choose cells and configurations (own columns of every row) or only change speed:
 #: not part of the result fingerprint
 NOT_RESULT = ("datasets", "ns", "replicates", "replicates_by_n", "structures", "inits", "metrics", "fit.train_rows",
               "fit.eval_rows", "test.gen_rows", "test.nll_rows")
 #: settings added after rows were recorded, with the value every earlier run had: left out of the fingerprint
 #: while they hold it, so earlier rows keep their setting id
-LEGACY_DEFAULTS = {"lr_selection": "per_cell", "fit.schedule": "linear", "test.references": "all"}
+LEGACY_DEFAULTS = {"lr_selection": "per_cell", "fit.schedule": "linear", "test.references": "all",
+                   "fit.eval_unit": "steps"}
 
 
 # ----------------------------------------------------------------------------- the typed schema of the low_data block
@@ -60,6 +64,7 @@ class FitSettings:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     eval_every: int = 25
+    eval_unit: str = "steps"
     patience: int = 4
     train_rows: int = 160
     eval_rows: int = 512
@@ -102,6 +107,26 @@ class LowDataSettings:
     fit: FitSettings = field(default_factory=FitSettings)
     test: TestSettings = field(default_factory=TestSettings)
     metrics: list = field(default_factory=lambda: ["bleu"])
+
+
+def eval_every_steps(fit: Any, n: int) -> int:
+    """Steps between two dev checks of a run on n examples: `fit.eval_every` steps, or with fit.eval_unit=epochs
+    `fit.eval_every` epochs of n examples at `fit.batch_size` per step, rounded up (n = 50, batch 8: 7 steps)."""
+    every = int(fit["eval_every"])
+    if (fit.get("eval_unit") or "steps") == "steps":
+        return every
+    batch = min(int(fit["batch_size"]), int(n))  # the batch is capped at n
+    return max(1, math.ceil(every * int(n) / batch))
+
+
+def fit_config(fit: Any, n: int, seed: int):
+    """The reparam.lm.multiprefix.FitConfig of one run on n examples (its dev checks in steps)."""
+    from reparam.lm.multiprefix import FitConfig
+
+    block = OmegaConf.to_container(fit) if OmegaConf.is_config(fit) else dict(fit)
+    block.pop("eval_unit", None)
+    block["eval_every"] = eval_every_steps(fit, n)
+    return FitConfig(**block, seed=seed)
 
 
 def read_settings(cfg: DictConfig) -> LowDataSettings:
@@ -266,6 +291,7 @@ def validate(cfg: DictConfig) -> None:
         check_int(f"low_data.fit.{name}", f[name], low=low)
     require(f.warmup < f.max_steps, "low_data.fit.warmup", f.warmup, f"smaller than low_data.fit.max_steps={f.max_steps}")
     check_choice("low_data.fit.schedule", f.get("schedule", "linear"), SCHEDULES)
+    check_choice("low_data.fit.eval_unit", f.get("eval_unit", "steps"), EVAL_UNITS)
     check_number("low_data.fit.weight_decay", f.weight_decay, low=0)
     check_number("low_data.fit.grad_clip", f.grad_clip, low=0)
     t = p.test

@@ -15,7 +15,7 @@ Learning rate, per (dataset, n, structure, init):
 * reuse: every other replicate of that n is trained once, at the selected lr.
 
 A run's convergence status (`run_status`): "converged" when its best dev check is strictly after the first check
-after step 0 (step `eval_every`) and strictly before the step cap (`max_steps`), and it stopped by patience;
+after step 0 (`eval_every` steps, or `eval_every` epochs of n with fit.eval_unit=epochs) and strictly before the step cap (`max_steps`), and it stopped by patience;
 otherwise it says which of these failed ("best at first check", "best at cap", "stopped at cap", "best at step
 0", "diverged"). Every result row carries it, with the lr's provenance (tuned / reused, extensions, interior).
 
@@ -36,10 +36,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from reparam.console import say
 from reparam.lm.data import nested_subset
-from reparam.lm.multiprefix import FitConfig, Member, MultiPrefix, fit, word_ids
+from reparam.lm.multiprefix import Member, MultiPrefix, fit, word_ids
 from reparam.results import ResultLog
 
-from .settings import KEY, cells, paths, replicates_of
+from .settings import KEY, cells, eval_every_steps, fit_config, paths, replicates_of
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,8 @@ class Plan:
                             **{k: r[k] for k in ("dataset", "n", "replicate", "setting_id", "structure", "init", "lr",
                                                  "best_dev", "best_step", "stopped_step", "stopped_by", "diverged",
                                                  "status", "dev_curve", "train_loss_first", "train_loss_last")},
-                            "selected": same_lr(lr, sel), "first_check": int(fc.eval_every), "cap": int(fc.max_steps),
+                            "selected": same_lr(lr, sel), "first_check": eval_every_steps(fc, n),
+                            "cap": int(fc.max_steps),
                             "extension": next((k + 1 for k, e in enumerate(ext) if same_lr(e, lr)), 0)})
                     for rep in replicates_of(self.cfg, n):
                         run = self.run_of(d, n, rep, s, i, sel)
@@ -272,7 +273,7 @@ def train_run(cfg: DictConfig, base, tok, device, pool, spec: RunSpec, sid: str)
                         init_ids=init_ids, top_layers=p.top_layers)
     label = f"[low_data] {spec.dataset} n={spec.n} r={spec.replicate} {spec.structure} lr={spec.lr:g}"
     log = (lambda msg: say(logger, f"{label} {msg}")) if cfg.progress else None
-    fc = FitConfig(**OmegaConf.to_container(p.fit), seed=spec.replicate)
+    fc = fit_config(p.fit, spec.n, seed=spec.replicate)
     (f,), timing = fit(model, train_rows, pool.dev_rows, fc, tok.pad_token_id, log=log)
     t0 = time.perf_counter()
     (nll,) = model.evaluate_nll(pool.test_rows, [0], tok.pad_token_id, p.test.nll_rows)
@@ -287,11 +288,11 @@ def train_run(cfg: DictConfig, base, tok, device, pool, spec: RunSpec, sid: str)
     refs_file = where["generations"] / f"{spec.dataset}_refs.jsonl"
     if not refs_file.is_file():
         write_jsonl(refs_file, [{"item": k, "source": t.source, "refs": t.refs} for k, t in enumerate(pool.items)])
-    status = run_status(f.best_step, f.stopped_by, f.diverged, int(p.fit.eval_every), int(p.fit.max_steps))
+    status = run_status(f.best_step, f.stopped_by, f.diverged, fc.eval_every, int(p.fit.max_steps))
     return {"dataset": spec.dataset, "n": spec.n, "replicate": spec.replicate, "setting_id": sid,
             "structure": spec.structure, "init": spec.init, "lr": float(spec.lr), "role": spec.role,
             "test_nll": float(nll), "best_dev": f.best_dev, "best_step": f.best_step, "stopped_step": f.stopped_step,
-            "stopped_by": f.stopped_by, "diverged": f.diverged, "first_check": int(p.fit.eval_every),
+            "stopped_by": f.stopped_by, "diverged": f.diverged, "first_check": fc.eval_every,
             "cap": int(p.fit.max_steps), "status": status, "converged": status == "converged",
             "dev_curve": json.dumps(f.dev_curve),
             "train_loss_first": f.train_losses[0] if f.train_losses else None,
