@@ -17,17 +17,8 @@ import pickle
 from pathlib import Path
 from typing import Any, Callable
 
+from .results import replace_atomically
 from .validation import fingerprint
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_checked(path: str | os.PathLike, settings: Any) -> tuple[bool, Any, str]:
@@ -58,9 +49,9 @@ def write_checked(path: str | os.PathLike, settings: Any, value: Any) -> str:
     data = pickle.dumps(value)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, data)
-        _atomic_write(path.with_name(path.name + ".json"), json.dumps(
-            {"sha256": hashlib.sha256(data).hexdigest(), "settings": fingerprint(settings)}).encode())
+        record = json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "settings": fingerprint(settings)}).encode()
+        replace_atomically(path, lambda tmp: tmp.write_bytes(data))
+        replace_atomically(path.with_name(path.name + ".json"), lambda tmp: tmp.write_bytes(record))
     except OSError as err:
         return f"{path} cannot be written ({err.strerror or err})"
     return ""

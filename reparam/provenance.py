@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import STARTED, __version__
+from .results import replace_atomically
 from .validation import FolderError, InputError, writing
 
 LIBRARIES = ("torch", "numpy", "scipy", "pandas", "transformers")
@@ -101,14 +102,7 @@ def _write(path: Path, records: list[dict]) -> None:
         latest["history"] = records[:-1]
     text = json.dumps(latest, indent=2) + "\n"
     with writing(path, "the record as it was before is kept"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def read_records(folder: str | os.PathLike) -> list[dict]:

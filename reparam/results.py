@@ -20,7 +20,7 @@ import warnings
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pandas as pd
 
@@ -190,22 +190,35 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return _replace_atomically(path, lambda handle: handle.write(text))
 
 
+def replace_atomically(path: str | os.PathLike, write_to: Callable[[Path], None]) -> Path:
+    """Write `path` by `write_to(tmp)` on a temporary file beside it, then put it in place with one rename: a killed
+    or failed write leaves `path` as it was and no temporary file behind. The error propagates unchanged, so each
+    caller keeps its own policy (a one-line WriteError, a message, a cache that is recomputed next time)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a table is shared like any file open() makes
+        write_to(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def _replace_atomically(path: str | os.PathLike, write, newline: str | None = None) -> Path:
-    """Write `path` through `write(handle)` into a temporary file beside it, then replace it: a killed or refused
-    write leaves the file as it was (a refused write is a one-line WriteError)."""
+    """Write `path` through `write(handle)` (text, synced to disk before the rename) atomically; a refused write is
+    a one-line WriteError and leaves the file as it was."""
+    def text_to(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline=newline) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+
     path = Path(path)
     with writing(path, "the file as it was before is kept"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a table is shared like any file open() makes
-            with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        replace_atomically(path, text_to)
     return path

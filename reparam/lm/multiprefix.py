@@ -259,20 +259,14 @@ class LowerStates:
     def _write(self, path, flat: torch.Tensor) -> None:
         """Store the states with their checksum, atomically; a cache that cannot be written costs the next run a
         recomputation (said once per run), never this run."""
-        import os
-
         from safetensors.torch import save_file
 
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        from reparam.results import replace_atomically
+
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"states": flat}, str(tmp), metadata={self.CHECKSUM_KEY: self._digest(flat)})
-            os.replace(tmp, path)
+            replace_atomically(path, lambda tmp: save_file({"states": flat}, str(tmp),
+                                                            metadata={self.CHECKSUM_KEY: self._digest(flat)}))
         except OSError as err:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
             if not getattr(self, "_said_unwritable", False):
                 self._said_unwritable = True
                 self._say(f"the lower-layer state cache {path.parent} cannot be written ({err.strerror or err}); "
