@@ -58,9 +58,10 @@ def voronoi_loss(theta_hat, weight_hat, theta_true, weight_true, exponent_single
     cells, distance, in_multi = _cell_distances(theta_hat, theta_true)
     membership = torch.nn.functional.one_hot(cells, theta_true.shape[-2]).to(DTYPE)  # (..., L_hat, L_true)
     mass_error = ((membership * weight_hat.unsqueeze(-1)).sum(dim=-2) - weight_true).abs().sum(dim=-1)
-    exponent = torch.where(in_multi, torch.as_tensor(float(exponent_multi), dtype=DTYPE),
-                           torch.as_tensor(float(exponent_single), dtype=DTYPE))
-    total = mass_error + (weight_hat * distance.pow(exponent)).sum(dim=-1)
+    # scalar exponents: torch evaluates pow(x, 1) and pow(x, 2) exactly (a copy, x * x), whereas a tensor of
+    # exponents goes through a vectorised pow whose last bit depends on the element's position in the batch
+    powered = torch.where(in_multi, distance.pow(float(exponent_multi)), distance.pow(float(exponent_single)))
+    total = mass_error + (weight_hat * powered).sum(dim=-1)
     if not is_numpy:
         return total
     return total.numpy() if total.ndim else float(total)
