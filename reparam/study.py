@@ -215,21 +215,22 @@ def replicate_bytes(n: int, d: int, m: int, n_experts: int, n_true_atoms: int) -
     transposed copies m + 1) with the experts' pass over all samples at once (N scores, N x m outputs, N softmax
     weights); the truth's regression for L_n(truth) (the same experts' pass, L* + 1 scores twice (concatenation
     and softmax), m outputs and the residual). Fits' matrices and the l2_error evaluation do not grow with n x
-    replicates (their memory is bounded separately). Checked against measured peak memory in
-    tests/test_l2_speed.py."""
+    replicates (their memory is bounded separately). `reparam bench sections=[replicate_scaling]` measures the
+    growth of peak memory per replicate beside this count."""
     experts_pass = n_experts * (m + 2)
     per_sample = (2 * (d + m) + (d + 1 + m + 2 * m + 2 + m + 1) + experts_pass
                   + max(experts_pass, 2 * (n_true_atoms + 1) + 2 * m))
     return 8.0 * per_sample * int(n)
 
 
-def replicate_group_size(truth: GroundTruth, n: int, memory_bytes: float | None = None) -> int:
-    """How many replicates run_cell fits at once at sample size n: as many as fit in `memory_bytes`
-    (None: CELL_MEMORY_BYTES), at least one. Rows do not depend on it (every fit runs on its own replicate's
-    data; tests/test_l2_speed.py checks that groupings give identical rows)."""
+def replicate_group_size(n: int, d: int, m: int, n_experts: int, n_true_atoms: int,
+                         memory_bytes: float | None = None) -> int:
+    """How many replicates run_cell fits at once at sample size n for a truth of this shape: as many as fit in
+    `memory_bytes` (None: CELL_MEMORY_BYTES) by replicate_bytes, at least one. Rows do not depend on it (every fit
+    runs on its own replicate's data, and the solver's per-fit numbers do not depend on the batch:
+    tests/test_l2_speed.py checks that groupings give identical rows)."""
     budget = CELL_MEMORY_BYTES if memory_bytes is None else memory_bytes
-    each = replicate_bytes(n, truth.d, truth.m, truth.experts.n_experts, truth.n_atoms)
-    return max(1, int(budget // each))
+    return max(1, int(budget // replicate_bytes(n, d, m, n_experts, n_true_atoms)))
 
 
 def run_cell(setting: Setting, n: int, replicates: list[int], base_seed: int = 0,
@@ -243,7 +244,7 @@ def run_cell(setting: Setting, n: int, replicates: list[int], base_seed: int = 0
     clearly worse than another start of the replicate) and `device`. `seconds` is the cell's wall time per
     replicate.
 
-    The replicates are fitted in groups of replicate_group_size(truth, n, memory_bytes) (all of them when they
+    The replicates are fitted in groups of replicate_group_size (all of them when they
     fit in memory_bytes, default CELL_MEMORY_BYTES); every number of a row but `seconds` is the same whatever
     the grouping."""
     validate_setting(setting)
@@ -255,7 +256,7 @@ def run_cell(setting: Setting, n: int, replicates: list[int], base_seed: int = 0
     truth = truth or build_truth(setting)
     tic = time.perf_counter()
     X_eval = truth.eval_inputs(setting.n_eval)
-    size = replicate_group_size(truth, n, memory_bytes)
+    size = replicate_group_size(n, truth.d, truth.m, truth.experts.n_experts, truth.n_atoms, memory_bytes)
     rows = []
     for start in range(0, len(replicates), size):
         rows += _group_rows(setting, truth, n, list(replicates[start:start + size]), base_seed, X_eval)
