@@ -358,9 +358,9 @@ def replicate_scaling(replicates=(10, 100), n_grid=None, log=print) -> pd.DataFr
     """Seconds per fit (one replicate: its 5 starts, data, errors) of every cell of the main job's plan (canonical
     truth, the checks' structures x regimes, STUDY_INIT) with each number of replicates, run in turn in this process
     with run_cell (replicates 0 .. R-1; a cell of many replicates runs in groups of
-    reparam.study.replicate_group_size). The per-fit time at the largest R, times the replicates of a calibration
+    reparam.study.cell_group_size). The per-fit time at the largest R, times the replicates of a calibration
     run, is that run's cell time (plan_seconds)."""
-    from .study import DEFAULT_N_GRID, replicate_group_size, run_cell
+    from .study import DEFAULT_N_GRID, cell_group_size, run_cell
 
     plan = study_plan(n_grid or DEFAULT_N_GRID, max(replicates))
     rows = []
@@ -370,7 +370,7 @@ def replicate_scaling(replicates=(10, 100), n_grid=None, log=print) -> pd.DataFr
             tic = time.perf_counter()
             run_cell(setting, n, list(range(R)), plan.seed, truth=truth)
             seconds = time.perf_counter() - tic
-            group = replicate_group_size(n, truth.d, truth.m, truth.experts.n_experts, truth.n_atoms)
+            group = cell_group_size(setting, truth, n)
             rows.append(dict(structure=setting.structure, regime=setting.regime, n=n, replicates=R,
                              group=min(R, group), seconds_per_fit=seconds / R))
             log(f"  replicates {setting.structure} {setting.regime} n={n} R={R}: {seconds / R * 1e3:.1f} ms per fit")

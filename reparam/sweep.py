@@ -388,7 +388,7 @@ def estimate_resources(plan: StudyPlan, allow_large: bool = False) -> dict:
     pretrained experts' pass over the data (shape_memory_bytes: N experts per sample).
     Validates `plan` first (once per process: validate_plan) and reads the truths built there."""
     from .losses import L2_BLOCK_FITS, L2_CHUNK_POINTS
-    from .study import n_fitted_atoms, replicate_bytes, replicate_group_size
+    from .study import cell_group_size, n_fitted_atoms, replicate_bytes
 
     validate_plan(plan, allow_large)
     experts_peak = shape_memory_bytes(plan, truth_shape(plan))
@@ -402,13 +402,13 @@ def estimate_resources(plan: StudyPlan, allow_large: bool = False) -> dict:
         iters = setting.solver.max_iter
         for n in plan.n_grid:
             # run_cell fits the replicates in groups that fit CELL_MEMORY_BYTES (reparam.study.replicate_bytes)
-            group = min(plan.replicates, replicate_group_size(n, d, m, truth.experts.n_experts, truth.n_atoms))
-            data = group * replicate_bytes(n, d, m, truth.experts.n_experts, truth.n_atoms)
+            group = min(plan.replicates, cell_group_size(setting, truth, n))
+            # the group's data and its fits' matrices (Hessian, J^T J, eigendecomposition per fit)
+            data = group * replicate_bytes(n, d, m, truth.experts.n_experts, truth.n_atoms, setting.init.n_starts, P)
             chunks = 8.0 * setting.solver.chunk_elements * 12  # bounded temporaries of one chunk
-            matrices = 8.0 * group * setting.init.n_starts * P * P * 8  # Hessian, J^T J, eigendecomposition per fit
             # l2_error: its sample, the experts' pass over it, and one block of fits x chunk of points
             evaluation = 8.0 * setting.n_eval * (d + 2 * m + 2) + 8.0 * L2_BLOCK_FITS * L2_CHUNK_POINTS * (L + 2 + 2 * m)
-            cell = max(data + chunks + matrices + evaluation, experts_peak)
+            cell = max(data + chunks + evaluation, experts_peak)
             if cell > peak:
                 peak, worst = cell, (setting.structure, setting.regime, n)
             seconds += fits * iters * (n * (1e-8 * width + 3e-10 * width * width) + 1e-9 * P ** 3)
@@ -455,10 +455,11 @@ def shape_memory_bytes(plan: StudyPlan, shape: dict) -> float:
     from .study import replicate_group_size
 
     n = max(plan.n_grid)
-    group = min(plan.replicates, replicate_group_size(n, d, m, N, L))  # run_cell's replicates at once
-    samples = max(group * n, plan.setting.n_eval)
     width = _widest_fit(plan, shape)  # the fits' P x P matrices, P >= the prefix width
-    matrices = 8.0 * group * plan.setting.init.n_starts * width * width * 8
+    S = plan.setting.init.n_starts
+    group = min(plan.replicates, replicate_group_size(n, d, m, N, L, S, width))  # run_cell's replicates at once
+    samples = max(group * n, plan.setting.n_eval)
+    matrices = 8.0 * group * S * width * width * 16
     return build + max(8.0 * samples * N * (d + m + 2) * 2, matrices)
 
 

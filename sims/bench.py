@@ -221,7 +221,7 @@ def replicate_scaling_lines(rows, l2_rows, a) -> list:
             f"fitted with `run_cell` for replicates 0 .. R-1 at R = {', '.join(map(str, counts))}, one cell after the "
             f"other in this process ({a.threads} thread(s)); seconds per fit = the cell's wall time / R (data, starts, the "
             "batched fit, every error). A cell of many replicates runs in groups that fit `CELL_MEMORY_BYTES` "
-            "(`reparam.study.replicate_group_size`: the group column at the largest R).", "",
+            "(`reparam.study.cell_group_size`: the group column at the largest R).", "",
             "| n | structure | regime | " + " | ".join(f"ms per fit, R = {c}" for c in counts) +
             f" | R = {counts[0]} / R = {counts[-1]} | group |", "|---|---|---|" + "---|" * (len(counts) + 2)]
     group = rows[rows.replicates == counts[-1]].set_index(["n", "structure", "regime"]).group
