@@ -12,7 +12,9 @@ the shift mu + max(0, -lambda_min) makes the step a descent direction (Moré-Sor
 one eigendecomposition of the tiny P x P system per fit).
 
 Every fit in the batch keeps its own damping, acceptance and stopping state; finished fits drop out of
-the batch.
+the batch. A fit's numbers do not depend on which other fits share its batch (the fused pass loops over each fit
+alone; the eigendecompositions are padded so that no matrix's result depends on its place: batch_invariant_eigh),
+so a study may fit its replicates in groups of any size (reparam.study.run_cell).
 
 Why analytic derivatives: the heavy part (all n samples) lives in the common prefix space z = (b, k, v),
 where f_G's derivatives have a closed form. With s_i = k_i^T X + b_i, w the softmax weights over
