@@ -207,41 +207,39 @@ def make_starts(setting: Setting, truth: GroundTruth, n_atoms: int, n: int, seed
 CELL_MEMORY_BYTES = 2 * 1024 ** 3
 
 
-def replicate_bytes(n: int, d: int, m: int, n_experts: int, n_true_atoms: int, n_starts: int = 1,
+def replicate_bytes(n: int, d: int, m: int, n_experts: int, n_starts: int = 1,
                     n_params: int = 0) -> float:
     """Peak memory (bytes) that one replicate adds to a group of run_cell at sample size n: the float64 numbers
     per sample that live together while the group is fitted, counted from the code below:
-    the stacked X, Y (d + m) and, while they are stacked, the per-replicate copies (d + m); the solver's data
-    (PrefixSpaceTerms: [1, X] (d + 1), Y, the experts' collapsed output and log-weight (2 m + 2, and their
-    transposed copies m + 1) with the experts' pass over all samples at once (N scores, N x m outputs, N softmax
-    weights); the truth's regression for L_n(truth) (the same experts' pass, L* + 1 scores twice (concatenation
-    and softmax), m outputs and the residual). Plus the solver's state of its n_starts fits, about 16 matrices of
+    the stacked X, Y and f*(X) (d + 2 m) and, while they are stacked, the per-replicate copies (d + 2 m); the
+    solver's data (PrefixSpaceTerms: [1, X] (d + 1), Y, the experts' collapsed output and log-weight (2 m + 2, and
+    their transposed copies m + 1) with the experts' pass over all samples at once (N scores, N x m outputs, N
+    softmax weights) or, after the fit, the residual for L_n(truth) (2 m). Plus the solver's state of its n_starts fits, about 16 matrices of
     n_params^2 numbers each (Hessian, Gauss-Newton and residual terms in prefix space, the chain's Jacobian, the
     padded eigendecomposition; n_params: the larger of the native parameter count and the prefix width), which
     dominates at small n. The l2_error evaluation does not grow with replicates (its memory is bounded
     separately). tests/test_l2_speed.py compares the count with the measured growth of peak memory per replicate."""
     experts_pass = n_experts * (m + 2)
-    per_sample = (2 * (d + m) + (d + 1 + m + 2 * m + 2 + m + 1) + experts_pass
-                  + max(experts_pass, 2 * (n_true_atoms + 1) + 2 * m))
+    per_sample = 2 * (d + 2 * m) + (d + 1 + m + 2 * m + 2 + m + 1) + max(experts_pass, 2 * m)
     return 8.0 * (per_sample * int(n) + 16 * n_starts * n_params ** 2)
 
 
-def replicate_group_size(n: int, d: int, m: int, n_experts: int, n_true_atoms: int, n_starts: int = 1,
+def replicate_group_size(n: int, d: int, m: int, n_experts: int, n_starts: int = 1,
                          n_params: int = 0, memory_bytes: float | None = None) -> int:
     """How many replicates run_cell fits at once at sample size n for a truth of this shape: as many as fit in
     `memory_bytes` (None: CELL_MEMORY_BYTES) by replicate_bytes, at least one. Rows do not depend on it (every fit
     runs on its own replicate's data, and the solver's per-fit numbers do not depend on the batch:
     tests/test_l2_speed.py checks that groupings give identical rows)."""
     budget = CELL_MEMORY_BYTES if memory_bytes is None else memory_bytes
-    return max(1, int(budget // replicate_bytes(n, d, m, n_experts, n_true_atoms, n_starts, n_params)))
+    return max(1, int(budget // replicate_bytes(n, d, m, n_experts, n_starts, n_params)))
 
 
 def cell_group_size(setting: Setting, truth: GroundTruth, n: int, memory_bytes: float | None = None) -> int:
     """replicate_group_size for a cell of `setting` on `truth` at sample size n."""
     L = n_fitted_atoms(setting, truth)
     width = max(truth.structure.n_params(L), L * (truth.d + 1 + truth.m))
-    return replicate_group_size(n, truth.d, truth.m, truth.experts.n_experts, truth.n_atoms, setting.init.n_starts,
-                                width, memory_bytes)
+    return replicate_group_size(n, truth.d, truth.m, truth.experts.n_experts, setting.init.n_starts, width,
+                                memory_bytes)
 
 
 def run_cell(setting: Setting, n: int, replicates: list[int], base_seed: int = 0,
@@ -283,11 +281,11 @@ def _group_rows(setting: Setting, truth: GroundTruth, n: int, replicates: list[i
     L = n_fitted_atoms(setting, truth)
     s = truth.structure
     seeds = [data_seed(base_seed, r) for r in replicates]
-    X, Y = truth.sample_replicates(n, seeds)
+    X, Y, mean = truth.sample_replicates(n, seeds, with_mean=True)
     starts = torch.stack([make_starts(setting, truth, L, n, sd) for sd in seeds])
     est = PrefixLeastSquares(s, truth.experts, L, setting.solver, device=setting.device).fit(X, Y, starts)
-    truth_loss = (Y - truth.regression(X)).square().sum(-1).mean(-1)  # L_n(G*): the truth is feasible
-    del X
+    truth_loss = (Y - mean).square().sum(-1).mean(-1)  # L_n(G*): the truth is feasible
+    del X, mean
     best = est.best_theta_
     keys, values, biases = s.prefix(best, L)
     t_keys, t_values, t_biases = truth.prefix()

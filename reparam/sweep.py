@@ -404,7 +404,7 @@ def estimate_resources(plan: StudyPlan, allow_large: bool = False) -> dict:
             # run_cell fits the replicates in groups that fit CELL_MEMORY_BYTES (reparam.study.replicate_bytes)
             group = min(plan.replicates, cell_group_size(setting, truth, n))
             # the group's data and its fits' matrices (Hessian, J^T J, eigendecomposition per fit)
-            data = group * replicate_bytes(n, d, m, truth.experts.n_experts, truth.n_atoms, setting.init.n_starts, P)
+            data = group * replicate_bytes(n, d, m, truth.experts.n_experts, setting.init.n_starts, P)
             chunks = 8.0 * setting.solver.chunk_elements * 12  # bounded temporaries of one chunk
             # l2_error: its sample, the experts' pass over it, and one block of fits x chunk of points
             evaluation = 8.0 * setting.n_eval * (d + 2 * m + 2) + 8.0 * L2_BLOCK_FITS * L2_CHUNK_POINTS * (L + 2 + 2 * m)
@@ -457,7 +457,7 @@ def shape_memory_bytes(plan: StudyPlan, shape: dict) -> float:
     n = max(plan.n_grid)
     width = _widest_fit(plan, shape)  # the fits' P x P matrices, P >= the prefix width
     S = plan.setting.init.n_starts
-    group = min(plan.replicates, replicate_group_size(n, d, m, N, L, S, width))  # run_cell's replicates at once
+    group = min(plan.replicates, replicate_group_size(n, d, m, N, S, width))  # run_cell's replicates at once
     samples = max(group * n, plan.setting.n_eval)
     matrices = 8.0 * group * S * width * width * 16
     return build + max(8.0 * samples * N * (d + m + 2) * 2, matrices)

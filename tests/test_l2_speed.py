@@ -116,12 +116,12 @@ def test_run_cell_rows_do_not_depend_on_the_replicate_groups_full_solver(structu
 
 
 def test_replicate_group_size_fits_the_budget():
-    each = replicate_bytes(100_000, 2, 1, 2, 2, 5, 12)
-    assert each > replicate_bytes(100_000, 2, 1, 2, 2)  # the fits' matrices count
-    assert replicate_group_size(100_000, 2, 1, 2, 2, 5, 12, memory_bytes=10 * each) == 10
-    assert replicate_group_size(100_000, 2, 1, 2, 2, 5, 12, memory_bytes=10.5 * each) == 10
-    assert replicate_group_size(100_000, 2, 1, 2, 2, 5, 12, memory_bytes=0.5 * each) == 1  # at least one
-    group = replicate_group_size(100_000, 2, 1, 2, 2, 5, 12)
+    each = replicate_bytes(100_000, 2, 1, 2, 5, 12)
+    assert each > replicate_bytes(100_000, 2, 1, 2)  # the fits' matrices count
+    assert replicate_group_size(100_000, 2, 1, 2, 5, 12, memory_bytes=10 * each) == 10
+    assert replicate_group_size(100_000, 2, 1, 2, 5, 12, memory_bytes=10.5 * each) == 10
+    assert replicate_group_size(100_000, 2, 1, 2, 5, 12, memory_bytes=0.5 * each) == 1  # at least one
+    group = replicate_group_size(100_000, 2, 1, 2, 5, 12)
     assert group * each <= CELL_MEMORY_BYTES < (group + 1) * each
 
 
@@ -157,4 +157,4 @@ def test_replicate_bytes_matches_the_measured_peak_memory():
                                 text=True, check=True, env={"OMP_NUM_THREADS": "1", "PATH": ""}).stdout.split()[-1])
              for R in (4, 16)]
     per_replicate = (peaks[1] - peaks[0]) / 12
-    assert 0.7 <= per_replicate / replicate_bytes(n, 2, 1, 2, 2, 5, 12) <= 1.1
+    assert 0.7 <= per_replicate / replicate_bytes(n, 2, 1, 2, 5, 12) <= 1.1
