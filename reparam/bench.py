@@ -311,3 +311,75 @@ def plot_scaling(df: pd.DataFrame, path: str) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+
+
+# ---- replicate scaling: what a study of many replicates costs per fit ---------------------------------
+def l2_error_direct(X_eval: torch.Tensor, experts, fitted_prefix, true_prefix) -> torch.Tensor:
+    """The regression L2 error evaluated directly: prefix_moe on all n_eval points for all fits at once (a
+    (fits, n_eval, L + 1) softmax), the implementation reparam.losses.l2_error replaced. Kept as the baseline of
+    l2_speed and the reference of tests/test_l2_speed.py."""
+    f_hat = prefix_moe(X_eval, experts, *fitted_prefix)
+    f_true = prefix_moe(X_eval, experts, *true_prefix)
+    return (f_hat - f_true).square().sum(dim=-1).mean(dim=-1).sqrt()
+
+
+def l2_speed(replicates=(10, 100), structures=STRUCTURES, regimes=REGIMES, n_eval: int = 100_000,
+             log=print) -> pd.DataFrame:
+    """reparam.losses.l2_error against l2_error_direct on the canonical truth, per structure x regime and number of
+    fitted prefixes (random prefixes near the truth's scale; the cost does not depend on where they are): seconds
+    per fit of each (best of 3 after a warm-up, measured in turn in this process), their ratio, and the largest
+    relative difference of the two results."""
+    from .losses import l2_error
+
+    rows = []
+    for structure in structures:
+        for regime in regimes:
+            setting = Setting(structure=structure, regime=regime)
+            truth = build_truth(setting)
+            L = n_fitted_atoms(setting, truth)
+            X_eval = truth.eval_inputs(n_eval)
+            for R in replicates:
+                theta = torch.as_tensor(np.random.default_rng(R).normal(0.0, 1.0, size=(R, truth.structure.n_params(L))),
+                                        dtype=DTYPE)
+                fitted, true = truth.structure.prefix(theta, L), truth.prefix()
+                new = l2_error(X_eval, truth.experts, fitted, true)
+                old = l2_error_direct(X_eval, truth.experts, fitted, true)
+                t_old = _best_time(lambda: l2_error_direct(X_eval, truth.experts, fitted, true))
+                t_new = _best_time(lambda: l2_error(X_eval, truth.experts, fitted, true))
+                rows.append(dict(structure=structure, regime=regime, replicates=R, direct_ms=1e3 * t_old / R,
+                                 chunked_ms=1e3 * t_new / R, ratio=t_old / t_new,
+                                 max_rel_diff=float(((new - old).abs() / old.abs()).max())))
+                log(f"  l2_error {structure} {regime} R={R}: direct {rows[-1]['direct_ms']:.2f} ms/fit, chunked "
+                    f"{rows[-1]['chunked_ms']:.2f} ms/fit ({rows[-1]['ratio']:.1f}x)")
+    return pd.DataFrame(rows)
+
+
+def replicate_scaling(replicates=(10, 100), n_grid=None, log=print) -> pd.DataFrame:
+    """Seconds per fit (one replicate: its 5 starts, data, errors) of every cell of the main job's plan (canonical
+    truth, the checks' structures x regimes, STUDY_INIT) with each number of replicates, run in turn in this process
+    with run_cell (replicates 0 .. R-1; a cell of many replicates runs in groups of
+    reparam.study.cell_group_size). The per-fit time at the largest R, times the replicates of a calibration
+    run, is that run's cell time (plan_seconds)."""
+    from .study import DEFAULT_N_GRID, cell_group_size, run_cell
+
+    plan = study_plan(n_grid or DEFAULT_N_GRID, max(replicates))
+    rows = []
+    for setting, n in plan.cells():
+        truth = build_truth(setting)
+        for R in replicates:
+            tic = time.perf_counter()
+            run_cell(setting, n, list(range(R)), plan.seed, truth=truth)
+            seconds = time.perf_counter() - tic
+            group = cell_group_size(setting, truth, n)
+            rows.append(dict(structure=setting.structure, regime=setting.regime, n=n, replicates=R,
+                             group=min(R, group), seconds_per_fit=seconds / R))
+            log(f"  replicates {setting.structure} {setting.regime} n={n} R={R}: {seconds / R * 1e3:.1f} ms per fit")
+    return pd.DataFrame(rows)
+
+
+def plan_seconds(scaling_rows: pd.DataFrame, replicates: int, workers: int) -> float:
+    """Wall time of the main job's plan with `replicates` replicates and `workers` worker processes, from
+    replicate_scaling's per-fit times at its largest replicate count: the sum of the cells' times divided by the
+    workers (perfect packing: a lower estimate when one cell outlasts the others' share)."""
+    largest = scaling_rows[scaling_rows.replicates == scaling_rows.replicates.max()]
+    return float(largest.seconds_per_fit.sum()) * replicates / workers

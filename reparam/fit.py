@@ -12,7 +12,9 @@ the shift mu + max(0, -lambda_min) makes the step a descent direction (Moré-Sor
 one eigendecomposition of the tiny P x P system per fit).
 
 Every fit in the batch keeps its own damping, acceptance and stopping state; finished fits drop out of
-the batch.
+the batch. A fit's numbers do not depend on which other fits share its batch (the fused pass loops over each fit
+alone; the eigendecompositions are padded so that no matrix's result depends on its place: batch_invariant_eigh),
+so a study may fit its replicates in groups of any size (reparam.study.run_cell).
 
 Why analytic derivatives: the heavy part (all n samples) lives in the common prefix space z = (b, k, v),
 where f_G's derivatives have a closed form. With s_i = k_i^T X + b_i, w the softmax weights over
@@ -409,6 +411,34 @@ class FitState:
     pruned: Tensor
 
 
+#: batch_invariant_eigh pads every matrix to a multiple of this size, so that in torch's contiguous batch copy each
+#: matrix and its eigenvalue row start on a 64-byte boundary whatever its position (8 doubles = 64 bytes).
+EIGH_ALIGN = 8
+
+
+def batch_invariant_eigh(S: Tensor) -> tuple[Tensor, Tensor]:
+    """torch.linalg.eigh of a batch of symmetric matrices (B, P, P) whose result for each matrix does not depend on
+    the other matrices of the batch.
+
+    Why: LAPACK as torch calls it on the CPU (MKL) gives results that differ in the last bits with the memory
+    alignment of a matrix, and in torch's batch copy matrix b starts at byte 8 b P^2: a fit's eigendecomposition, and
+    through its steps the whole fit (to ~1e-6 relative in the flat valleys of over-specified fits), then depended
+    on its position in the batch, i.e. on which other fits ran beside it. Each matrix is embedded in a block-diagonal
+    matrix diag(S_b, c_b I) of size a multiple of EIGH_ALIGN, with c_b above every eigenvalue of S_b (Gershgorin:
+    twice the largest absolute row sum, plus 1); the zero coupling is exact, so the first P eigenpairs are those of
+    S_b, and every matrix starts on a 64-byte boundary (tests/test_l2_speed.py checks the invariance)."""
+    B, P, _ = S.shape
+    padded = -(-P // EIGH_ALIGN) * EIGH_ALIGN
+    if padded == P:
+        return torch.linalg.eigh(S)
+    big = torch.zeros(B, padded, padded, dtype=S.dtype)
+    big[:, :P, :P] = S
+    extra = torch.arange(P, padded)
+    big[:, extra, extra] = (2.0 * S.abs().sum(-1).amax(-1) + 1.0).unsqueeze(-1)
+    lam, V = torch.linalg.eigh(big)
+    return lam[:, :P], V[:, :P, :P]
+
+
 def _curvature(terms: PrefixSpaceTerms, theta: Tensor, rep: Tensor, method: str):
     if method == "newton":
         return terms.hessian(theta, rep)
@@ -484,7 +514,7 @@ class _Solver:
         D (b, P) and the scaled gradient in the eigenbasis, coef = V^T D^-1 g."""
         D = self.scale[active]
         D = D.clamp_min(1e-12 * D.amax(-1, keepdim=True).clamp_min(1e-300)).sqrt()  # (b, P)
-        lam, V = torch.linalg.eigh(self.H[active] / (D.unsqueeze(-1) * D.unsqueeze(-2)))
+        lam, V = batch_invariant_eigh(self.H[active] / (D.unsqueeze(-1) * D.unsqueeze(-2)))
         coef = (V.transpose(1, 2) @ (self.grad[active] / D).unsqueeze(-1)).squeeze(-1)
         return D, lam, V, coef
 

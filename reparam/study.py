@@ -201,15 +201,61 @@ def make_starts(setting: Setting, truth: GroundTruth, n_atoms: int, n: int, seed
     return torch.stack(starts)
 
 
+#: Memory one cell may use for its replicates' data and the solver's copies of it (bytes): run_cell fits its
+#: replicates in groups of at most this much (cell_group_size), so a study of any number of replicates runs
+#: in bounded memory; two workers of reparam.sweep.run_plan then need about twice this.
+CELL_MEMORY_BYTES = 2 * 1024 ** 3
+
+
+def replicate_bytes(n: int, d: int, m: int, n_experts: int, n_starts: int = 1,
+                    n_params: int = 0) -> float:
+    """Peak memory (bytes) that one replicate adds to a group of run_cell at sample size n: the float64 numbers
+    per sample that live together while the group is fitted, counted from the code below:
+    the stacked X, Y and f*(X) (d + 2 m) and, while they are stacked, the per-replicate copies (d + 2 m); the
+    solver's data (PrefixSpaceTerms: [1, X] (d + 1), Y, the experts' collapsed output and log-weight (2 m + 2, and
+    their transposed copies m + 1) with the experts' pass over all samples at once (N scores, N x m outputs, N
+    softmax weights) or, after the fit, the residual for L_n(truth) (2 m). Plus the solver's state of its n_starts fits, about 16 matrices of
+    n_params^2 numbers each (Hessian, Gauss-Newton and residual terms in prefix space, the chain's Jacobian, the
+    padded eigendecomposition; n_params: the larger of the native parameter count and the prefix width), which
+    dominates at small n. The l2_error evaluation does not grow with replicates (its memory is bounded
+    separately). tests/test_l2_speed.py compares the count with the measured growth of peak memory per replicate."""
+    experts_pass = n_experts * (m + 2)
+    per_sample = 2 * (d + 2 * m) + (d + 1 + m + 2 * m + 2 + m + 1) + max(experts_pass, 2 * m)
+    return 8.0 * (per_sample * int(n) + 16 * n_starts * n_params ** 2)
+
+
+def replicate_group_size(n: int, d: int, m: int, n_experts: int, n_starts: int = 1,
+                         n_params: int = 0, memory_bytes: float | None = None) -> int:
+    """How many replicates run_cell fits at once at sample size n for a truth of this shape: as many as fit in
+    `memory_bytes` (None: CELL_MEMORY_BYTES) by replicate_bytes, at least one. Rows do not depend on it (every fit
+    runs on its own replicate's data, and the solver's per-fit numbers do not depend on the batch:
+    tests/test_l2_speed.py checks that groupings give identical rows)."""
+    budget = CELL_MEMORY_BYTES if memory_bytes is None else memory_bytes
+    return max(1, int(budget // replicate_bytes(n, d, m, n_experts, n_starts, n_params)))
+
+
+def cell_group_size(setting: Setting, truth: GroundTruth, n: int, memory_bytes: float | None = None) -> int:
+    """replicate_group_size for a cell of `setting` on `truth` at sample size n."""
+    L = n_fitted_atoms(setting, truth)
+    width = max(truth.structure.n_params(L), L * (truth.d + 1 + truth.m))
+    return replicate_group_size(n, truth.d, truth.m, truth.experts.n_experts, setting.init.n_starts, width,
+                                memory_bytes)
+
+
 def run_cell(setting: Setting, n: int, replicates: list[int], base_seed: int = 0,
-             truth: GroundTruth | None = None) -> list[dict]:
+             truth: GroundTruth | None = None, memory_bytes: float | None = None) -> list[dict]:
     """Fit every replicate at sample size n; return one tidy row per replicate.
 
     Row fields beside the errors: `valid` (basic inequality, rel_gap <= gap_tol: the filter of every mean,
     slope and figure), `converged` and `status` (solver diagnostics only), `certified` (valid AND converged,
     kept as a diagnostic), `best_start` (index of the lowest-loss start) and `n_valid_starts` (how many of
     the `n_starts` starts ended with a valid gap), `n_pruned_starts` (how many the solver stopped early as
-    clearly worse than another start of the replicate) and `device`."""
+    clearly worse than another start of the replicate) and `device`. `seconds` is the cell's wall time per
+    replicate.
+
+    The replicates are fitted in groups of cell_group_size (all of them when they
+    fit in memory_bytes, default CELL_MEMORY_BYTES); every number of a row but `seconds` is the same whatever
+    the grouping."""
     validate_setting(setting)
     if int(n) != n or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n}")
@@ -217,15 +263,29 @@ def run_cell(setting: Setting, n: int, replicates: list[int], base_seed: int = 0
         raise ValueError("replicates must list at least one replicate index")
     n = int(n)
     truth = truth or build_truth(setting)
+    tic = time.perf_counter()
+    X_eval = truth.eval_inputs(setting.n_eval)
+    size = cell_group_size(setting, truth, n, memory_bytes)
+    rows = []
+    for start in range(0, len(replicates), size):
+        rows += _group_rows(setting, truth, n, list(replicates[start:start + size]), base_seed, X_eval)
+    seconds = (time.perf_counter() - tic) / len(replicates)
+    for row in rows:
+        row["seconds"] = seconds
+    return rows
+
+
+def _group_rows(setting: Setting, truth: GroundTruth, n: int, replicates: list[int], base_seed: int,
+                X_eval: torch.Tensor) -> list[dict]:
+    """run_cell's rows for one group of replicates (without `seconds`)."""
     L = n_fitted_atoms(setting, truth)
     s = truth.structure
     seeds = [data_seed(base_seed, r) for r in replicates]
-    tic = time.perf_counter()
-    X, Y = truth.sample_replicates(n, seeds)
+    X, Y, mean = truth.sample_replicates(n, seeds, with_mean=True)
     starts = torch.stack([make_starts(setting, truth, L, n, sd) for sd in seeds])
     est = PrefixLeastSquares(s, truth.experts, L, setting.solver, device=setting.device).fit(X, Y, starts)
-    truth_loss = (Y - truth.regression(X)).square().sum(-1).mean(-1)  # L_n(G*): the truth is feasible
-    R = len(replicates)
+    truth_loss = (Y - mean).square().sum(-1).mean(-1)  # L_n(G*): the truth is feasible
+    del X, mean
     best = est.best_theta_
     keys, values, biases = s.prefix(best, L)
     t_keys, t_values, t_biases = truth.prefix()
@@ -241,9 +301,8 @@ def run_cell(setting: Setting, n: int, replicates: list[int], base_seed: int = 0
         "voronoi_r2_prefix": voronoi_r(prefix_hat, w_hat, prefix_true, w_true, 2.0),
         "atom_error_single": single_err,
         "atom_error_multi": multi_err,
-        "l2_error": l2_error(truth.eval_inputs(setting.n_eval), truth.experts, (keys, values, biases), (t_keys, t_values, t_biases)),
+        "l2_error": l2_error(X_eval, truth.experts, (keys, values, biases), (t_keys, t_values, t_biases)),
     }
-    seconds = (time.perf_counter() - tic) / R
     gap = est.best_loss_ - truth_loss
     scale = gap_scale(truth_loss, Y)  # L_n(truth); the data's round-off floor when noise-free (L_n(truth) = 0)
     rel_gap = gap / scale
@@ -265,7 +324,7 @@ def run_cell(setting: Setting, n: int, replicates: list[int], base_seed: int = 0
             loss=float(est.best_loss_[i]), truth_loss=float(truth_loss[i]), gap=float(gap[i]), rel_gap=float(rel_gap[i]),
             n_valid_starts=int(start_valid[i].sum()), n_pruned_starts=int(est.pruned_[i].sum()),
             valid=bool(valid[i]), converged=converged, certified=converged and bool(valid[i]), status=status,
-            n_iter=int(est.n_iter_[i, j]), device=setting.device, seconds=seconds,
+            n_iter=int(est.n_iter_[i, j]), device=setting.device,
         )
         rows.append(row)
     return rows

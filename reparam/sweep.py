@@ -387,7 +387,8 @@ def estimate_resources(plan: StudyPlan, allow_large: bool = False) -> dict:
     eigendecompositions; P exceeds the width for shared_learned, whose globals grow with (d + m) r), and the
     pretrained experts' pass over the data (shape_memory_bytes: N experts per sample).
     Validates `plan` first (once per process: validate_plan) and reads the truths built there."""
-    from .study import n_fitted_atoms
+    from .losses import L2_BLOCK_FITS, L2_CHUNK_POINTS
+    from .study import cell_group_size, n_fitted_atoms, replicate_bytes
 
     validate_plan(plan, allow_large)
     experts_peak = shape_memory_bytes(plan, truth_shape(plan))
@@ -400,11 +401,14 @@ def estimate_resources(plan: StudyPlan, allow_large: bool = False) -> dict:
         fits = plan.replicates * setting.init.n_starts
         iters = setting.solver.max_iter
         for n in plan.n_grid:
-            data = 8.0 * plan.replicates * n * (2 * d + 4 * m + 4) * 2  # X, Y and the solver's copies (+ slack)
+            # run_cell fits the replicates in groups that fit CELL_MEMORY_BYTES (reparam.study.replicate_bytes)
+            group = min(plan.replicates, cell_group_size(setting, truth, n))
+            # the group's data and its fits' matrices (Hessian, J^T J, eigendecomposition per fit)
+            data = group * replicate_bytes(n, d, m, truth.experts.n_experts, setting.init.n_starts, P)
             chunks = 8.0 * setting.solver.chunk_elements * 12  # bounded temporaries of one chunk
-            matrices = 8.0 * fits * P * P * 8  # Hessian, J^T J, eigendecomposition per fit
-            evaluation = 8.0 * plan.replicates * setting.n_eval * (L + 1 + 2 * m + d) * 4  # l2_error on n_eval points
-            cell = max(data + chunks + matrices + evaluation, experts_peak)
+            # l2_error: its sample, the experts' pass over it, and one block of fits x chunk of points
+            evaluation = 8.0 * setting.n_eval * (d + 2 * m + 2) + 8.0 * L2_BLOCK_FITS * L2_CHUNK_POINTS * (L + 2 + 2 * m)
+            cell = max(data + chunks + evaluation, experts_peak)
             if cell > peak:
                 peak, worst = cell, (setting.structure, setting.regime, n)
             seconds += fits * iters * (n * (1e-8 * width + 3e-10 * width * width) + 1e-9 * P ** 3)
@@ -443,13 +447,19 @@ def shape_memory_bytes(plan: StudyPlan, shape: dict) -> float:
     """Order-of-magnitude peak memory (bytes) that the truth's shape alone implies, known before the truth is
     built: its parameters as drawn (the N experts' (d, d) and (d, m) matrices, the tie maps and latent atoms, and
     shared_learned's globals, with their working copies) and the experts' pass over the largest sample (every
-    sample scored by all N experts: (samples, N, d + m) temporaries, for the replicates' data and n_eval)."""
+    sample scored by all N experts: (samples, N, d + m) temporaries, for one group of replicates' data at the
+    largest n (run_cell fits its replicates in groups: reparam.study.replicate_group_size) and n_eval)."""
     d, m, L, N, r = (shape[k] for k in ("d", "m", "n_atoms", "n_experts", "latent_dim"))
     hidden = d + m
     build = 8.0 * (4 * N * d * d + 2 * N * d * m + 3 * (d + m + L) * r + 3 * (hidden * r + hidden * hidden + 2 * hidden))
-    samples = max(plan.replicates * max(plan.n_grid), plan.setting.n_eval)
+    from .study import replicate_group_size
+
+    n = max(plan.n_grid)
     width = _widest_fit(plan, shape)  # the fits' P x P matrices, P >= the prefix width
-    matrices = 8.0 * plan.replicates * plan.setting.init.n_starts * width * width * 8
+    S = plan.setting.init.n_starts
+    group = min(plan.replicates, replicate_group_size(n, d, m, N, S, width))  # run_cell's replicates at once
+    samples = max(group * n, plan.setting.n_eval)
+    matrices = 8.0 * group * S * width * width * 16
     return build + max(8.0 * samples * N * (d + m + 2) * 2, matrices)
 
 

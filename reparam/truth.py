@@ -143,6 +143,10 @@ class GroundTruth:
 
     def sample(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
         """The first n points of the stream `seed`: X (n, d), Y (n, m). Nested in n by construction."""
+        return self._sample(n, seed)[:2]
+
+    def _sample(self, n: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+        """sample(n, seed) and f*(X), the regression the noise is added to."""
         if int(n) != n or n < 1:
             raise ValueError(f"n must be an integer >= 1, got {n}")
         n = int(n)
@@ -153,12 +157,15 @@ class GroundTruth:
             eps.append(rng.standard_normal(size=(BLOCK_SIZE, self.m)))
         X = torch.as_tensor(np.concatenate(X)[:n], dtype=DTYPE)
         eps = torch.as_tensor(np.concatenate(eps)[:n], dtype=DTYPE)
-        return X, self.regression(X) + self.noise * eps
+        mean = self.regression(X)
+        return X, mean + self.noise * eps, mean
 
-    def sample_replicates(self, n: int, seeds: list[int]) -> tuple[Tensor, Tensor]:
-        """Stacked streams: X (R, n, d), Y (R, n, m)."""
-        pairs = [self.sample(n, s) for s in seeds]
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+    def sample_replicates(self, n: int, seeds: list[int], with_mean: bool = False):
+        """Stacked streams: X (R, n, d), Y (R, n, m); with_mean: also f*(X) (R, n, m), the regression the noise was
+        added to (the same numbers as self.regression on the stacked X, without a second pass over the data)."""
+        parts = [self._sample(n, s) for s in seeds]
+        X, Y, mean = (torch.stack([p[k] for p in parts]) for k in range(3))
+        return (X, Y, mean) if with_mean else (X, Y)
 
     def eval_inputs(self, n_eval: int) -> Tensor:
         """A fresh sample for L2 errors, independent of every training stream."""

@@ -4,7 +4,9 @@ BENCHMARKS.md (below its hand-written top) and figures/scaling.png. See reparam/
 Sections: (1) the loss/gradient/Hessian pass (fused and tensor) against the compute roofline (dgemm) and the
 memory bandwidth (STREAM-like triad); (2) the first-call cost of a fresh process; (3) the batched solver against scipy.optimize.least_squares
 per fit, per structure x regime at each of `ns`; (4) the statistical against the strict stopping rule on the
-same study; (5) the paper-grade multi-start study and the default main job, timed; (6) scaling.
+same study; (5) the paper-grade multi-start study and the default main job, timed; (6) scaling; (7) the cost per fit
+of a study of many replicates (the main job's cells at `scaling_replicates`, the regression-error evaluation against
+its direct form) and the wall time it implies for a calibration run of `calibration_replicates` replicates.
 
     reparam bench                                   # everything (tens of minutes on 2 cores)
     reparam bench quick=true out=/tmp/B.md figure=/tmp/scaling.png   # smoke run
@@ -70,6 +72,9 @@ class BenchConf:
     skip_paper: do not run the paper-grade study; device: its device, 'cpu' or 'cuda' (needs a GPU).
     skip_main_job: do not time the default main job.
     skip_head_like: do not time the study at head-like dimension (the main job with truth.d=16).
+    skip_replicate_scaling: do not run section 7.
+    scaling_replicates: replicate counts at which section 7 times every cell of the main job's plan (sorted).
+    calibration_replicates: the replicates of the calibration run whose wall time section 7 extrapolates.
     quick: smoke run: small sizes everywhere (overrides ns, scipy_*, lm_max_n, stop_*, skip_paper, skip_main_job).
     out: the Markdown file whose generated part is (re)written (its hand-written top is kept).
     figure: the scaling figure (PNG).
@@ -91,6 +96,9 @@ class BenchConf:
     device: str = "cpu"
     skip_main_job: bool = False
     skip_head_like: bool = False
+    skip_replicate_scaling: bool = False
+    scaling_replicates: List[int] = field(default_factory=lambda: [10, 100])
+    calibration_replicates: int = 1000
     quick: bool = False
     out: str = "BENCHMARKS.md"
     figure: str = "figures/scaling.png"
@@ -111,12 +119,14 @@ def _sizes(field_name: str, values: Any) -> list:
 def validate_cfg(cfg: Any) -> None:
     """Every check before any measurement (raises ConfigError naming the field)."""
     check_unknown_keys(cfg, BenchConf)
-    for name in ("threads", "workers", "scipy_replicates", "lm_max_n", "stop_replicates", "paper_replicates"):
+    for name in ("threads", "workers", "scipy_replicates", "lm_max_n", "stop_replicates", "paper_replicates",
+                 "calibration_replicates"):
         check_int(name, cfg[name], low=1)
     for name in ("scipy_starts", "scipy_starts_large"):
         check_int(name, cfg[name], low=1, high=STUDY_INIT.n_starts)
     _sizes("ns", cfg.ns)
     _sizes("stop_grid", cfg.stop_grid)
+    _sizes("scaling_replicates", cfg.scaling_replicates)
     check_choice("device", cfg.device, DEVICES)
     if not cfg.skip_paper and not cfg.quick:  # only the paper-grade study runs on `device`
         check_device(cfg.device)
@@ -200,6 +210,42 @@ def goals_table(passes, peak, cells, paper, main_job, head_like, kernel) -> list
     return out + [""]
 
 
+def replicate_scaling_lines(rows, l2_rows, a) -> list:
+    """Section 7 of the generated part (lines of markdown)."""
+    out = ["", "### 7. Many replicates: cost per fit and the calibration run", ""]
+    if rows is None:
+        return out + ["(not run in this invocation: `skip_replicate_scaling=true`)"]
+    counts = sorted(rows.replicates.unique())
+    wide = rows.pivot_table(index=["n", "structure", "regime"], columns="replicates", values="seconds_per_fit")
+    out += [f"Every cell of the main job's plan (3 structures x 2 regimes x its sample sizes, {STUDY_INIT.n_starts} starts), "
+            f"fitted with `run_cell` for replicates 0 .. R-1 at R = {', '.join(map(str, counts))}, one cell after the "
+            f"other in this process ({a.threads} thread(s)); seconds per fit = the cell's wall time / R (data, starts, the "
+            "batched fit, every error). A cell of many replicates runs in groups that fit `CELL_MEMORY_BYTES` "
+            "(`reparam.study.cell_group_size`: the group column at the largest R).", "",
+            "| n | structure | regime | " + " | ".join(f"ms per fit, R = {c}" for c in counts) +
+            f" | R = {counts[0]} / R = {counts[-1]} | group |", "|---|---|---|" + "---|" * (len(counts) + 2)]
+    group = rows[rows.replicates == counts[-1]].set_index(["n", "structure", "regime"]).group
+    for key, r in wide.iterrows():
+        out.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(f"{1e3 * r[c]:.1f}" for c in counts) +
+                   f" | {r[counts[0]] / r[counts[-1]]:.2f} | {int(group[key])} |")
+    totals = rows.groupby("replicates").seconds_per_fit.sum()
+    estimate = bench.plan_seconds(rows, a.calibration_replicates, a.workers)
+    out += ["", f"Sum over the cells of the seconds per fit: " + ", ".join(
+        f"R = {c}: {totals[c]:.2f} s" for c in counts) + f". A calibration run of the main job's plan with "
+        f"{a.calibration_replicates} replicates and {a.workers} workers, from the per-fit times at R = {counts[-1]} "
+        f"(`reparam.bench.plan_seconds`, perfect packing of cells on the workers): about **{estimate / 60:.0f} min**."]
+    if l2_rows is not None:
+        out += ["", "The regression error on its n_eval = 1e5 points (`reparam.losses.l2_error`, chunked over points "
+                "and blocks of fits) against its direct form (`reparam.bench.l2_error_direct`: one softmax over all "
+                "points and fits), random prefixes on the canonical truth, best of 3 each, measured in turn:", "",
+                "| structure | regime | R | direct ms per fit | chunked ms per fit | ratio | largest relative difference |",
+                "|---|---|---|---|---|---|---|"]
+        for _, r in l2_rows.iterrows():
+            out.append(f"| {r.structure} | {r.regime} | {r.replicates} | {r.direct_ms:.2f} | {r.chunked_ms:.2f} | "
+                       f"**{r.ratio:.1f}x** | {r.max_rel_diff:.1e} |")
+    return out
+
+
 def _f(x, digits=2):
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
@@ -216,6 +262,7 @@ def run(cfg: Any) -> int:
         a.ns, a.scipy_replicates, a.scipy_starts, a.lm_max_n = [2000], 1, 1, 2000
         a.stop_grid, a.stop_replicates, a.skip_paper, a.skip_main_job = [500, 1000], 3, True, True
         a.skip_head_like = True
+        a.scaling_replicates = [2, 4]
     torch.set_num_threads(a.threads)
     log = lambda s: say(logger, s)  # noqa: E731 - console and the job log (outputs/bench/bench.log)
     load0 = os.getloadavg()
@@ -286,6 +333,13 @@ def run(cfg: Any) -> int:
     # 6. scaling
     sc = section("scaling", lambda: bench.scaling(replicates=20, log=log))
     bench.plot_scaling(sc, a.figure)
+
+    # 7. replicate scaling
+    replicate_rows = l2_rows = None
+    if not a.skip_replicate_scaling:
+        grid = [300, 1000] if a.quick else None  # None: the main job's grid
+        replicate_rows = section("replicate_scaling", lambda: bench.replicate_scaling(a.scaling_replicates, grid, log))
+        l2_rows = section("l2_speed", lambda: bench.l2_speed(a.scaling_replicates, log=log))
 
     load1 = os.getloadavg()
     total = time.perf_counter() - t_all
@@ -402,6 +456,8 @@ def run(cfg: Any) -> int:
           "| axis | value | ms per iteration (20 fits) |", "|---|---|---|"]
     for _, r in sc.iterrows():
         L.append(f"| {r.axis} | {r.value} | {1e3 * r.seconds:.1f} |")
+
+    L += replicate_scaling_lines(replicate_rows, l2_rows, a)
 
     head = open(a.out).read() if os.path.exists(a.out) else ""
     for marker in (MARKER, *OLD_MARKERS):
