@@ -270,9 +270,13 @@ def _pct(p: float, se: float) -> str:
 
 
 def read_calibration(path: str | Path = COMMITTED_TABLE) -> pd.DataFrame | None:
-    """The committed calibration table, or None where there is none."""
+    """The calibration table at `path` (relative: from the working directory, else from the checkout this package
+    is in), or None where there is none."""
     path = Path(path)
-    return pd.read_csv(path) if path.is_file() else None
+    for candidate in (path, Path(__file__).resolve().parents[1] / path) if not path.is_absolute() else (path,):
+        if candidate.is_file():
+            return pd.read_csv(candidate)
+    return None
 
 
 def check_rates_line(table: pd.DataFrame | None, check: str, replicates: int, method: str | None = None) -> str:
