@@ -262,6 +262,55 @@ def pool_plan(pool: int, n_grid: list[int] | None = None, seed: int = 0):
     return copy.deepcopy(plan)
 
 
+def chunk_plans(plan, chunk: int) -> list:
+    """`plan` with its replicates reached `chunk` at a time: plans with replicates chunk, 2 chunk, ..., pool. Run
+    in turn on one result log, each fits only the replicates the log lacks (at most `chunk` per cell), so a large
+    pool is fitted with the memory of a `chunk`-replicate study (a cell holds all its replicates' data at once),
+    and the rows are those of `plan` (replicate r's data stream depends on r only)."""
+    stops = list(range(int(chunk), plan.replicates, int(chunk))) + [plan.replicates]
+    plans = []
+    for stop in stops:
+        part = copy.deepcopy(plan)
+        part.replicates = stop
+        plans.append(part)
+    return plans
+
+
+def _fits_done(plan, rows: pd.DataFrame) -> int:
+    """How many of `plan`'s fits the log rows `rows` hold (each fit once)."""
+    from .sweep import setting_id
+
+    if rows.empty:
+        return 0
+    keys = {(s.structure, s.regime, setting_id(s)) for s in plan.settings()}
+    mine = rows[[(a, b, c) in keys for a, b, c in zip(rows.structure, rows.regime, rows.setting_id)]]
+    mine = mine[mine.n.isin(plan.n_grid) & (mine.replicate < plan.replicates)
+                & (mine.get("base_seed", pd.Series(-1, index=mine.index)) == plan.seed)]
+    return int(len(mine.drop_duplicates(["structure", "regime", "n", "replicate", "setting_id"])))
+
+
+def fit_pool(plan, log_path, chunk: int, workers: int = 1, progress: bool = True, stream=None) -> pd.DataFrame:
+    """Fit every replicate of `plan` into the result log `log_path`, `chunk` replicates per cell at a time
+    (chunk_plans), resuming from what the log holds; one line per pass with what is left. Returns the rows."""
+    import logging
+
+    from .console import say
+    from .sweep import plan_rows, run_plan, study_log
+
+    logger = logging.getLogger(__name__)
+    plans = chunk_plans(plan, chunk)
+    total = len(plan.cells()) * plan.replicates
+    for i, part in enumerate(plans, 1):
+        rows = pd.DataFrame(study_log(log_path).rows())
+        if _fits_done(part, rows) == len(part.cells()) * part.replicates:
+            continue
+        if progress:
+            say(logger, f"[calibrate] pass {i}/{len(plans)}: replicates up to {part.replicates} of {plan.replicates}; "
+                f"{total - _fits_done(plan, rows)} of the pool's {total} fits left", stream, fallback="stderr")
+        run_plan(part, log_path, progress=progress, stream=stream, workers=workers)
+    return plan_rows(plan, study_log(log_path))
+
+
 # --------------------------------------------------------------------------------------------------
 # Reading the table back: the checks report and the documentation.
 
@@ -346,3 +395,47 @@ def coverage_markdown(table: pd.DataFrame) -> str:
                          f"{worst.structure} {worst.regime} {worst.error}]")
         md.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(md)
+
+
+def rates_markdown(table: pd.DataFrame, method: str | None = None) -> str:
+    """The overall verdict error rates of every case at each replicate count of the package, for one interval
+    `method` (None: DEFAULT_INTERVAL): the table the checks report and the documentation quote."""
+    method = DEFAULT_INTERVAL if method is None else method
+    rows = table[(table.structure == ALL) & (table.method == method)]
+    md = ["| check | case | prediction holds | R | K | coverage at prediction | coverage at reference | false alarm "
+          "| miss |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows.sort_values(["check", "holds", "case", "R"], ascending=[True, False, True, True],
+                              kind="stable").itertuples():
+        md.append(f"| `{r.check}` | {r.case} | {'yes' if r.holds else 'no'} ({r.basis}) | {r.R} | {r.K} "
+                  f"| {_pct(r.coverage_pred, r.coverage_pred_se)} | {_pct(r.coverage_ref, r.coverage_ref_se)} "
+                  f"| {_pct(r.false_alarm, r.false_alarm_se)} | {_pct(r.miss, r.miss_se)} |")
+    return "\n".join(md)
+
+
+def calibration_block(table: pd.DataFrame) -> str:
+    """The documentation's generated block: coverage per method and R, then the error rates of the default
+    method."""
+    return "\n".join([coverage_markdown(table), "",
+                      f"Verdict error rates with the package's interval ({interval_label(None, LEVEL)}), overall "
+                      "verdict of each case (+- Monte Carlo standard error):", "", rates_markdown(table)])
+
+
+def calibration_answer(table: pd.DataFrame, replicates: int = CHECK_REPLICATES) -> str:
+    """One paragraph for the README: at the checks' replicate count, the default interval's coverage at the
+    reference slope, and each check's false-alarm and miss rates."""
+    method = DEFAULT_INTERVAL
+    rows = table[(table.method == method) & (table.R == replicates)]
+    if rows.empty:
+        return ""
+    curves = rows[(rows.structure != ALL) & rows.holds.astype(bool)].drop_duplicates(["structure", "regime", "error"])
+    overall = rows[rows.structure == ALL]
+    k = int(overall.K.min())
+    alarms = ", ".join(f"`{r.check}` {100 * r.false_alarm:.0f}%" for r in overall[overall.holds.astype(bool)]
+                       .itertuples())
+    misses = ", ".join(f"`{r.check}` ({r.case}) {100 * r.miss:.0f}%" for r in overall[~overall.holds.astype(bool)]
+                       .itertuples())
+    return (f"Rerun {k} times on independent data with the checks' {replicates} replicates, the slope interval "
+            f"({interval_label(method, LEVEL)}) covers the slope it estimates in {100 * curves.coverage_ref.mean():.0f}% "
+            f"of the studies (mean over {len(curves)} curves; worst "
+            f"{100 * curves.coverage_ref.min():.0f}%). False-alarm rates ('disagree' where the prediction holds): "
+            f"{alarms}; miss rates ('agree' where it fails by construction): {misses}.")

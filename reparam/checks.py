@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .rates import DEFAULT_INTERVAL, describe_verdict, fit_slopes, interval_label, power_vs_log_law, verdict
+from .rates import describe_verdict, fit_slopes, interval_label, power_vs_log_law, verdict
 from .study import DEFAULT_N_GRID, STUDY_INIT, InitConfig
 from .theory import claim, prediction_for, prediction_text, slope_text  # noqa: F401 - prediction_for: public here too
 

@@ -96,6 +96,42 @@ def _percentile_bootstrap(values, log_n, slope, level, n_boot, seed, statistic):
     return lo, hi
 
 
+def _quantiles_at(draws: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """The quantile of each row of `draws` (..., B; NaN ignored) at its own probability `probs` (...), linear
+    interpolation as np.quantile's default."""
+    ordered = np.sort(draws, axis=-1)  # NaN last
+    count = np.isfinite(ordered).sum(axis=-1)
+    position = np.clip(probs, 0, 1) * np.maximum(count - 1, 0)
+    below = np.floor(position).astype(int)
+    above = np.minimum(below + 1, np.maximum(count - 1, 0))
+    low = np.take_along_axis(ordered, below[..., None], axis=-1)[..., 0]
+    high = np.take_along_axis(ordered, above[..., None], axis=-1)[..., 0]
+    return np.where(count > 0, low + (position - below) * (high - low), np.nan)
+
+
+def _bca_bootstrap(values, log_n, slope, level, n_boot, seed, statistic):
+    """Efron's bias-corrected and accelerated percentile interval: the bootstrap quantiles at levels moved by the
+    bias z0 (share of draws below the estimate) and the acceleration a (skewness of the jackknife slopes)."""
+    from scipy.stats import norm
+
+    boot = bootstrap_slopes(values, log_n, n_boot, seed, statistic)
+    finite = np.isfinite(boot).sum(axis=-1)
+    below = (boot < slope[..., None]).sum(axis=-1) + 0.5 * (boot == slope[..., None]).sum(axis=-1)
+    share = np.clip(below / np.maximum(finite, 1), 1 / (n_boot + 1), n_boot / (n_boot + 1))
+    z0 = norm.ppf(share)
+    jack = jackknife_slopes(values, log_n, statistic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        d = np.nanmean(jack, axis=-1, keepdims=True) - jack
+        accel = np.nansum(d ** 3, axis=-1) / (6 * np.nansum(d ** 2, axis=-1) ** 1.5)
+    accel = np.where(np.isfinite(accel), accel, 0.0)
+    bounds = []
+    for tail in ((1 - level) / 2, (1 + level) / 2):
+        z = z0 + norm.ppf(tail)
+        bounds.append(_quantiles_at(boot, norm.cdf(z0 + z / (1 - accel * z))))
+    return bounds[0], bounds[1]
+
+
 def _jackknife_t(values, log_n, slope, level, n_boot, seed, statistic):
     jack = jackknife_slopes(values, log_n, statistic)
     count = np.isfinite(jack).sum(axis=-1)
@@ -131,6 +167,9 @@ INTERVAL_METHODS: dict[str, IntervalMethod] = {m.name: m for m in [
     IntervalMethod("percentile-bootstrap", "percentile-bootstrap",
                    "replicates resampled with replacement (n_boot draws, the same ids at every n); the "
                    "alpha/2 and 1 - alpha/2 quantiles of the resampled slopes", _percentile_bootstrap),
+    IntervalMethod("bca-bootstrap", "BCa bootstrap",
+                   "the bootstrap draws' quantiles at levels corrected for bias (share of draws below the "
+                   "estimate) and acceleration (skewness of the jackknife slopes), Efron's BCa", _bca_bootstrap),
     IntervalMethod("jackknife-t", "jackknife-t",
                    "slope +- t(R-1) quantile x jackknife standard error (leave one replicate out)", _jackknife_t),
     IntervalMethod("replicate-t", "replicate-slope t",

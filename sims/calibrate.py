@@ -25,7 +25,8 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 
 from reparam.app import as_dictconfig, hydra_main
-from reparam.calibration import PACKAGE_REPLICATES, calibrate, calibration_markdown, pool_plan
+from reparam.calibration import (PACKAGE_REPLICATES, calibrate, calibration_markdown, chunk_plans, fit_pool,
+                                 pool_plan)
 from reparam.rates import INTERVAL_METHODS, MIN_REPLICATES
 from reparam.validation import (ConfigError, check_added_keys, check_choice, check_int, check_list, check_output_dir,
                                 check_output_file, check_unknown_keys, status_on_input_error)
@@ -43,6 +44,9 @@ class CalibrateConf:
     seed: base seed of the pool's data streams (seed 0: its first 10 replicates are the main job's).
     out: the folder calibration.csv, calibration.md and provenance.json are written to.
     log: the result log of the pool's fits (resumable: fits in it are not refitted).
+    chunk: replicates fitted per cell and pass (a cell holds all its replicates' data at once: the pool is fitted
+        in passes of `chunk` replicates, so its memory is that of a `chunk`-replicate study; the preflight sizes
+        one pass).
     workers: processes that fit cells in parallel.
     threads: torch threads of this process (shared among the workers).
     n_boot: bootstrap resamples of the percentile-bootstrap interval.
@@ -57,6 +61,7 @@ class CalibrateConf:
     seed: int = 0
     out: str = "figures/calibration"
     log: str = "outputs/calibration/results.jsonl"
+    chunk: int = 50
     workers: int = 2
     threads: int = 2
     n_boot: int = 2000
@@ -83,14 +88,19 @@ def validate_cfg(cfg: Any) -> None:
         raise ConfigError(f"replicates={list(counts)} is invalid with pool={pool}: R = {max(counts)} needs a pool of "
                           f"at least {max(counts)} replicates (K = pool // R studies each)")
     check_list("methods", cfg.methods, item_check=lambda f, v: check_choice(f, v, list(INTERVAL_METHODS)), unique=True)
-    for name in ("workers", "threads"):
+    for name in ("workers", "threads", "chunk"):
         check_int(name, cfg[name], low=1)
     check_int("n_boot", cfg.n_boot, low=10)
     check_output_dir("out", str(cfg.out))
     check_output_file("log", str(cfg.log))
     if Path(str(cfg.log)).is_file():
         read_study_log(str(cfg.log))  # a foreign file is refused, not extended
-    check_resources(_plan(cfg), bool(cfg.allow_large), flag="allow_large=true", n_field="pool")
+    try:  # one pass is what runs at once: its replicates are this command's chunk
+        check_resources(chunk_plans(_plan(cfg), int(cfg.chunk))[0], bool(cfg.allow_large))
+    except ConfigError as err:
+        message = str(err)
+        raise ConfigError(message.replace("replicates=", "chunk=", 1) if message.startswith("replicates=")
+                          else message) from None
 
 
 def _plan(cfg: Any):
@@ -114,7 +124,7 @@ def run(cfg: Any) -> int:
     """Fit the pool (resumable), calibrate, write every output (module docstring); returns the exit status."""
     from reparam.provenance import write_provenance
     from reparam.results import write_table, write_text
-    from reparam.sweep import run_plan, set_threads
+    from reparam.sweep import set_threads
 
     started = time.perf_counter()
     validate_cfg(cfg)
@@ -125,7 +135,7 @@ def run(cfg: Any) -> int:
     print(f"[calibrate] pool of {plan.replicates} replicates x {len(plan.cells())} cells; studies per R: "
           + ", ".join(f"R={r}: K={plan.replicates // r}" for r in counts), flush=True)
     Path(str(cfg.log)).parent.mkdir(parents=True, exist_ok=True)
-    results = run_plan(plan, str(cfg.log), progress=not cfg.quiet, stream=sys.stdout, workers=int(cfg.workers))
+    results = fit_pool(plan, str(cfg.log), int(cfg.chunk), int(cfg.workers), progress=not cfg.quiet, stream=sys.stdout)
     print(f"[calibrate] pool complete ({len(results)} fits); computing intervals and verdicts", flush=True)
     table = calibrate(results, counts, [str(m) for m in cfg.methods], n_boot=int(cfg.n_boot))
     out = Path(str(cfg.out))

@@ -181,3 +181,17 @@ def test_calibrate_app_end_to_end_and_resumes(tmp_path):
     assert run(conf) == 0
     assert (tmp_path / "log" / "results.jsonl").read_text().count("\n") == lines
     assert run(CalibrateConf(pool=9, replicates=[10], out=str(tmp_path / "bad"))) == 2  # R above the pool
+
+
+def test_pool_in_chunks_has_the_rows_of_one_pass(tmp_path):
+    """Passes of 2 replicates (2, 4, 5) fit the same data streams as one pass of 5: the same rows."""
+    from reparam.calibration import chunk_plans, fit_pool, pool_plan
+
+    plan = pool_plan(5, n_grid=[300])
+    plan.structures, plan.regimes = ["shared_linear"], ["over"]
+    assert [p.replicates for p in chunk_plans(plan, 2)] == [2, 4, 5]
+    chunked = fit_pool(plan, tmp_path / "a.jsonl", chunk=2, progress=False)
+    whole = fit_pool(plan, tmp_path / "b.jsonl", chunk=5, progress=False)
+    errors = ["voronoi_prefix", "l2_error", "loss"]
+    assert len(chunked) == 5
+    np.testing.assert_allclose(chunked[errors].to_numpy(float), whole[errors].to_numpy(float), rtol=1e-9)
