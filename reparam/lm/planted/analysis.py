@@ -180,7 +180,10 @@ def slope_table(est, sc: StudyConfig, n_boot: int = 2000, level: float = 0.95):
 
 def check_lines(slopes) -> str:
     """The printed verdict table (markdown)."""
-    lines = ["| structure | regime | error | slope [95% CI] | predicted | verdict | valid fits | in theorems |",
+    from reparam.rates import interval_label
+
+    lines = [f"| structure | regime | error | slope [{interval_label()}] | predicted | verdict | valid fits "
+             "| in theorems |",
              "|---|---|---|---|---|---|---|---|"]
     for _, r in slopes.sort_values(["error", "regime", "structure"]).iterrows():
         pred = f"{r.predicted:+.2f}" if np.isfinite(r.predicted) else "-"
