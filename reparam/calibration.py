@@ -456,17 +456,19 @@ def calibration_answer(table: pd.DataFrame, replicates: int = CHECK_REPLICATES) 
     if rows.empty:
         return ""
     curves = rows[(rows.structure != ALL) & rows.holds.astype(bool)].drop_duplicates(["structure", "regime", "error"])
-    regular = curves[_regular(curves)]
+    regular, heavy = curves[_regular(curves)], curves[~_regular(curves)]
     overall = rows[rows.structure == ALL]
     k = int(overall.K.min())
-    alarms = ", ".join(f"`{r.check}` {100 * r.false_alarm:.0f}%" for r in overall[overall.holds.astype(bool)]
-                       .itertuples())
+    alarms = ", ".join(f"`{r.check}` {100 * r.false_alarm:.0f}%" + (" (holds by a theorem, asymptotically)"
+                                                                    if r.basis == "theory" else "")
+                       for r in overall[overall.holds.astype(bool)].itertuples())
     misses = ", ".join(f"`{r.check}` ({r.case}) {100 * r.miss:.0f}%" for r in overall[~overall.holds.astype(bool)]
                        .itertuples())
     return (f"Rerun {k} times on independent data with the checks' {replicates} replicates, the slope interval "
             f"({interval_label(method, LEVEL)}) covers the slope it estimates in "
             f"{100 * regular.coverage_own.mean():.0f}% of the studies for exact-specified fits and regression errors "
-            f"({len(regular)} curves; worst {100 * regular.coverage_own.min():.0f}%) and in "
-            f"{100 * curves[~_regular(curves)].coverage_own.mean():.0f}% for the heavy-tailed over-specified "
-            f"prefix errors. False-alarm rates ('disagree' where the prediction holds): {alarms}; miss rates "
+            f"({len(regular)} curves; worst {100 * regular.coverage_own.min():.0f}%)"
+            + (f" and in {100 * heavy.coverage_own.mean():.0f}% for the heavy-tailed over-specified prefix errors"
+               if len(heavy) else "")
+            + f". False-alarm rates ('disagree' where the prediction holds): {alarms}; miss rates "
             f"('agree' where it fails): {misses}.")

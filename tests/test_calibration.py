@@ -195,3 +195,20 @@ def test_pool_in_chunks_has_the_rows_of_one_pass(tmp_path):
     errors = ["voronoi_prefix", "l2_error", "loss"]
     assert len(chunked) == 5
     np.testing.assert_allclose(chunked[errors].to_numpy(float), whole[errors].to_numpy(float), rtol=1e-9)
+
+
+def test_generated_blocks_name_the_default_method_and_the_rates():
+    """The docs block and the README sentence rendered from a table (reparam readme-tables)."""
+    from reparam.calibration import calibration_answer, calibration_block
+    from reparam.rates import DEFAULT_INTERVAL
+
+    pool = _pool([-0.5] * 30)
+    cases = [Case("regression", "theory", True, "construction", (Curve("s", "exact", "err", Prediction(-0.5)),), ""),
+             Case("regression", "wrong slope", False, "construction",
+                  (Curve("s", "exact", "err", Prediction(-0.25)),), "")]
+    table = calibrate(pool, [10], [DEFAULT_INTERVAL, "percentile-bootstrap"], cases, n_boot=100)
+    block = calibration_block(table)
+    assert "| jackknife-t |" in block and "| percentile-bootstrap |" in block and "K = 3" in block
+    answer = calibration_answer(table)
+    assert interval_label(DEFAULT_INTERVAL) in answer and "`regression` 0%" in answer
+    assert calibration_answer(table, replicates=20) == ""  # no rows at that replicate count: no sentence
