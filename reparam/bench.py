@@ -243,7 +243,7 @@ def timed_study(plan: StudyPlan, log_path, workers: int = 2) -> tuple[pd.DataFra
 
 def curve_summary(rows: pd.DataFrame, errors=("voronoi_prefix", "l2_error"), n_boot: int = 1000) -> pd.DataFrame:
     """Per (structure, regime, error), over the VALID fits (column `valid`): the slope of log mean error on
-    log n with its bootstrap interval over replicate streams (reparam.rates.fit_slopes, as in the study's
+    log n with its interval over replicate streams (reparam.rates.fit_slopes, as in the study's
     summary), the mean at the largest n with a 95% t-interval, and the median solver iterations."""
     from scipy import stats
 

@@ -5,7 +5,7 @@ What is predicted, for which structure, regime and error column, and where it co
 (reparam.theory.THEORY_TABLE, rendered in docs/theory.md); every prediction below is read from it. The errors are
 measured in the prefix space (k, v), so that structures compare.
 
-"flatter than v" = the whole bootstrap interval of the slope lies above v (no polynomial rate as fast
+"flatter than v" = the whole interval of the slope (reparam.rates.DEFAULT_INTERVAL) lies above v (no polynomial rate as fast
 as the shared one). For the same curves the power law is compared with a 1/log(n)^tau law.
 Only VALID fits (the basic inequality: optimality gap <= tolerance, converged or not) enter slopes and
 means; every summary row counts the fits left out and why, and the solver diagnostics of the rest.
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .rates import describe_verdict, fit_slopes, power_vs_log_law, verdict
+from .rates import describe_verdict, fit_slopes, interval_label, power_vs_log_law, verdict
 from .study import DEFAULT_N_GRID, STUDY_INIT, InitConfig
 from .theory import claim, prediction_for, prediction_text, slope_text  # noqa: F401 - prediction_for: public here too
 
@@ -62,7 +62,8 @@ def _validity_counts(group: pd.DataFrame) -> dict:
 
 def summarize(results: pd.DataFrame, errors: list[str] | None = None, n_boot: int = 2000, level: float = 0.95,
               by: tuple[str, ...] = ("structure", "regime"), replicate_col: str = "seed") -> pd.DataFrame:
-    """One row per (by..., error): fitted slope of the means of VALID fits with its bootstrap interval, the
+    """One row per (by..., error): fitted slope of the means of VALID fits with its interval (reparam.rates.
+    DEFAULT_INTERVAL), the
     THEORY prediction and verdict, the same slope for the medians (the over-specified errors are heavy-tailed),
     the power-vs-log-law comparison, the mean and median error at the largest n, how many fits are valid and
     how many were excluded (positive optimality gap or non-finite; excluded from everything numeric), and the
@@ -114,11 +115,12 @@ def summarize(results: pd.DataFrame, errors: list[str] | None = None, n_boot: in
 def headline(summary: pd.DataFrame) -> pd.DataFrame:
     """The rows that carry a THEORY prediction, in a compact form for printing."""
     s = summary[summary["prediction"] != ""].copy()
-    s["slope (95% CI)"] = [f"{a:+.3f} [{b:+.3f}, {c:+.3f}]" for a, b, c in zip(s.slope, s.slope_lo, s.slope_hi)]
+    s[f"slope ({interval_label()})"] = [f"{a:+.3f} [{b:+.3f}, {c:+.3f}]"
+                                        for a, b, c in zip(s.slope, s.slope_lo, s.slope_hi)]
     s["predicted"] = [(f"{p:+.2f}" if k == "equal" else f"> {p:+.2f}") for p, k in zip(s.predicted, s.prediction)]
     s["valid"] = [f"{v}/{t}" for v, t in zip(s.n_valid, s.n_fits)]
     cols = [c for c in ["setting_id", "truth"] if c in s.columns] + ["structure", "regime", "error", "predicted",
-                                                         "slope (95% CI)", "verdict", "valid", "better_law"]
+                                                         f"slope ({interval_label()})", "verdict", "valid", "better_law"]
     return s[cols].reset_index(drop=True)
 
 
@@ -251,8 +253,13 @@ def check_lines(check: Check, summary: pd.DataFrame) -> tuple[list[dict], str]:
     return out, overall_verdict([o["verdict"] for o in out])
 
 
-def check_report(check: Check, summary: pd.DataFrame, command: str, wall_seconds: float | None = None) -> str:
-    """A markdown section a reader can cite: configuration, prediction, measurement, verdict."""
+def check_report(check: Check, summary: pd.DataFrame, command: str, wall_seconds: float | None = None,
+                 calibration: pd.DataFrame | None = None) -> str:
+    """A markdown section a reader can cite: configuration, prediction, measurement, verdict, and the verdict's
+    measured false-alarm and miss rates at the check's replicate count (`calibration`: the calibration table,
+    reparam.calibration; None: the committed one, if any)."""
+    from .calibration import check_rates_line, read_calibration
+
     lines, overall = check_lines(check, summary)
     md = [f"## Check `{check.name}`: {overall.upper()}", "",
           f"- THEORY row: {check.theory_row}", f"- What: {check.description}",
@@ -263,7 +270,10 @@ def check_report(check: Check, summary: pd.DataFrame, command: str, wall_seconds
           f"- Command: `{command}`"]
     if wall_seconds is not None:
         md.append(f"- Wall time of this invocation: {wall_seconds:.0f} s (fits already in the result log are reused)")
-    md += ["", "| structure | regime | error | predicted | measured slope [95% CI] | verdict | excluded fits | better law |",
+    md.append(check_rates_line(read_calibration() if calibration is None else calibration, check.name,
+                               check.replicates))
+    md += ["", f"| structure | regime | error | predicted | measured slope [{interval_label()}] | verdict "
+           "| excluded fits | better law |",
            "|---|---|---|---|---|---|---|---|"]
     for o in lines:
         if "slope" not in o:

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convergence": ("reparam.sims.convergence", "the main job: error vs n for every structure and regime"),
     "check": ("reparam.sims.check", "the citable theory checks (THEORY section 5 and 7)"),
     "robustness": ("reparam.sims.robustness", "the study over many random ground truths"),
+    "calibrate": ("reparam.sims.calibrate", "how often each theory check's verdict is wrong (coverage, error rates)"),
     "sensitivity": ("reparam.sims.sensitivity", "over-specified cells under other starts and iteration budgets"),
     "aggregate": ("reparam.sims.aggregate", "merge the result logs of runs or sweeps into one table and figures"),
     "figures": ("reparam.sims.figures", "redraw every figure of a folder from its tables"),

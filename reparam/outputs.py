@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .checks import headline, summarize, valid_mask
+from .rates import interval_label
 from .console import say
 from .plots import study_figures
 from .provenance import write_provenance
@@ -61,8 +62,8 @@ def print_summary(results: pd.DataFrame, summary: pd.DataFrame, stream) -> None:
         print("summary: one sample size per curve, no slopes (aggregate several runs)", file=stream)
         return
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 200):
-        print("\nTHEORY checks (slope of log mean error vs log n, valid fits; 95% bootstrap CI over replicates):",
-              file=stream)
+        print(f"\nTHEORY checks (slope of log mean error vs log n, valid fits; {interval_label()} over "
+              "replicates):", file=stream)
         print(headline(summary).to_string(index=False), file=stream)
         shown = ["setting_id", "truth", "structure", "regime", "n_max"]
         big = summary[summary.error == "voronoi_prefix"][[c for c in shown + [

@@ -701,7 +701,7 @@ def planted_error_figure(est: pd.DataFrame, error: str, *, slopes: pd.DataFrame 
                          predictions: dict | None = None, width: float = TEXT_WIDTH, title: str | None = None):
     """One planted-study error against n: mean of the VALID fits with its 95% Student-t band, one panel per
     regime, one colour per structure (excluded invalid fits are counted in the legend). Legends give the slope
-    [95% bootstrap CI] of each curve (`slopes`: reparam.lm.planted.slope_table rows of this error) and the
+    [95% CI, reparam.rates.DEFAULT_INTERVAL] of each curve (`slopes`: reparam.lm.planted.slope_table rows of this error) and the
     verdict where THEORY predicts one (`predictions`: (structure, regime) -> slope, drawn as a dashed guide
     through that curve's points). Reference lines (`PLANTED_REFERENCES`): 1 for the normalised errors, the
     bare model's KL (mean of the recorded `kl_truth_vs_base` per truth family) for the KL.

@@ -31,6 +31,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from reparam.app import as_dictconfig, hydra_main
+from reparam.rates import interval_label
 from reparam.cache import cached
 from reparam import bench, kernels
 from reparam.console import say
@@ -405,8 +406,8 @@ def run(cfg: Any) -> int:
           f"Wall time: strict **{rules['strict']['wall']:.0f} s**, statistical **{rules['statistical']['wall']:.0f} s** "
           f"({rules['strict']['wall'] / rules['statistical']['wall']:.2f}x); solver iterations of the reported fits: "
           f"strict {int(rules['strict']['rows'].n_iter.sum())}, statistical {int(rules['statistical']['rows'].n_iter.sum())}. "
-          "Means over VALID fits at the largest n (95% t-interval) and slopes of log mean on log n (95% bootstrap "
-          "interval over replicate streams, reparam.rates.fit_slopes); *moved* says whether a statistical-rule estimate falls outside the "
+          "Means over VALID fits at the largest n (95% t-interval) and slopes of log mean on log n ("
+          f"{interval_label()} over replicate streams, reparam.rates.fit_slopes); *moved* says whether a statistical-rule estimate falls outside the "
           "strict rule's interval.", "",
           "| structure | regime | error | mean at max n, strict | statistical | slope, strict | statistical | moved | median iterations strict / statistical |",
           "|---|---|---|---|---|---|---|---|---|"]

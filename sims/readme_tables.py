@@ -35,8 +35,8 @@ class ReadmeTablesConf:
     """Settings of `reparam readme-tables`.
 
     figures: the folder of the committed tables the pages quote (summary.csv, results.csv, sensitivity.csv,
-        checks_report.md, inverse-ratio/summary.csv, inverse-bound/, robustness_summary.csv,
-        head_like/d*/{results,summary}.csv, lm/; a missing one leaves its blocks as they are).
+        checks_report.md, calibration/calibration.csv, inverse-ratio/summary.csv, inverse-bound/,
+        robustness_summary.csv, head_like/d*/{results,summary}.csv, lm/; a missing one leaves its blocks as they are).
     root: the checkout whose README.md and docs/ pages hold the blocks (each in its home page, see HOMES).
     readme: one markdown file whose `<!-- generated:NAME -->` blocks are rewritten in place, instead of the pages
         under `root` (null: the pages under `root`).
@@ -681,6 +681,13 @@ def tables(figures: Path) -> dict[str, str]:
     slopes, to_target = (planted / "asymptotic" / f"planted_{x}.csv" for x in ("slopes", "n_to_target"))
     if slopes.is_file() and to_target.is_file():
         out["answer-planted"] = planted_answer(_read_csv(slopes), _read_csv(to_target))
+    calibration = figures / "calibration" / "calibration.csv"
+    if calibration.is_file():  # rendered by `reparam calibrate`
+        from reparam.calibration import calibration_answer, calibration_block
+
+        table = _read_csv(calibration)
+        out["calibration"] = calibration_block(table)
+        out["answer-calibration"] = calibration_answer(table)
     if (figures / "wall_times.csv").is_file():
         robustness = figures / "robustness_results.csv"
         out["wall-times"] = wall_times_table(_read_csv(figures / "wall_times.csv"),
@@ -703,6 +710,7 @@ HOMES = {
     "low-data-all-layers": "docs/tutorials/low-data.md", "low-data-diagnosis": "docs/tutorials/low-data.md", "low-data-cpu": "docs/tutorials/low-data.md", "low-data-budget": "docs/tutorials/low-data.md",
     "low-data-budget-check": "docs/tutorials/low-data.md",
     "wall-times": "docs/how-to/regenerate.md",
+    "calibration": "docs/reference/calibration.md", "answer-calibration": "README.md",
     "theory_table": "docs/theory.md",
 }
 

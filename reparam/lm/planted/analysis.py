@@ -1,5 +1,5 @@
 """Tables and verdicts of the planted study, from the recorded fits only: estimates, the truths' scales, slopes
-with bootstrap intervals, and the markdown verdict table."""
+with their intervals (reparam.rates.DEFAULT_INTERVAL), and the markdown verdict table."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -141,7 +141,7 @@ def add_normalised_errors(est, refs, rtol: float = 1e-6):
 
 
 def slope_table(est, sc: StudyConfig, n_boot: int = 2000, level: float = 0.95):
-    """Slopes with bootstrap intervals on VALID estimates, per (structure, regime, error), and verdicts.
+    """Slopes with intervals (reparam.rates.DEFAULT_INTERVAL) on VALID estimates, per (structure, regime, error), and verdicts.
 
     verdict: 'insufficient' when fewer than `sc.min_sizes` sizes or, at some size, fewer than
     `sc.min_replicates` valid replicates; else reparam.rates.verdict against THEORY's slope where the structure
@@ -180,7 +180,10 @@ def slope_table(est, sc: StudyConfig, n_boot: int = 2000, level: float = 0.95):
 
 def check_lines(slopes) -> str:
     """The printed verdict table (markdown)."""
-    lines = ["| structure | regime | error | slope [95% CI] | predicted | verdict | valid fits | in theorems |",
+    from reparam.rates import interval_label
+
+    lines = [f"| structure | regime | error | slope [{interval_label()}] | predicted | verdict | valid fits "
+             "| in theorems |",
              "|---|---|---|---|---|---|---|---|"]
     for _, r in slopes.sort_values(["error", "regime", "structure"]).iterrows():
         pred = f"{r.predicted:+.2f}" if np.isfinite(r.predicted) else "-"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from reparam.rates import interval_label
+
 #: the errors of the headline: column -> label
 HEADLINE_ERRORS = {"rel_dist": "relative prefix distance", "kl": "held-out KL [nats/token]"}
 
@@ -177,7 +179,7 @@ def report_markdown(est: pd.DataFrame, slopes: pd.DataFrame, n2t: pd.DataFrame) 
             verdict = f" **{r.verdict}**" if r.verdict not in ("measured",) else ""
             cells.append(f"{r.slope:+.2f} [{r.slope_lo:+.2f}, {r.slope_hi:+.2f}]{verdict}")
         lines.append(f"| `{s}` | {g} | " + " | ".join(cells) + " |")
-    out += ("\n\nSlopes in n [95% bootstrap CI] over the valid fits (verdicts where THEORY predicts a slope; "
+    out += (f"\n\nSlopes in n [{interval_label()}] over the valid fits (verdicts where THEORY predicts a slope; "
             "'insufficient': fewer than 5 valid replicates at some n):\n\n")
     out += "\n".join(lines)
     lines = ["| regime | error | target | structure | n needed | n(independent) / n(structure) |",
