@@ -231,7 +231,7 @@ def replicate_scaling_lines(rows, l2_rows, a) -> list:
                    f" | {r[counts[0]] / r[counts[-1]]:.2f} | {int(group[key])} |")
     totals = rows.groupby("replicates").seconds_per_fit.sum()
     estimate = bench.plan_seconds(rows, a.calibration_replicates, a.workers)
-    out += ["", f"Sum over the cells of the seconds per fit: " + ", ".join(
+    out += ["", "Sum over the cells of the seconds per fit: " + ", ".join(
         f"R = {c}: {totals[c]:.2f} s" for c in counts) + f". A calibration run of the main job's plan with "
         f"{a.calibration_replicates} replicates and {a.workers} workers, from the per-fit times at R = {counts[-1]} "
         f"(`reparam.bench.plan_seconds`, perfect packing of cells on the workers): about **{estimate / 60:.0f} min**."]
