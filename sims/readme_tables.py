@@ -271,13 +271,14 @@ def minimax_answer(verdicts: pd.DataFrame, targets: pd.DataFrame, measured: pd.D
 
 
 def low_data_runs_table(path: Path) -> str:
-    """The training runs recorded so far by a per-n tuned study (its checksummed runs.jsonl), before any cell is
-    complete: which learning rates were tried where, where each run's best dev check fell, and its test NLL."""
+    """The training runs recorded so far by a per-n tuned study (its checksummed runs.jsonl), before its report is
+    written: which learning rates were tried where, where each run's best dev check fell, and its test NLL."""
     from reparam.results import ResultLog
 
     rows = ResultLog(path).rows()
     order = list(dict.fromkeys(r["setting_id"] for r in rows))  # settings in the order their runs were recorded
-    lines = [f"No paired cell is complete yet; {len(rows)} training run{'s' if len(rows) != 1 else ''} recorded"
+    lines = [f"The study has no report yet (`stage=report` writes it once its cells are trained); "
+             f"{len(rows)} training run{'s' if len(rows) != 1 else ''} recorded"
              + (f" under {len(order)} settings (an edited protocol gets a new setting id; earlier runs are kept but "
                 "never pooled with its runs)" if len(order) > 1 else "") + ":", "",
              "| setting | n | replicate | structure | lr | steps | best dev check (first, cap) | status | best dev loss "
