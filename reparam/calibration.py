@@ -277,9 +277,10 @@ def pool_plan(pool: int, n_grid: list[int] | None = None, seed: int = 0):
 
 def chunk_plans(plan, chunk: int) -> list:
     """`plan` with its replicates reached `chunk` at a time: plans with replicates chunk, 2 chunk, ..., pool. Run
-    in turn on one result log, each fits only the replicates the log lacks (at most `chunk` per cell), so a large
-    pool is fitted with the memory of a `chunk`-replicate study (a cell holds all its replicates' data at once),
-    and the rows are those of `plan` (replicate r's data stream depends on r only)."""
+    in turn on one result log, each fits only the replicates the log lacks (at most `chunk` per cell), so an
+    interrupted pool loses at most one pass's cell (the log records a cell when all its replicates are fitted; a
+    cell's memory is bounded by run_cell's replicate groups either way), and the rows are those of `plan`
+    (replicate r's data stream depends on r only, and a fit does not depend on the fits batched beside it)."""
     stops = list(range(int(chunk), plan.replicates, int(chunk))) + [plan.replicates]
     plans = []
     for stop in stops:

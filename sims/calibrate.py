@@ -44,9 +44,9 @@ class CalibrateConf:
     seed: base seed of the pool's data streams (seed 0: its first 10 replicates are the main job's).
     out: the folder calibration.csv, calibration.md and provenance.json are written to.
     log: the result log of the pool's fits (resumable: fits in it are not refitted).
-    chunk: replicates fitted per cell and pass (a cell holds all its replicates' data at once: the pool is fitted
-        in passes of `chunk` replicates, so its memory is that of a `chunk`-replicate study; the preflight sizes
-        one pass).
+    chunk: replicates fitted per cell and pass (the result log records a cell when all its replicates are fitted:
+        passes of `chunk` replicates bound what an interrupt loses to one pass's cell; the preflight sizes one
+        pass).
     workers: processes that fit cells in parallel.
     threads: torch threads of this process (shared among the workers).
     n_boot: bootstrap resamples of the percentile-bootstrap interval.
