@@ -245,7 +245,7 @@ def curve_summary(rows: pd.DataFrame, errors=("voronoi_prefix", "l2_error"), n_b
     """Per (structure, regime, error), over the VALID fits (column `valid`): the slope of log mean error on
     log n with its interval over replicate streams (reparam.rates.fit_slopes, as in the study's
     summary), the mean at the largest n with a 95% t-interval, and the median solver iterations."""
-    from scipy import stats
+    from .rates import mean_half_width
 
     from .rates import fit_slopes
 
@@ -255,7 +255,7 @@ def curve_summary(rows: pd.DataFrame, errors=("voronoi_prefix", "l2_error"), n_b
         for error in errors:
             slope = fit_slopes(g, error, by=[], replicate_col="seed", n_boot=n_boot).iloc[0]
             top = g[g.n == g.n.max()][error].astype(float)
-            half = stats.t.ppf(0.975, len(top) - 1) * top.std(ddof=1) / np.sqrt(len(top)) if len(top) > 1 else np.nan
+            half = mean_half_width(top)
             out.append(dict(structure=s, regime=r, error=error, slope=slope["slope"], slope_lo=slope["slope_lo"],
                             slope_hi=slope["slope_hi"], mean_at_n_max=top.mean(), mean_half_width=half,
                             median_at_n_max=top.median(), valid=len(g),

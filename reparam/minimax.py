@@ -482,7 +482,7 @@ def measured_errors(rows: pd.DataFrame, study: str, error: str, level: float = 0
     """Mean error of the package's estimator per (structure, regime, n) over replicate streams, with a t interval:
     columns study, structure, regime, latent_dim, n, error, mean, lo, hi, replicates. Rows are the valid fits
     (synthetic: `valid`; planted: the selected estimate of each fit)."""
-    from scipy import stats
+    from .rates import mean_half_width
 
     if error not in rows.columns:
         raise DataError(f"the measured table has no column {error!r}")
@@ -492,7 +492,7 @@ def measured_errors(rows: pd.DataFrame, study: str, error: str, level: float = 0
         x = x[np.isfinite(x)]
         k = len(x)
         mean = float(x.mean()) if k else np.nan
-        half = float(stats.t.ppf(0.5 + level / 2, k - 1) * x.std(ddof=1) / np.sqrt(k)) if k > 1 else np.nan
+        half = mean_half_width(x, level)
         out.append(dict(study=study, structure=structure, regime=regime, latent_dim=latent_dim, n=float(n),
                         error=error, mean=mean, lo=mean - half, hi=mean + half, replicates=k))
     return pd.DataFrame(out)

@@ -80,12 +80,10 @@ def color_for(name: str) -> str:
 def _band(group: pd.DataFrame, error: str, level: float = 0.95) -> pd.DataFrame:
     """Mean and a confidence band of the mean per n (Student t with the replicates at that n; no band from
     fewer than 2 replicates)."""
-    from scipy import stats
+    from .rates import t_half_width
 
     agg = group.groupby("n")[error].agg(["mean", "std", "count"]).sort_index()
-    dof = (agg["count"] - 1).clip(lower=1)
-    t = stats.t.ppf(0.5 + level / 2, dof)
-    half = np.where(agg["count"] >= 2, t * agg["std"].fillna(0) / np.sqrt(agg["count"]), 0.0)
+    half = np.nan_to_num(t_half_width(agg["std"], agg["count"], level), nan=0.0)  # no band from one replicate
     agg["lo"] = (agg["mean"] - half).clip(lower=agg["mean"] * 0.05)
     agg["hi"] = agg["mean"] + half
     return agg

@@ -87,6 +87,22 @@ def _t_quantile(level: float, dof: np.ndarray) -> np.ndarray:
     return np.where(dof >= 1, t.ppf(0.5 + level / 2, np.maximum(dof, 1)), np.nan)
 
 
+def t_half_width(sd, count, level: float = 0.95) -> np.ndarray:
+    """Half-width of the Student-t interval of a mean, elementwise: the t quantile with count - 1 degrees of
+    freedom times sd / sqrt(count); NaN where count < 2 (one value shows no spread). The one formula behind every
+    mean-with-interval of the package (tables, bands, paired differences)."""
+    count = np.asarray(count, dtype=float)
+    sd = np.asarray(sd, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(count >= 2, _t_quantile(level, count - 1) * sd / np.sqrt(np.maximum(count, 1)), np.nan)
+
+
+def mean_half_width(values, level: float = 0.95) -> float:
+    """`t_half_width` of the mean of the 1-D `values` (every value counts; NaN with fewer than 2)."""
+    v = np.asarray(values, dtype=float)
+    return float(t_half_width(v.std(ddof=1) if len(v) > 1 else np.nan, len(v), level))
+
+
 def _percentile_bootstrap(values, log_n, slope, level, n_boot, seed, statistic):
     boot = bootstrap_slopes(values, log_n, n_boot, seed, statistic)
     alpha = (1 - level) / 2

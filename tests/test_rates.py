@@ -75,3 +75,26 @@ def test_replicates_are_counted_per_n_and_the_minimum_decides():
     assert row.min_replicates == 2 and np.isnan(row.slope_lo)
     full = fit_slopes(synthetic_table(lambda n: 3.0 * n ** -0.5, replicates=3), "err", by=["structure"], n_boot=200)
     assert full.min_replicates.iloc[0] == 3 and full.slope_hi.iloc[0] > full.slope_lo.iloc[0]
+
+
+def test_mean_half_width_is_the_student_t_interval_and_covers_at_its_level():
+    """The shared t half-width: equal to scipy's t interval of a mean; NaN from one value; and its 95% interval
+    covers the true mean of normal samples of size 3 in 95% of 4000 seeded draws (Monte Carlo SE 0.34%, so
+    +-1.5% is over 4 SE)."""
+    from scipy import stats
+
+    from reparam.rates import mean_half_width, t_half_width
+
+    x = np.array([1.0, 2.5, 2.0])
+    lo, hi = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
+    assert mean_half_width(x) == pytest.approx((hi - lo) / 2, rel=1e-12)
+    assert np.isnan(mean_half_width([1.0])) and np.isnan(mean_half_width([]))
+    assert np.isnan(t_half_width([1.0, 1.0], [1, 0])).all()
+    draws = np.random.default_rng(3).normal(size=(4000, 3))
+    half = t_half_width(draws.std(axis=1, ddof=1), np.full(4000, 3))
+    covered = np.abs(draws.mean(axis=1)) <= half
+    assert covered.mean() == pytest.approx(0.95, abs=0.015)
+    # what it replaces in small samples: [min, max] of 3 values covers the true mean (0) only when the three
+    # do not share a sign, 1 - 2 / 2**3 = 75% of the time (MC SE 0.7%)
+    minmax = (draws.min(axis=1) <= 0) & (draws.max(axis=1) >= 0)
+    assert minmax.mean() == pytest.approx(0.75, abs=0.03)

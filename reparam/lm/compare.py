@@ -34,13 +34,13 @@ MIN_REPLICATES = 3
 def paired_t_interval(d, level: float = 0.95) -> tuple[float, float]:
     """(low, high): the paired t interval of the mean of the differences `d` (len(d) - 1 degrees of freedom);
     NaN for fewer than 2 values; [mean, mean] when every difference is the same."""
-    from scipy import stats
+    from reparam.rates import mean_half_width
 
     d = np.asarray(d, dtype=float)
     if len(d) < 2:
         return np.nan, np.nan
     mean = float(d.mean())
-    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    half = mean_half_width(d, level)
     return mean - half, mean + half
 
 
@@ -139,7 +139,7 @@ def method_note(metrics=None) -> str:
 def mean_interval(values, level: float = 0.95, min_replicates: int = 3) -> tuple[float, float, float]:
     """(mean, low, high): the mean of the finite `values` and its Student-t interval (n - 1 degrees of freedom);
     the interval is (NaN, NaN) with fewer than `min_replicates` values (never z = 1.96 from 2 seeds)."""
-    from scipy import stats
+    from reparam.rates import mean_half_width
 
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
@@ -148,7 +148,7 @@ def mean_interval(values, level: float = 0.95, min_replicates: int = 3) -> tuple
     mean = float(v.mean())
     if len(v) < max(min_replicates, 2):
         return mean, np.nan, np.nan
-    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    half = mean_half_width(v, level)
     return mean, mean - half, mean + half
 
 

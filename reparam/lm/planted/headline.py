@@ -55,9 +55,9 @@ def headline_figure(est: pd.DataFrame, regime: str = "exact", reference: str = "
     95% Student-t band; the target is what `reference` reaches at its largest n, each structure's marker is the n
     where its measured mean gets there, and the text gives the ratio n(reference) / n(structure)."""
     import matplotlib.pyplot as plt
-    from scipy import stats
 
     from reparam.plots import COLUMN_WIDTH, PANEL_HEIGHT, color_for, samples_to_reach
+    from reparam.rates import t_half_width
 
     part = est[(est.regime == regime) & est["valid"].astype(bool) & est.structure.isin(structures)]
     fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, PANEL_HEIGHT + 0.7))
@@ -66,7 +66,7 @@ def headline_figure(est: pd.DataFrame, regime: str = "exact", reference: str = "
         for s in [s for s in structures if s in set(part.structure)]:
             g = part[part.structure == s].groupby("n")[error]
             mean, sd, k = g.mean(), g.std(), g.count()
-            half = stats.t.ppf(0.975, (k - 1).clip(lower=1)) * sd / np.sqrt(k)
+            half = t_half_width(sd, k)
             curves[s] = mean
             c = color_for(s)
             ax.plot(mean.index, mean, "o-", color=c, label=s)
@@ -133,7 +133,7 @@ def psi_figure(curves: pd.DataFrame, verdicts: pd.DataFrame):
 def largest_n_table(est: pd.DataFrame) -> pd.DataFrame:
     """Per (structure, regime) at its largest n: mean relative distance and KL of the VALID estimates with 95%
     Student-t intervals, and how many fits were valid, converged and at the iteration cap."""
-    from scipy import stats
+    from reparam.rates import mean_half_width
 
     rows = []
     for (s, g), part in est.groupby(["structure", "regime"]):
@@ -147,7 +147,7 @@ def largest_n_table(est: pd.DataFrame) -> pd.DataFrame:
         for error in ("rel_dist", "kl"):
             x = v[error].to_numpy(float)
             mean = x.mean() if len(x) else np.nan
-            half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)) if len(x) >= 2 else np.nan
+            half = mean_half_width(x)
             row.update({f"{error}_mean": mean, f"{error}_lo": mean - half, f"{error}_hi": mean + half})
         rows.append(row)
     return pd.DataFrame(rows)
