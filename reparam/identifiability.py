@@ -404,14 +404,15 @@ def psi_verdict(curve: pd.DataFrame, config: InverseBoundConfig | None = None) -
     return {**out, "verdict": "holds" if out["slope_near_0"] <= 1 + cfg.slope_tol else "fails: psi = o(delta)"}
 
 
-# (structure, regime, latent_dim) -> THEORY section 7's prediction for the inverse bound ('holds' / 'fails'), or
-# 'open' where THEORY leaves it to the measurement.
-INVERSE_BOUND_CASES: list[tuple[str, str, int, str]] = [
-    ("shared_linear", "exact", 2, "holds"), ("shared_linear", "over", 2, "holds"),
-    ("shared_mlp", "exact", 2, "holds"), ("shared_mlp", "over", 2, "holds"),
-    ("independent", "exact", 2, "holds"), ("independent", "over", 2, "fails"),
-    ("shared_linear", "exact", 3, "holds"), ("shared_linear", "over", 3, "fails"),
-    ("shared_mlp", "exact", 3, "holds"), ("shared_mlp", "over", 3, "open"),
+#: The cases of the inverse-bound study, (structure, regime, latent_dim) on the canonical truth (d = 2): latent_dim 2
+#: has an injective key map, 3 (r > d) not. Each case's prediction is its structure's own declaration
+#: (`Structure.predicted_inverse_bound`), read at run time.
+INVERSE_BOUND_CASES: list[tuple[str, str, int]] = [
+    ("shared_linear", "exact", 2), ("shared_linear", "over", 2),
+    ("shared_mlp", "exact", 2), ("shared_mlp", "over", 2),
+    ("independent", "exact", 2), ("independent", "over", 2),
+    ("shared_linear", "exact", 3), ("shared_linear", "over", 3),
+    ("shared_mlp", "exact", 3), ("shared_mlp", "over", 3),
 ]
 
 
@@ -422,8 +423,9 @@ def inverse_bound_study(config: InverseBoundConfig | None = None, cases=None,
     smallest delta, verdict, THEORY prediction, agreement)."""
     cfg = config or InverseBoundConfig()
     curves, summary = [], []
-    for structure, regime, latent_dim, predicted in cases or INVERSE_BOUND_CASES:
+    for structure, regime, latent_dim in cases or INVERSE_BOUND_CASES:
         truth = canonical_truth(structure, latent_dim=latent_dim, noise=0.0)
+        predicted = truth.structure.predicted_inverse_bound(regime)
         tic = time.perf_counter()
         curve = inverse_bound_curve(truth, truth.n_atoms + (extra_atoms if regime == "over" else 0), cfg)
         curve["latent_dim"] = latent_dim

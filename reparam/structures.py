@@ -19,6 +19,8 @@ A new structure is one subclass with @register; the class is the ONE place that 
     hydra_options  the composite Hydra options `structure=<option>` it belongs to besides its own (e.g. "all")
     inverse_bound  THEORY section 7 per regime, {"exact": "holds" | "fails", "over": ...}: whether D <= C ||f - f*||
                    near the truth; it selects the theory table's inverse-ratio and inverse-bound rates; {} = none
+    inverse_bound_not_injective   the same where the key map is not injective (tied structures with r > d);
+                   "open" where the theory leaves it to the measurement. `predicted_inverse_bound()` picks one
     truth_theta()  its truth recipe: the native parameters that express the latent truth (reparam.truth)
     witness_direction(), witness_weight()   its f-equivalent witness, if it has one (reparam.identifiability)
     key_map()      how its keys depend on the native atom, as the inverse-bound table names it
@@ -130,6 +132,7 @@ class Structure:
     theory_rows: ClassVar[str | None] = None  # "shared" | "independent" | None (module docstring)
     hydra_options: ClassVar[tuple[str, ...]] = ()  # composite `structure=` options it joins, e.g. ("all",)
     inverse_bound: ClassVar[dict[str, str]] = {}  # regime -> "holds" | "fails" (module docstring); {} = no prediction
+    inverse_bound_not_injective: ClassVar[dict[str, str]] = {}  # the same with a non-injective key map
     d: int
     m: int
 
@@ -205,6 +208,12 @@ class Structure:
         """How the keys depend on the native atom, as the inverse-bound table names it (e.g. 'injective')."""
         return "not declared"
 
+    def predicted_inverse_bound(self, regime: str) -> str:
+        """THEORY section 7's prediction for this structure's key map in `regime`: 'holds', 'fails', or 'open'
+        (no prediction: the theory leaves it to the measurement, or the class declares none)."""
+        declared = self.inverse_bound_not_injective if self.key_map() == "not injective" else self.inverse_bound
+        return declared.get(regime, "open")
+
 
 @dataclass
 class _TiedStructure(Structure):
@@ -261,6 +270,9 @@ class SharedLinear(_TiedStructure):
 
     name: ClassVar[str] = "shared_linear"
     theorem: ClassVar[str | None] = "Theorem 2"
+    # r > d: moving p along a null direction z of W_K (u = W_V z) is an exact f-preserving family, so an extra
+    # atom can sit at any distance: the bound fails when over-specified
+    inverse_bound_not_injective: ClassVar[dict[str, str]] = {"exact": "holds", "over": "fails"}
 
     def prefix_from_atoms(self, atoms, globals_):
         return atoms @ self.W_K.T, atoms @ self.W_V.T
@@ -273,6 +285,8 @@ class SharedMLP(_TiedStructure):
 
     name: ClassVar[str] = "shared_mlp"
     theorem: ClassVar[str | None] = "Theorem 3"
+    # r > d: sigma breaks the null-space family of shared_linear, so THEORY makes no over-specified prediction
+    inverse_bound_not_injective: ClassVar[dict[str, str]] = {"exact": "holds", "over": "open"}
     activation: str = "tanh"
 
     def __post_init__(self):
