@@ -54,6 +54,11 @@ def test_sample_efficiency_interpolates_the_n_to_reach_the_target():
     assert eff.loc["independent", "n_needed"] == pytest.approx(200) and eff.loc["shared", "n_needed"] == pytest.approx(100)
     assert eff.loc["shared", "ratio_vs_independent"] == pytest.approx(2.0)
     assert not eff.loc["shared", "at_most"]
+    # an n still being recorded (1 replicate so far) does not move the readout: the curves stop at n = 200
+    partial = _summary({"independent": [1.0], "shared": [0.5]}, ns=(400,)).assign(replicates=1)
+    again = sample_efficiency(pd.concat([_summary({"independent": [2.0, 1.8, 1.6], "shared": [1.8, 1.6, 1.5]}),
+                                         partial])).set_index("structure")
+    pd.testing.assert_frame_equal(again, eff)
 
 
 def _tables(folder: Path, paired_rows, planned=(5, 3, 3), recorded=(5, 3, 3), ns=(50, 100, 200)):

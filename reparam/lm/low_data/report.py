@@ -233,18 +233,23 @@ def cells_table(cfg: DictConfig, d: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sample_efficiency(summary: pd.DataFrame, metric: str = "test_nll", baseline: str = "independent") -> pd.DataFrame:
+def sample_efficiency(summary: pd.DataFrame, metric: str = "test_nll", baseline: str = "independent",
+                      min_replicates: int | None = None) -> pd.DataFrame:
     """The n each structure needs to reach a target test NLL, and its ratio to the baseline's.
 
-    summary: `score_summary` rows of one init. Target: the highest of the structures' mean `metric` at their
+    summary: `score_summary` rows of one init; an n enters a structure's curve only with at least `min_replicates`
+    replicates (default: `reparam.lm.compare.MIN_REPLICATES`, the fewest that give an interval), so a study still
+    being recorded is not read off one replicate's mean. Target: the highest of the structures' mean `metric` at their
     largest recorded n (a level every structure reaches inside the measured range). n needed: the smallest n from
     which the mean curve stays at or below the target, interpolated log-linearly between measured n
     (`reparam.plots.samples_to_reach`; no extrapolation). ratio: baseline's n / the structure's n (> 1: it needs
     fewer examples). A point estimate from the mean curves; the paired intervals say whether the gap is resolved.
     """
+    from reparam.lm.compare import MIN_REPLICATES
     from reparam.plots import samples_to_reach
 
-    curves = {s: g.set_index("n")[f"{metric}_mean"].sort_index() for s, g in summary.groupby("structure")}
+    enough = summary.replicates >= (MIN_REPLICATES if min_replicates is None else min_replicates)
+    curves = {s: g.set_index("n")[f"{metric}_mean"].sort_index() for s, g in summary[enough].groupby("structure")}
     curves = {s: c[c.notna()] for s, c in curves.items()}
     if len(curves) < 2 or any(len(c) < 2 for c in curves.values()):  # a readout needs every curve at 2 n or more
         return pd.DataFrame()
