@@ -74,8 +74,8 @@ def voronoi_r(theta_hat, weight_hat, theta_true, weight_true, r: float):
 
 def cell_atom_errors(theta_hat, theta_true) -> tuple[torch.Tensor, torch.Tensor]:
     """Largest unweighted atom distance ||theta_hat_i - theta*_j|| over atoms in single-atom cells and over
-    atoms in multi-atom (over-specified) cells: each (...), NaN where no such cell exists. The shared
-    theorems predict n^{-1/2} for the first and n^{-1/4} for the second."""
+    atoms in multi-atom (over-specified) cells: each (...), NaN where no such cell exists. What the theorems
+    predict for each is the theory table's (reparam.theory.THEORY_TABLE, error `atom_error_multi`)."""
     _, distance, in_multi = _cell_distances(_as_tensor(theta_hat), _as_tensor(theta_true))
     nan = torch.full_like(distance, float("nan"))
     return _nanmax(torch.where(~in_multi, distance, nan)), _nanmax(torch.where(in_multi, distance, nan))
