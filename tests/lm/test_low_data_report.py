@@ -91,3 +91,21 @@ def test_the_answer_paragraph_never_claims_more_than_the_verdicts(tmp_path):
     _tables(tmp_path, eq, planned=(5,), recorded=(5,), ns=(50,))
     assert "do not need fewer examples" in answer_paragraph(tmp_path)
     assert np.isfinite(eq.ci_low).all()
+
+
+ALL_LAYERS_REPORT = COMMITTED / "cpu_all_layers" / "report"
+
+
+@pytest.mark.skipif(not (ALL_LAYERS_REPORT / "low_data_e2e_paired.csv").is_file(), reason="no committed report")
+def test_the_all_layer_report_is_the_report_of_the_committed_rows(tmp_path):
+    """The committed all-layer report (and so README's answer) is what `stage=report` makes of the committed rows:
+    rows recorded after it and not reported, or a report edited by hand, fail here."""
+    from reparam.lm.low_data.report import report_stage
+
+    report_stage(_cfg(["setting=cpu_all_layers", f"out_dir={tmp_path}"]))
+    for name in ("", "_summary", "_paired", "_study", "_cells", "_efficiency", "_lr_selection", "_budget", "_chunks"):
+        new = pd.read_csv(tmp_path / f"low_data_e2e{name}.csv")
+        old = pd.read_csv(ALL_LAYERS_REPORT / f"low_data_e2e{name}.csv")
+        pd.testing.assert_frame_equal(new, old, check_exact=False, rtol=1e-9, obj=f"low_data_e2e{name}.csv")
+    for name in ("paired", "study", "answer"):
+        assert (tmp_path / f"low_data_e2e_{name}.md").read_text() == (ALL_LAYERS_REPORT / f"low_data_e2e_{name}.md").read_text()
