@@ -245,9 +245,7 @@ def curve_summary(rows: pd.DataFrame, errors=("voronoi_prefix", "l2_error"), n_b
     """Per (structure, regime, error), over the VALID fits (column `valid`): the slope of log mean error on
     log n with its interval over replicate streams (reparam.rates.fit_slopes, as in the study's
     summary), the mean at the largest n with a 95% t-interval, and the median solver iterations."""
-    from .rates import mean_half_width
-
-    from .rates import fit_slopes
+    from .rates import fit_slopes, mean_half_width
 
     good = rows[rows["valid"].astype(bool)]
     out = []
