@@ -303,8 +303,14 @@ def low_data_all_layer_blocks(low: Path) -> dict[str, str]:
     blocks = {"low-data-answer": "\n\n".join(p for p in (answer, variant_paragraph(low)) if p)}
     tables = [report / f"low_data_e2e_{name}.md" for name in ("study", "paired")]
     if all(t.is_file() for t in tables):
-        blocks["low-data-all-layers"] = "\n\n".join(
-            "\n".join(line for line in t.read_text().splitlines() if not line.startswith("# ")).strip() for t in tables)
+        parts = ["\n".join(line for line in t.read_text().splitlines() if not line.startswith("# ")).strip()
+                 for t in tables]
+        chunks_csv = report / "low_data_e2e_chunks.csv"
+        if chunks_csv.is_file():
+            chunks = pd.read_csv(chunks_csv)
+            ids = ", ".join(f"`{i}`" for i in chunks["setting_id"].astype(str).unique())
+            parts.append(f"The study's recorded chunks (setting {ids}) took {_chunk_cost(chunks)}.")
+        blocks["low-data-all-layers"] = "\n\n".join(parts)
     elif (low / "cpu_all_layers" / "low_data" / "runs.jsonl").is_file():
         blocks["low-data-all-layers"] = low_data_runs_table(low / "cpu_all_layers" / "low_data" / "runs.jsonl")
     diagnosis = low / "low_data_e2e_diagnosis.md"

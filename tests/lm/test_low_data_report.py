@@ -93,6 +93,29 @@ def test_the_answer_paragraph_never_claims_more_than_the_verdicts(tmp_path):
     assert np.isfinite(eq.ci_low).all()
 
 
+def test_a_mixed_answer_says_which_n_says_what_and_what_follows(tmp_path):
+    from reparam.lm.compare import paired_differences
+    from reparam.lm.low_data.report import answer_paragraph
+
+    rows = []  # n = 50: shared clearly worse; n = 100: differences of both signs, wide interval
+    for n, diff in ((50, [0.05, 0.06, 0.055]), (100, [0.08, -0.07, 0.01])):
+        for r, d in enumerate(diff):
+            rows += [{"init": "words", "n": n, "replicate": r, "structure": "independent", "test_nll": 1.7},
+                     {"init": "words", "n": n, "replicate": r, "structure": "shared", "test_nll": 1.7 + d}]
+    paired = paired_differences(pd.DataFrame(rows), ["test_nll"])
+    _tables(tmp_path, paired, planned=(3, 3), recorded=(3, 3), ns=(50, 100))
+    text = answer_paragraph(tmp_path)
+    assert "`independent` better at n = 50; not resolved (no clear difference) at n = 100" in text
+    assert "`shared` is better at no n recorded" in text and "does not support `shared`" in text
+    assert "insufficient" not in text and "lower test NLL at every n" not in text
+    # the mirror image: shared better where resolved
+    flipped = paired.assign(verdict=paired.verdict.str.replace("independent better", "shared better"))
+    _tables(tmp_path, flipped, planned=(3, 3), recorded=(3, 3), ns=(50, 100))
+    text = answer_paragraph(tmp_path)
+    assert "`shared` better at n = 50" in text and "`independent` is better at no n recorded" in text
+    assert "does not support" not in text
+
+
 ALL_LAYERS_REPORT = COMMITTED / "cpu_all_layers" / "report"
 
 

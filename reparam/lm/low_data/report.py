@@ -349,13 +349,22 @@ def answer_paragraph(folder, dataset: str = "e2e", structure: str = "shared", ba
         text.append(f" `{structure}` has the lower test NLL at every n recorded.")
     elif verdicts and all(v.startswith(f"{baseline} better") for v in verdicts):
         text.append(f" `{baseline}` has the lower test NLL at every n recorded.")
-    elif any(v.startswith("insufficient") for v in verdicts):
-        text.append(" Where a verdict is insufficient there are too few paired replicates to say anything.")
     elif verdicts and all(v == "no clear difference" for v in verdicts):
         text.append(" At no n recorded is the difference resolved: neither structure is better, and the intervals "
                     "are too wide to call them equivalent within the margin.")
-    else:
-        text.append(" The verdicts differ between n or are not resolved; no single answer holds across n.")
+    elif verdicts:
+        text.append(" No single answer holds across n: " + _verdicts_by_n(nll, structure, baseline) + ".")
+        if not any(v.startswith(f"{structure} better") for v in verdicts) and \
+                any(v.startswith(f"{baseline} better") for v in verdicts):
+            text.append(f" `{structure}` is better at no n recorded and, where the difference is resolved, "
+                        f"`{baseline}` is the better one: this evidence does not support `{structure}` prefixes "
+                        f"needing fewer examples on this model.")
+        elif not any(v.startswith(f"{baseline} better") for v in verdicts) and \
+                any(v.startswith(f"{structure} better") for v in verdicts):
+            text.append(f" `{baseline}` is better at no n recorded and, where the difference is resolved, "
+                        f"`{structure}` is the better one.")
+        if any(v.startswith("insufficient") for v in verdicts):
+            text.append(" Where a verdict is insufficient there are too few paired replicates to say anything.")
     if not eff.empty and eff.n_needed.notna().all() and len(eff) >= 2:
         e = eff.set_index("structure")
         ratio_col = f"ratio_vs_{baseline}"
@@ -375,6 +384,20 @@ def answer_paragraph(folder, dataset: str = "e2e", structure: str = "shared", ba
                 f"tried and {converged} converged (best dev check strictly between the first check and the cap, "
                 f"stopped by patience).")
     return "".join(text)
+
+
+def _verdicts_by_n(nll: pd.DataFrame, structure: str, baseline: str) -> str:
+    """'`independent` better at n = 50, 100; not resolved (no clear difference) at n = 200': the test-NLL verdicts
+    grouped by what they say, in the order they first occur along n."""
+    groups: dict[str, list[int]] = {}
+    for _, r in nll.iterrows():
+        v = str(r.verdict)
+        label = (f"`{structure}` better" if v.startswith(f"{structure} better") else
+                 f"`{baseline}` better" if v.startswith(f"{baseline} better") else
+                 "equivalent within the margin" if v.startswith("equivalent") else
+                 "insufficient" if v.startswith("insufficient") else "not resolved (no clear difference)")
+        groups.setdefault(label, []).append(int(r.n))
+    return "; ".join(f"{label} at n = {', '.join(map(str, ns))}" for label, ns in groups.items())
 
 
 def variant_paragraph(folder, dataset: str = "e2e") -> str:
