@@ -193,9 +193,17 @@ def test_resuming_rows_of_the_other_solver_pass_is_said(tmp_path, env):
 
 # ------------------------------------------------------------------ 7. an interrupt ends in one line
 
+def _interruptible():
+    """Give the child the default SIGINT action, as a terminal would. A suite started in the background
+    (`nohup pytest ... &`) runs with SIGINT ignored, a child inherits that, and Python then installs no
+    KeyboardInterrupt handler: Ctrl-C could not be tested at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_after_first_cell(args, env, sig=signal.SIGINT):
     proc = subprocess.Popen([sys.executable, "-m", "reparam.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, HYDRA_FULL_ERROR="0", **env))
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, HYDRA_FULL_ERROR="0", **env),
+                            preexec_fn=_interruptible)
     deadline = time.monotonic() + 240
     for line in proc.stdout:  # the first finished cell: some rows are recorded, the large cell is in flight
         if "[sweep] cell" in line or time.monotonic() > deadline:
@@ -238,7 +246,8 @@ def test_sigterm_ends_the_run_as_ctrl_c_does(tmp_path, env):
 def test_ctrl_c_before_the_run_writes_nothing_and_says_so(tmp_path, env):
     folder = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "reparam.cli", "convergence", *SMALL, f"hydra.run.dir={folder}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, **env))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, **env),
+                            preexec_fn=_interruptible)
     time.sleep(0.3)  # the command's libraries are still loading
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
