@@ -341,29 +341,27 @@ def answer_paragraph(folder, dataset: str = "e2e", structure: str = "shared", ba
             part += f"; BLEU {said(bleu.loc[int(r.n)], '')}"
         parts.append(part)
     text.append("; ".join(parts) + "." if parts else "no paired cell is recorded yet.")
-    verdicts = list(nll.verdict)
-    if verdicts and all(v.startswith("equivalent") for v in verdicts):
+    kinds = [_verdict_kind(v, structure, baseline) for v in nll.verdict]
+    if kinds and all(k == "equivalent" for k in kinds):
         text.append(f" At every n recorded the two are equivalent in test NLL within the margin: on this model "
                     f"`{structure}` prefixes do not need fewer examples.")
-    elif verdicts and all(v.startswith(f"{structure} better") for v in verdicts):
+    elif kinds and all(k == structure for k in kinds):
         text.append(f" `{structure}` has the lower test NLL at every n recorded.")
-    elif verdicts and all(v.startswith(f"{baseline} better") for v in verdicts):
+    elif kinds and all(k == baseline for k in kinds):
         text.append(f" `{baseline}` has the lower test NLL at every n recorded.")
-    elif verdicts and all(v == "no clear difference" for v in verdicts):
+    elif kinds and all(k == "unresolved" for k in kinds):
         text.append(" At no n recorded is the difference resolved: neither structure is better, and the intervals "
                     "are too wide to call them equivalent within the margin.")
-    elif verdicts:
-        text.append(" No single answer holds across n: " + _verdicts_by_n(nll, structure, baseline) + ".")
-        if not any(v.startswith(f"{structure} better") for v in verdicts) and \
-                any(v.startswith(f"{baseline} better") for v in verdicts):
+    elif kinds:
+        text.append(" No single answer holds across n: " + _verdicts_by_n(nll.n, kinds) + ".")
+        if baseline in kinds and structure not in kinds:
             text.append(f" `{structure}` is better at no n recorded and, where the difference is resolved, "
                         f"`{baseline}` is the better one: this evidence does not support `{structure}` prefixes "
                         f"needing fewer examples on this model.")
-        elif not any(v.startswith(f"{baseline} better") for v in verdicts) and \
-                any(v.startswith(f"{structure} better") for v in verdicts):
+        elif structure in kinds and baseline not in kinds:
             text.append(f" `{baseline}` is better at no n recorded and, where the difference is resolved, "
                         f"`{structure}` is the better one.")
-        if any(v.startswith("insufficient") for v in verdicts):
+        if "insufficient" in kinds:
             text.append(" Where a verdict is insufficient there are too few paired replicates to say anything.")
     if not eff.empty and eff.n_needed.notna().all() and len(eff) >= 2:
         e = eff.set_index("structure")
@@ -386,17 +384,25 @@ def answer_paragraph(folder, dataset: str = "e2e", structure: str = "shared", ba
     return "".join(text)
 
 
-def _verdicts_by_n(nll: pd.DataFrame, structure: str, baseline: str) -> str:
-    """'`independent` better at n = 50, 100; not resolved (no clear difference) at n = 200': the test-NLL verdicts
-    grouped by what they say, in the order they first occur along n."""
+def _verdict_kind(verdict: str, structure: str, baseline: str) -> str:
+    """What a paired verdict (`reparam.lm.compare._verdict`) says: `structure` or `baseline` (that one is better,
+    by any amount), "equivalent", "insufficient", or "unresolved" (no clear difference)."""
+    v = str(verdict)
+    for kind, prefix in ((structure, f"{structure} better"), (baseline, f"{baseline} better"),
+                         ("equivalent", "equivalent"), ("insufficient", "insufficient")):
+        if v.startswith(prefix):
+            return kind
+    return "unresolved"
+
+
+def _verdicts_by_n(ns, kinds: list[str]) -> str:
+    """'`independent` better at n = 50, 100; not resolved (no clear difference) at n = 200': the verdict kinds
+    (`_verdict_kind`) at each n, grouped, in the order they first occur along n."""
+    labels = {"equivalent": "equivalent within the margin", "insufficient": "insufficient",
+              "unresolved": "not resolved (no clear difference)"}
     groups: dict[str, list[int]] = {}
-    for _, r in nll.iterrows():
-        v = str(r.verdict)
-        label = (f"`{structure}` better" if v.startswith(f"{structure} better") else
-                 f"`{baseline}` better" if v.startswith(f"{baseline} better") else
-                 "equivalent within the margin" if v.startswith("equivalent") else
-                 "insufficient" if v.startswith("insufficient") else "not resolved (no clear difference)")
-        groups.setdefault(label, []).append(int(r.n))
+    for n, kind in zip(ns, kinds):
+        groups.setdefault(labels.get(kind, f"`{kind}` better"), []).append(int(n))
     return "; ".join(f"{label} at n = {', '.join(map(str, ns))}" for label, ns in groups.items())
 
 
